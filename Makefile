@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make demo   builds what is needed and runs the product locally on its embedded control plane
+#   make test   installs everything and runs the whole suite: lint, types, layering, unit and e2e tests
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo down test check unit e2e bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m devenv up
+
+down: $(VENV)/.installed
+	$(BIN)/python -m devenv down
+
+check: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -m "not e2e"
+
+e2e: $(VENV)/.installed
+	$(BIN)/pytest -m e2e
+
+# pytest exits 5 when it collected no test: make treats that, like any non-zero code, as a failure.
+test: check
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

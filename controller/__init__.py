@@ -1,0 +1,1 @@
+"""The controller: rollouts on Secret changes and generated credentials."""

@@ -1,0 +1,111 @@
+"""Build etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in ``gomod/kube``.
+
+The binaries are cached under ``~/.cache/smll-secrets/bin/<version>-<digest>`` where the digest covers go.mod and
+go.sum, so a second run finds them at once and a change of pins builds anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GOMOD_DIR = Path(__file__).parent / "gomod" / "kube"
+CACHE_ROOT = Path(os.environ.get("SMLL_CACHE_DIR", Path.home() / ".cache" / "smll-secrets"))
+
+# name of the binary -> Go package that builds it
+KUBE_TOOLS = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+}
+ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+    kube_version: str
+
+
+def kube_version() -> str:
+    match = re.search(r"^require k8s\.io/kubernetes (v\S+)$", (GOMOD_DIR / "go.mod").read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"{GOMOD_DIR / 'go.mod'} does not require k8s.io/kubernetes")
+    return match.group(1)
+
+
+def _bin_dir() -> Path:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((GOMOD_DIR / name).read_bytes())
+    return CACHE_ROOT / "bin" / f"{kube_version()}-{digest.hexdigest()[:12]}"
+
+
+def _binaries(bin_dir: Path) -> Binaries:
+    return Binaries(
+        etcd=bin_dir / "etcd",
+        kube_apiserver=bin_dir / "kube-apiserver",
+        kube_controller_manager=bin_dir / "kube-controller-manager",
+        kubectl=bin_dir / "kubectl",
+        kube_version=kube_version(),
+    )
+
+
+def _go_build(out: Path, packages: list[str], ldflags: str, what: str) -> None:
+    """Run ``go build -v`` and report progress: -v names each package as it is compiled."""
+    cmd = ["go", "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), *packages]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=GOMOD_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    last_report = started
+    for count, line in enumerate(proc.stdout, start=1):
+        tail = [*tail, line.rstrip()][-30:]
+        now = time.monotonic()
+        if now - last_report >= 15:
+            print(f"  building {what}: {count} packages compiled, {now - started:.0f}s", file=sys.stderr, flush=True)
+            last_report = now
+    if proc.wait() != 0:
+        raise RuntimeError(f"go build of {what} failed:\n" + "\n".join(tail))
+    print(f"  built {what} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+
+
+def ensure_binaries() -> Binaries:
+    """Return the cached binaries, building them first when they are missing."""
+    bin_dir = _bin_dir()
+    binaries = _binaries(bin_dir)
+    if (bin_dir / ".complete").exists():
+        return binaries
+    if shutil.which("go") is None:
+        raise RuntimeError("Go is needed to build the control plane: install Go 1.26 or newer")
+    version = kube_version()
+    minor = version.split(".")[1]
+    print(f"Building the control plane {version} from Go modules into {bin_dir} (first time only)…", file=sys.stderr)
+    staging = bin_dir.with_name(bin_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    version_flags = " ".join(
+        f"-X {pkg}.{var}={value}"
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for var, value in (("gitVersion", version), ("gitMajor", "1"), ("gitMinor", minor))
+    )
+    _go_build(staging / "etcd", [ETCD_PACKAGE], "-s -w", "etcd")
+    _go_build(staging, list(KUBE_TOOLS.values()), f"-s -w {version_flags}", ", ".join(KUBE_TOOLS))
+    (staging / ".complete").write_text(version)
+    shutil.rmtree(bin_dir, ignore_errors=True)
+    staging.rename(bin_dir)
+    return binaries
+
+
+if __name__ == "__main__":
+    print(ensure_binaries())

@@ -1,0 +1,376 @@
+"""A real control plane on loopback: etcd, kube-apiserver and kube-controller-manager, each its own process.
+
+Everything lives in one throwaway directory: data, PKI, kubeconfig, encryption config and the components' logs.
+Each component listens on a free loopback port. There is no kubelet, so Pods stay Pending, and that is fine.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import datetime
+import json
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from devenv.binaries import Binaries, ensure_binaries
+from webhook.certs import KeyPair, make_ca, make_leaf
+
+SERVICE_CIDR = "10.0.0.0/24"
+ENCRYPTION_KEY_NAME = "key1"
+ENCRYPTED_PREFIX = b"k8s:enc:secretbox:v1:" + ENCRYPTION_KEY_NAME.encode() + b":"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: ask the kernel to SIGKILL it when the process that started it dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def write_kubeconfig(path: Path, *, server: str, ca_pem: bytes, client: KeyPair, user: str) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(client.cert_pem), "client-key-data": b64(client.key_pem)},
+            }
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+@dataclass
+class Component:
+    name: str
+    args: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, detach: bool) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=None if detach else _die_with_parent,
+            )
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@dataclass
+class ControlPlane:
+    """A control plane in ``workdir``. ``start()`` brings it up; ``stop()`` ends every process it started."""
+
+    workdir: Path
+    binaries: Binaries
+    detach: bool = False
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    apiserver_port: int = field(default_factory=free_port)
+    controller_manager_port: int = field(default_factory=free_port)
+    components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.pki / "ca.crt").read_bytes()
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        year = datetime.timedelta(days=365)
+        ca = make_ca("smll-secrets local CA", valid_for=year)
+        serving = make_leaf(
+            ca,
+            "kube-apiserver",
+            valid_for=year,
+            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+        )
+        admin = make_leaf(ca, "admin", valid_for=year, organization="system:masters", client=True)
+        service_accounts = make_ca("service-account-signer", valid_for=year)
+        for name, pair in (("ca", ca), ("apiserver", serving), ("admin", admin), ("sa", service_accounts)):
+            (self.pki / f"{name}.crt").write_bytes(pair.cert_pem)
+            (self.pki / f"{name}.key").write_bytes(pair.key_pem)
+            (self.pki / f"{name}.key").chmod(0o600)
+        # The service-account signing key: kube-apiserver wants the public half, the controller-manager the private.
+        write_kubeconfig(self.kubeconfig, server=self.server, ca_pem=ca.cert_pem, client=admin, user="admin")
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        encryption = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "EncryptionConfiguration",
+            "resources": [
+                {
+                    "resources": ["secrets"],
+                    "providers": [
+                        {"secretbox": {"keys": [{"name": ENCRYPTION_KEY_NAME, "secret": key}]}},
+                        {"identity": {}},
+                    ],
+                }
+            ],
+        }
+        path = self.pki / "encryption-config.yaml"
+        path.write_text(yaml.safe_dump(encryption))
+        path.chmod(0o600)
+
+    def _components(self) -> dict[str, Component]:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        pki = self.pki
+        etcd = [
+            str(self.binaries.etcd),
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{self.etcd_peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{self.etcd_peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{self.etcd_peer_port}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+        apiserver = [
+            str(self.binaries.kube_apiserver),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.crt'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--encryption-provider-config={pki / 'encryption-config.yaml'}",
+            "--endpoint-reconciler-type=none",
+            "--enable-aggregator-routing=true",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            "--v=1",
+        ]
+        controller_manager = [
+            str(self.binaries.kube_controller_manager),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.controller_manager_port}",
+            f"--cert-dir={self.workdir / 'kcm-certs'}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+        return {
+            name: Component(name, args, logs / f"{name}.log")
+            for name, args in (
+                ("etcd", etcd),
+                ("kube-apiserver", apiserver),
+                ("kube-controller-manager", controller_manager),
+            )
+        }
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.kubeconfig.exists():
+            self._write_pki()
+        self.components = self._components()
+        try:
+            self._start("etcd", self._etcd_ready, timeout=30)
+            self.start_apiserver()
+            self._start("kube-controller-manager", self._controller_manager_ready, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_apiserver(self) -> None:
+        self._start("kube-apiserver", self._apiserver_ready, timeout=90)
+
+    def stop_apiserver(self, *, sig: int = signal.SIGTERM) -> None:
+        self.components["kube-apiserver"].stop(sig=sig)
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in self.components:
+                self.components[name].stop()
+
+    def pids(self) -> dict[str, int]:
+        return {name: c.process.pid for name, c in self.components.items() if c.process is not None}
+
+    def _start(self, name: str, ready: Callable[[], bool], *, timeout: float) -> None:
+        component = self.components[name]
+        component.start(detach=self.detach)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not component.alive():
+                raise RuntimeError(
+                    f"{name} exited during start-up; last lines of {component.log}:\n{component.log_tail()}"
+                )
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{name} not ready after {timeout:.0f}s; last lines of {component.log}:\n{component.log_tail()}"
+        )
+
+    # ---- readiness ----------------------------------------------------------------------------------------
+
+    def _etcd_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2) as response:
+                return bool(json.load(response).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return context
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """A GET on the apiserver as admin, for readiness checks and tests."""
+        try:
+            with urllib.request.urlopen(self.server + path, context=self._admin_ssl_context(), timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def _apiserver_ready(self) -> bool:
+        try:
+            status, _ = self.get("/readyz")
+        except OSError:
+            return False
+        return status == 200
+
+    def _controller_manager_ready(self) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    # ---- helpers for tests and the demo ------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def etcd_get(self, key: str) -> bytes | None:
+        """Read one key straight from etcd through its JSON gateway, bypassing the apiserver."""
+        body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+        request = urllib.request.Request(f"{self.etcd_url}/v3/kv/range", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            kvs = json.load(response).get("kvs", [])
+        return base64.b64decode(kvs[0]["value"]) if kvs else None
+
+
+@contextlib.contextmanager
+def running_control_plane(workdir: Path | None = None) -> Iterator[ControlPlane]:
+    """Build (if needed) and start a control plane; stop it and remove its directory afterwards."""
+    binaries = ensure_binaries()
+    owned = workdir is None
+    directory = Path(tempfile.mkdtemp(prefix="smll-cp-")) if workdir is None else workdir
+    plane = ControlPlane(directory, binaries)
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

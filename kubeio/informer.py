@@ -1,0 +1,123 @@
+"""List-then-watch for one resource path, feeding a handler that keeps what it needs in memory.
+
+List (paged), hand the handler the whole state, then watch from the list's resourceVersion. Bookmarks keep the
+resourceVersion fresh; a 410 Gone (or an ERROR event saying so) relists; a broken connection reconnects with
+exponential backoff and jitter. ``synced`` is set after the first complete list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from kubeio.rest import ApiException, json_request, stream_json_lines
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+
+
+class Handler(Protocol):
+    def replace(self, objects: list[JsonObject]) -> None:
+        """The full state after a (re)list."""
+
+    def apply(self, event_type: str, obj: JsonObject) -> None:
+        """One ADDED, MODIFIED or DELETED event."""
+
+
+class Gone(Exception):
+    """The resourceVersion we watch from is too old: relist."""
+
+
+class Informer:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        path: str,
+        handler: Handler,
+        *,
+        query: Mapping[str, str] | None = None,
+        page_size: int = 500,
+        watch_seconds: int = 300,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.api = api
+        self.path = path
+        self.handler = handler
+        self.query = dict(query or {})
+        self.page_size = page_size
+        self.watch_seconds = watch_seconds
+        self.max_backoff = max_backoff
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+
+    async def list(self) -> None:
+        items: list[JsonObject] = []
+        token = ""
+        while True:
+            query: dict[str, str | int | bool] = {**self.query, "limit": self.page_size}
+            if token:
+                query["continue"] = token
+            page = await json_request(self.api, "GET", self.path, query=query)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                self.resource_version = str(metadata.get("resourceVersion", ""))
+                break
+        self.handler.replace(items)
+        self.synced.set()
+
+    async def watch(self) -> None:
+        query: dict[str, str | int | bool] = {
+            **self.query,
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": self.resource_version,
+            "timeoutSeconds": self.watch_seconds + random.randint(0, 30),  # noqa: S311 - spreads reconnects
+        }
+        async for event in stream_json_lines(self.api, self.path, query=query, timeout=self.watch_seconds + 60):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Gone()
+                raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = str(version)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.handler.apply(kind, obj)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self.list()
+                    need_list = False
+                await self.watch()
+                backoff = 0.2
+            except Gone:
+                log.info("watch of %s expired (410 Gone); relisting", self.path)
+                need_list = True
+            except ApiException as error:
+                if error.status == 410:
+                    need_list = True
+                    continue
+                log.warning(
+                    "watch of %s failed: %s %s; retrying in %.1fs", self.path, error.status, error.reason, backoff
+                )
+                await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter, not secrecy
+                backoff = min(backoff * 2, self.max_backoff)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError) as error:
+                log.warning("watch of %s broke: %s; retrying in %.1fs", self.path, type(error).__name__, backoff)
+                await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter, not secrecy
+                backoff = min(backoff * 2, self.max_backoff)

@@ -1,0 +1,74 @@
+"""Raw JSON requests through a kubernetes-asyncio ApiClient, for any resource path (built-in kinds and CRDs alike).
+
+Plain dicts in and out: the core works on dicts, and skipping the generated models keeps watches cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["ApiException", "json_request", "stream_json_lines"]
+
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+async def _call(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str | int | bool] | None,
+    body: Any,
+    content_type: str,
+    timeout: float | None,
+) -> Any:
+    headers = {"Accept": "application/json", "Content-Type": content_type}
+    return await api.call_api(
+        path,
+        method,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _request_timeout=timeout,
+    )
+
+
+async def json_request(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str | int | bool] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """One request; the decoded JSON answer. Raises ApiException on a non-2xx status."""
+    response = await _call(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+    async with response:
+        data = await response.read()
+    decoded = json.loads(data) if data else {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+async def stream_json_lines(
+    api: client.ApiClient, path: str, *, query: Mapping[str, str | int | bool], timeout: float
+) -> AsyncIterator[dict[str, Any]]:
+    """A watch: one decoded JSON document a line, however long the line is."""
+    response = await _call(api, "GET", path, query=query, body=None, content_type="application/json", timeout=timeout)
+    async with response:
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)

@@ -1,0 +1,288 @@
+"""Linking: link annotations → the env entries they want → a pod spec that has exactly those.
+
+The stages, each a plain function: parse the annotations into links (or problems that say how to fix them),
+then apply the links to a pod template, keeping a record of the vars the product manages so that a removed
+annotation removes exactly its env entry, and so that applying twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
+from rules.workloads import JsonObject, annotations_of, controller_owner, pod_template
+
+EXAMPLE = LINK_PREFIX + "API_KEY=stripe/STRIPE_SECRET_KEY"
+# Key names that say nothing of what they hold (the product page's "KEY_1" example).
+VAGUE_NAME = re.compile(r"^(KEY|SECRET|VALUE|VAL|VAR|ENV|TOKEN|PASS|PASSWORD|DATA|ITEM|FIELD)[-_.]?\d*$", re.I)
+
+
+@dataclass(frozen=True)
+class Link:
+    var: str
+    secret: str
+    key: str
+
+    @property
+    def annotation(self) -> str:
+        return LINK_PREFIX + self.var
+
+    def env_entry(self) -> JsonObject:
+        return {"name": self.var, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": self.key}}}
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """What the annotations ask for: links by var, and the chosen containers (None: every app container)."""
+
+    links: Mapping[str, Link]
+    containers: tuple[str, ...] | None
+
+
+class LinkDenied(Exception):
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass
+class Linked:
+    """The result of linking an object: the new object and the warnings for the user."""
+
+    obj: JsonObject
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_link(annotation: str, value: str) -> Link:
+    """One ``env.secrets.smll.io/<VAR>: <secret>/<key>`` annotation → a Link, or LinkDenied saying how to fix it."""
+    var = annotation[len(LINK_PREFIX) :]
+    if not ENV_VAR.match(var):
+        raise LinkDenied(
+            [
+                f"annotation {annotation}: {var!r} is not a valid env var name; use letters, digits and underscores, "
+                f"not starting with a digit (for example {LINK_PREFIX}API_KEY)"
+            ]
+        )
+    secret, slash, key = value.strip().partition("/")
+    if not slash or not is_secret_name(secret) or not is_secret_key(key):
+        raise LinkDenied(
+            [
+                f"annotation {annotation}: {value!r} is not <secret>/<key>; the secret is a lowercase DNS name and "
+                f"the key letters, digits, '-', '_' or '.' (for example {EXAMPLE})"
+            ]
+        )
+    return Link(var=var, secret=secret, key=key)
+
+
+def has_link_annotations(found: Mapping[str, str]) -> bool:
+    return any(name.startswith(LINK_PREFIX) or name in (CONTAINERS, MANAGED_ENV) for name in found)
+
+
+def parse_links(found: Mapping[str, str]) -> dict[str, Link]:
+    """Every link annotation of one annotation set; LinkDenied lists every malformed one."""
+    links: dict[str, Link] = {}
+    problems: list[str] = []
+    for name, value in sorted(found.items()):
+        if not name.startswith(LINK_PREFIX):
+            continue
+        try:
+            link = parse_link(name, value)
+        except LinkDenied as denied:
+            problems.extend(denied.problems)
+        else:
+            links[link.var] = link
+    if problems:
+        raise LinkDenied(problems)
+    return links
+
+
+def parse_containers(found: Mapping[str, str]) -> tuple[str, ...] | None:
+    value = found.get(CONTAINERS)
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names:
+        raise LinkDenied(
+            [f"annotation {CONTAINERS}: names no container; list them separated by commas (for example web,worker)"]
+        )
+    return names
+
+
+def link_request(*annotation_sets: Mapping[str, str]) -> LinkRequest:
+    """Merge the annotation sets in order (the workload's, then its pod template's): a later one wins per var."""
+    links: dict[str, Link] = {}
+    containers: tuple[str, ...] | None = None
+    problems: list[str] = []
+    for found in annotation_sets:
+        try:
+            links.update(parse_links(found))
+        except LinkDenied as denied:
+            problems.extend(denied.problems)
+        try:
+            containers = parse_containers(found) or containers
+        except LinkDenied as denied:
+            problems.extend(denied.problems)
+    if problems:
+        raise LinkDenied(problems)
+    return LinkRequest(links=links, containers=containers)
+
+
+def read_record(found: Mapping[str, str]) -> dict[str, list[str]]:
+    """The managed-env record: container name → vars the product put there. Unreadable counts as empty."""
+    try:
+        record = json.loads(found.get(MANAGED_ENV, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {
+        str(name): [var for var in vars_ if isinstance(var, str)]
+        for name, vars_ in record.items()
+        if isinstance(vars_, list)
+    }
+
+
+def _containers(spec: JsonObject, field_name: str) -> list[JsonObject]:
+    found = spec.get(field_name)
+    if not isinstance(found, list):
+        return []
+    return [c for c in found if isinstance(c, dict)]
+
+
+def _target_names(spec: JsonObject, chosen: tuple[str, ...] | None) -> list[str]:
+    app = [str(c.get("name")) for c in _containers(spec, "containers")]
+    if chosen is None:
+        return app
+    init = [str(c.get("name")) for c in _containers(spec, "initContainers")]
+    missing = [name for name in chosen if name not in app and name not in init]
+    if missing:
+        have = ", ".join(app + init) or "none"
+        raise LinkDenied(
+            [
+                f"annotation {CONTAINERS}: the pod has no container named {', '.join(missing)} "
+                f"(its containers: {have}); name existing containers or remove the annotation"
+            ]
+        )
+    return list(chosen)
+
+
+def _link_container(container: JsonObject, want: Mapping[str, Link], managed: Iterable[str]) -> list[str]:
+    """Give one container exactly the wanted links; returns problems (hand-set vars in the way)."""
+    managed = set(managed)
+    before = container.get("env")
+    env = [e for e in before if isinstance(e, dict)] if isinstance(before, list) else []
+    env = [e for e in env if not (e.get("name") in managed and e.get("name") not in want)]
+    problems: list[str] = []
+    for var, link in sorted(want.items()):
+        entry = link.env_entry()
+        positions = [i for i, e in enumerate(env) if e.get("name") == var]
+        if not positions:
+            env.append(entry)
+        elif var in managed or all(env[i] == entry for i in positions):
+            env[positions[0]] = entry
+            env = [e for i, e in enumerate(env) if i not in positions[1:]]
+        else:
+            problems.append(
+                f"annotation {link.annotation}: container {container.get('name')!r} already sets {var} by hand; "
+                f"remove that env entry or use another var name"
+            )
+    if env != (before if isinstance(before, list) else []):
+        if env:
+            container["env"] = env
+        else:
+            container.pop("env", None)
+    return problems
+
+
+def apply_links(template: JsonObject, request: LinkRequest) -> None:
+    """Change ``template`` (a pod template or a Pod: metadata + spec) in place to carry exactly the request."""
+    spec = template.get("spec")
+    if not isinstance(spec, dict):
+        if request.links:
+            raise LinkDenied(["the object has no pod spec to link env vars into"])
+        return
+    metadata = template.setdefault("metadata", {})
+    record = read_record(annotations_of(template))
+    targets = set(_target_names(spec, request.containers))
+    new_record: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for container in _containers(spec, "containers") + _containers(spec, "initContainers"):
+        name = str(container.get("name"))
+        want = request.links if name in targets else {}
+        problems += _link_container(container, want, record.get(name, ()))
+        if want:
+            new_record[name] = sorted(want)
+    if problems:
+        raise LinkDenied(problems)
+    current = metadata.get("annotations")
+    if new_record:
+        if not isinstance(current, dict):
+            current = metadata["annotations"] = {}
+        current[MANAGED_ENV] = json.dumps(new_record, sort_keys=True, separators=(",", ":"))
+    elif isinstance(current, dict):
+        current.pop(MANAGED_ENV, None)
+        if not current:
+            metadata.pop("annotations")
+
+
+def wanted_links(obj: JsonObject, kind: str | None = None) -> LinkRequest:
+    """What an object's annotations ask for: the workload's, overridden per var by its pod template's."""
+    template = pod_template(obj, kind)
+    if template is None or template is obj:
+        return link_request(annotations_of(obj))
+    return link_request(annotations_of(obj), annotations_of(template))
+
+
+# (namespace, secret name) → the Secret's key names, or None when no such Secret is known.
+SecretKeys = Callable[[str, str], "frozenset[str] | None"]
+
+
+def link_warnings(request: LinkRequest, secret_keys: SecretKeys, namespace: str) -> list[str]:
+    """Advice that does not block: a Secret or key that does not exist yet, and vague key names."""
+    warnings: list[str] = []
+    for link in request.links.values():
+        keys = secret_keys(namespace, link.secret)
+        if keys is None:
+            warnings.append(
+                f"{link.annotation}: Secret {link.secret!r} does not exist in namespace {namespace!r} yet; "
+                f"pods will not start until it does"
+            )
+        elif link.key not in keys:
+            warnings.append(
+                f"{link.annotation}: Secret {link.secret!r} has no key {link.key!r} yet; "
+                f"pods will not start until it does"
+            )
+        if VAGUE_NAME.match(link.key):
+            warnings.append(
+                f"{link.annotation}: key name {link.key!r} says little about what it holds; "
+                f"descriptive names such as STRIPE_SECRET_KEY are clearer"
+            )
+    return warnings
+
+
+def link_object(
+    obj: JsonObject, *, kind: str, namespace: str, secret_keys: SecretKeys, operation: str = "CREATE"
+) -> Linked:
+    """Admission's view: the object as it should be stored, with warnings; LinkDenied when it cannot be."""
+    result = Linked(copy.deepcopy(obj))
+    template = pod_template(result.obj, kind)
+    if template is None or controller_owner(result.obj) is not None:
+        # No pod spec, or one copied from an owner whose template was linked already.
+        return result
+    request = wanted_links(result.obj, kind)
+    if kind == "Pod" and operation != "CREATE":
+        # A Pod's env cannot change after creation; say so instead of producing a patch the apiserver refuses.
+        probe = copy.deepcopy(template)
+        with contextlib.suppress(LinkDenied):
+            apply_links(probe, request)
+        if probe.get("spec") != template.get("spec"):
+            result.warnings.append("link annotations on an existing Pod take effect only when the Pod is re-created")
+        return result
+    apply_links(template, request)
+    result.warnings += link_warnings(request, secret_keys, namespace)
+    return result

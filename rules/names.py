@@ -1,0 +1,33 @@
+"""Every annotation and label name the product reads or writes, and the shapes of names Kubernetes accepts."""
+
+from __future__ import annotations
+
+import re
+
+ANNOTATION_PREFIX = "secrets.smll.io/"
+LINK_PREFIX = "env.secrets.smll.io/"
+
+CONTAINERS = ANNOTATION_PREFIX + "containers"
+MANAGED_ENV = ANNOTATION_PREFIX + "managed-env"
+PROTECTION = ANNOTATION_PREFIX + "protection"
+AUTO_ROLLOUT = ANNOTATION_PREFIX + "auto-rollout"
+RESTARTED_AT = ANNOTATION_PREFIX + "restarted-at"
+ROTATE = ANNOTATION_PREFIX + "rotate"
+
+SECRET_TYPE_LABEL = "smll.io/secret-type"  # noqa: S105 - a label name, not a password
+VPC_LABEL = "smll.io/vpc"
+
+# A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts.
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# The portable env var name: what every shell and runtime accepts.
+ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 253
+
+
+def is_secret_name(name: str) -> bool:
+    return len(name) <= MAX_NAME and SECRET_NAME.match(name) is not None
+
+
+def is_secret_key(key: str) -> bool:
+    return len(key) <= MAX_NAME and SECRET_KEY.match(key) is not None and key not in {".", ".."}

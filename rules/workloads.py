@@ -1,0 +1,68 @@
+"""Where each kind keeps its pod spec, and who owns whom. Plain dicts in, plain dicts out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Kinds with a pod template, and the path to it.
+TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+LINKABLE_KINDS = frozenset({*TEMPLATE_PATHS, "Pod"})
+# Kinds the controller rolls out when a Secret they use changes.
+ROLLED_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+
+JsonObject = dict[str, Any]
+
+
+def _child(parent: JsonObject, key: str) -> JsonObject | None:
+    value = parent.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def pod_template(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
+    """The object that holds ``metadata`` and ``spec`` of the pods: the template, or the Pod itself.
+
+    ``kind`` defaults to the object's own. None when the kind has no pod spec or the object is too malformed.
+    """
+    kind = kind if kind is not None else obj.get("kind")
+    if kind == "Pod":
+        return obj
+    path = TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
+    if path is None:
+        return None
+    node: JsonObject | None = obj
+    for key in path:
+        node = _child(node, key) if node is not None else None
+    return node
+
+
+def pod_spec(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
+    template = pod_template(obj, kind)
+    return _child(template, "spec") if template is not None else None
+
+
+def annotations_of(obj: JsonObject | None) -> dict[str, str]:
+    metadata = _child(obj, "metadata") if obj is not None else None
+    found = metadata.get("annotations") if metadata is not None else None
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def controller_owner(obj: JsonObject) -> tuple[str, str] | None:
+    """(kind, name) of the object's managing controller, if it has one."""
+    metadata = _child(obj, "metadata") or {}
+    references = metadata.get("ownerReferences")
+    if not isinstance(references, list):
+        return None
+    for reference in references:
+        if isinstance(reference, dict) and reference.get("controller") is True:
+            return str(reference.get("kind", "")), str(reference.get("name", ""))
+    return None

@@ -1,0 +1,40 @@
+"""Fixtures shared by every test: the real control plane (session-scoped) and a fresh namespace per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from devenv.cluster import ControlPlane, running_control_plane, wait_for
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager, built from Go modules on first use."""
+    with running_control_plane(tmp_path_factory.mktemp("cluster")) as plane:
+        yield plane
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane) -> Iterator[str]:
+    """A namespace of its own for one test, with its default ServiceAccount in place; deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        timeout=30,
+        what=f"the default ServiceAccount in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def kube_api(cluster: ControlPlane) -> AsyncIterator[client.ApiClient]:
+    """A kubernetes-asyncio client logged in as the cluster admin."""
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    async with api:
+        yield api

@@ -1,0 +1,1 @@
+"""The admission server: mutating (linking) and validating (protection) webhooks."""

@@ -1,0 +1,108 @@
+"""The aiohttp edge: decode the body, call the pure admission functions, encode the answer.
+
+A body that is not a review we can judge gets HTTP 400 with the reason; a refused operation is a normal 200
+response with ``allowed: false``. Nothing here calls the Kubernetes API: what the handlers need is in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, deny, mutate, parse_review, review
+from webhook.metrics import Metrics
+from webhook.secret_keys import SecretKeyIndex
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+BODY_TIMEOUT_SECONDS = 10.0
+
+Decide = Callable[[AdmissionRequest], AdmissionResponse]
+
+
+@dataclass
+class WebhookState:
+    """What the handlers read: the in-memory indexes (kept by watches elsewhere) and the readiness checks."""
+
+    secret_keys: SecretKeyIndex = field(default_factory=SecretKeyIndex)
+    metrics: Metrics = field(default_factory=Metrics)
+    ready_checks: list[Callable[[], bool]] = field(default_factory=list)
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT_SECONDS
+
+
+STATE = web.AppKey("state", WebhookState)
+
+
+def _outcome(response: AdmissionResponse) -> str:
+    if not response["allowed"]:
+        return "denied"
+    return "patched" if "patch" in response else "allowed"
+
+
+def admission_handler(
+    name: str, decide: Callable[[WebhookState], Decide]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(state.body_timeout):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            state.metrics.reviews.labels(name, "", "bad_request").inc()
+            raise web.HTTPBadRequest(text=f"body larger than {state.max_body_bytes} bytes") from None
+        except TimeoutError:
+            state.metrics.reviews.labels(name, "", "bad_request").inc()
+            raise web.HTTPBadRequest(text=f"body not received within {state.body_timeout:.0f}s") from None
+        try:
+            admission = parse_review(body)
+        except BadReview as error:
+            state.metrics.reviews.labels(name, "", "bad_request").inc()
+            raise web.HTTPBadRequest(text=f"not an AdmissionReview we can judge: {error}") from None
+        try:
+            response = decide(state)(admission)
+        except Exception:
+            # A bug of ours: answer with a well-formed refusal instead of a 500, and keep the traceback in the log.
+            log.exception("%s failed on %s %s", name, admission["operation"], admission["kind"]["kind"])
+            response = deny(admission["uid"], f"internal error in the {name} webhook; see its log", code=500)
+        state.metrics.reviews.labels(name, admission["operation"], _outcome(response)).inc()
+        state.metrics.duration.labels(name).observe(time.perf_counter() - started)
+        return web.json_response(review(response))
+
+    return handle
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if all(check() for check in request.app[STATE].ready_checks):
+        return web.Response(text="ok")
+    return web.Response(status=503, text="caches not synced yet")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[STATE].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(state: WebhookState | None = None) -> web.Application:
+    state = state or WebhookState()
+    app = web.Application(client_max_size=state.max_body_bytes)
+    app[STATE] = state
+    app.router.add_post(
+        "/mutate", admission_handler("mutate", lambda s: lambda admission: mutate(admission, s.secret_keys))
+    )
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
