@@ -38,7 +38,7 @@ class Binaries:
 
 
 def kube_version() -> str:
-    match = re.search(r"^require k8s\.io/kubernetes (v\S+)$", (GOMOD_DIR / "go.mod").read_text(), re.M)
+    match = re.search(r"^\s*(?:require )?k8s\.io/kubernetes (v\S+)", (GOMOD_DIR / "go.mod").read_text(), re.M)
     if match is None:
         raise RuntimeError(f"{GOMOD_DIR / 'go.mod'} does not require k8s.io/kubernetes")
     return match.group(1)

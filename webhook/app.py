@@ -18,13 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, deny, mutate, parse_review, review
 from webhook.metrics import Metrics
 from webhook.secret_keys import SecretKeyIndex
+from webhook.validate import ProtectionView, validate
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 BODY_TIMEOUT_SECONDS = 10.0
-
-Decide = Callable[[AdmissionRequest], AdmissionResponse]
 
 
 @dataclass
@@ -32,6 +31,7 @@ class WebhookState:
     """What the handlers read: the in-memory indexes (kept by watches elsewhere) and the readiness checks."""
 
     secret_keys: SecretKeyIndex = field(default_factory=SecretKeyIndex)
+    protection: ProtectionView = field(default_factory=ProtectionView)
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: list[Callable[[], bool]] = field(default_factory=list)
     max_body_bytes: int = MAX_BODY_BYTES
@@ -39,6 +39,7 @@ class WebhookState:
 
 
 STATE = web.AppKey("state", WebhookState)
+Decide = Callable[[WebhookState, AdmissionRequest], Awaitable[AdmissionResponse]]
 
 
 def _outcome(response: AdmissionResponse) -> str:
@@ -47,9 +48,7 @@ def _outcome(response: AdmissionResponse) -> str:
     return "patched" if "patch" in response else "allowed"
 
 
-def admission_handler(
-    name: str, decide: Callable[[WebhookState], Decide]
-) -> Callable[[web.Request], Awaitable[web.Response]]:
+def admission_handler(name: str, decide: Decide) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE]
         started = time.perf_counter()
@@ -68,7 +67,7 @@ def admission_handler(
             state.metrics.reviews.labels(name, "", "bad_request").inc()
             raise web.HTTPBadRequest(text=f"not an AdmissionReview we can judge: {error}") from None
         try:
-            response = decide(state)(admission)
+            response = await decide(state, admission)
         except Exception:
             # A bug of ours: answer with a well-formed refusal instead of a 500, and keep the traceback in the log.
             log.exception("%s failed on %s %s", name, admission["operation"], admission["kind"]["kind"])
@@ -95,13 +94,20 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _mutate(state: WebhookState, admission: AdmissionRequest) -> AdmissionResponse:
+    return mutate(admission, state.secret_keys)
+
+
+async def _validate(state: WebhookState, admission: AdmissionRequest) -> AdmissionResponse:
+    return await validate(admission, state.protection)
+
+
 def create_app(state: WebhookState | None = None) -> web.Application:
     state = state or WebhookState()
     app = web.Application(client_max_size=state.max_body_bytes)
     app[STATE] = state
-    app.router.add_post(
-        "/mutate", admission_handler("mutate", lambda s: lambda admission: mutate(admission, s.secret_keys))
-    )
+    app.router.add_post("/mutate", admission_handler("mutate", _mutate))
+    app.router.add_post("/validate", admission_handler("validate", _validate))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

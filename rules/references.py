@@ -1,0 +1,121 @@
+"""The reference finder: an object (its pod spec and link annotations) → every Secret it uses, and how.
+
+One function, used by the validating webhook (who would break if this Secret went?) and by the controller (which
+keys does this service use, so which changes roll it?).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rules.links import LinkDenied, parse_link
+from rules.names import LINK_PREFIX
+from rules.workloads import JsonObject, annotations_of, pod_spec, pod_template
+
+CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
+
+
+@dataclass(frozen=True, order=True)
+class Use:
+    """One use of one Secret. ``keys`` None means the whole Secret (envFrom, a volume without items)."""
+
+    secret: str
+    how: str
+    keys: frozenset[str] | None = None
+    optional: bool = False
+
+    @property
+    def required_keys(self) -> frozenset[str]:
+        """Keys that must exist for the use to work: what a key removal would break."""
+        return frozenset() if self.optional or self.keys is None else self.keys
+
+
+def _list(value: Any) -> list[JsonObject]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> JsonObject:
+    return value if isinstance(value, dict) else {}
+
+
+def _item_keys(source: JsonObject) -> frozenset[str] | None:
+    items = _list(source.get("items"))
+    keys = frozenset(str(item["key"]) for item in items if isinstance(item.get("key"), str))
+    return keys or None
+
+
+def _container_uses(spec: JsonObject) -> Iterator[Use]:
+    for field in CONTAINER_FIELDS:
+        for container in _list(spec.get(field)):
+            for entry in _list(container.get("env")):
+                ref = _dict(_dict(entry.get("valueFrom")).get("secretKeyRef"))
+                if isinstance(ref.get("name"), str) and isinstance(ref.get("key"), str):
+                    yield Use(
+                        ref["name"], f"env {entry.get('name')}", frozenset({ref["key"]}), ref.get("optional") is True
+                    )
+            for source in _list(container.get("envFrom")):
+                ref = _dict(source.get("secretRef"))
+                if isinstance(ref.get("name"), str):
+                    yield Use(ref["name"], "envFrom", None, ref.get("optional") is True)
+
+
+def _volume_uses(spec: JsonObject) -> Iterator[Use]:
+    for volume in _list(spec.get("volumes")):
+        secret = _dict(volume.get("secret"))
+        if isinstance(secret.get("secretName"), str):
+            yield Use(
+                secret["secretName"], f"volume {volume.get('name')}", _item_keys(secret), secret.get("optional") is True
+            )
+        for source in _list(_dict(volume.get("projected")).get("sources")):
+            projected = _dict(source.get("secret"))
+            if isinstance(projected.get("name"), str):
+                yield Use(
+                    projected["name"],
+                    f"projected volume {volume.get('name')}",
+                    _item_keys(projected),
+                    projected.get("optional") is True,
+                )
+
+
+def _link_uses(*annotation_sets: dict[str, str]) -> Iterator[Use]:
+    links = {}
+    for found in annotation_sets:
+        for name, value in found.items():
+            if name.startswith(LINK_PREFIX):
+                with contextlib.suppress(LinkDenied):  # a malformed link references nothing
+                    link = parse_link(name, value)
+                    links[link.var] = link
+    for link in links.values():
+        yield Use(link.secret, f"link {link.var}", frozenset({link.key}))
+
+
+def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
+    """Every use of a Secret by ``obj`` (a workload, a Pod or a ReplicaSet), sorted and without repeats."""
+    spec = pod_spec(obj, kind) or {}
+    template = pod_template(obj, kind)
+    uses: set[Use] = set(_container_uses(spec)) | set(_volume_uses(spec))
+    for pull in _list(spec.get("imagePullSecrets")):
+        if isinstance(pull.get("name"), str) and pull["name"]:
+            uses.add(Use(pull["name"], "imagePullSecrets"))
+    annotation_sets = [annotations_of(obj)]
+    if template is not None and template is not obj:
+        annotation_sets.append(annotations_of(template))
+    uses |= set(_link_uses(*annotation_sets))
+    return tuple(sorted(uses))
+
+
+def uses_of(uses: Iterable[Use], secret: str) -> tuple[Use, ...]:
+    return tuple(use for use in uses if use.secret == secret)
+
+
+def used_keys(uses: Iterable[Use]) -> frozenset[str] | None:
+    """The keys a set of uses reads; None when one of them reads the whole Secret."""
+    keys: set[str] = set()
+    for use in uses:
+        if use.keys is None:
+            return None
+        keys |= use.keys
+    return frozenset(keys)

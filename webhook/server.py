@@ -1,0 +1,110 @@
+"""Running the admission server: settings, the Kubernetes watches that fill its indexes, TLS, and the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from aiohttp import web
+from kubernetes_asyncio import client, config
+
+from kubeio.informer import Informer
+from kubeio.rest import json_request
+from rules.protection import Referrer, referrer_of
+from webhook.app import STATE, WebhookState, create_app
+from webhook.referrers import REFERRER_PATHS
+from webhook.tls import ReloadingCertificate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cert_file: Path
+    key_file: Path
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod listens on the pod's address
+    port: int = 8443
+    kubeconfig: Path | None = None  # None: the in-cluster service account
+    cert_reload_seconds: float = 10.0
+
+
+async def kube_client(kubeconfig: Path | None) -> client.ApiClient:
+    if kubeconfig is None:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    return await config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: the informers that keep the in-memory indexes, for as long as the app runs."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+        api = await kube_client(settings.kubeconfig)
+        informers = [
+            Informer(api, "/api/v1/secrets", state.secret_keys),
+            Informer(api, "/api/v1/namespaces", state.protection.terminating),
+            *(
+                Informer(api, all_namespaces, state.protection.referrers.handler(kind))
+                for kind, (all_namespaces, _) in REFERRER_PATHS.items()
+            ),
+        ]
+        state.ready_checks.extend(informer.synced.is_set for informer in informers)
+        state.protection.consistent_read = partial(consistent_referrers, api)
+        tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in informers]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await api.close()
+
+    return run
+
+
+async def consistent_referrers(api: client.ApiClient, namespace: str) -> list[Referrer]:
+    """Every referrer in ``namespace``, read now. A list without resourceVersion is a consistent read."""
+
+    async def of_kind(kind: str, path: str) -> list[Referrer]:
+        found: list[Referrer] = []
+        token = ""
+        while True:
+            query: dict[str, str | int | bool] = {"limit": 500, **({"continue": token} if token else {})}
+            page = await json_request(api, "GET", path.format(namespace=namespace), query=query)
+            found += [referrer_of(obj, kind) for obj in page.get("items") or []]
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return found
+
+    kinds = await asyncio.gather(*(of_kind(kind, path) for kind, (_, path) in REFERRER_PATHS.items()))
+    return [referrer for referrers in kinds for referrer in referrers]
+
+
+def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
+    app = create_app(WebhookState())
+    app.cleanup_ctx.append(watches(settings))
+
+    async def reload_certificates(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(tls.watch(settings.cert_reload_seconds))
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(reload_certificates)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    tls = ReloadingCertificate(settings.cert_file, settings.key_file)
+    web.run_app(
+        build_app(settings, tls),
+        host=settings.host,
+        port=settings.port,
+        ssl_context=tls.context,
+        access_log=None,
+        print=lambda message: log.info("%s", message),
+    )
