@@ -41,6 +41,13 @@ async def _call(
     )
 
 
+def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
+    if not 200 <= status < 300:
+        error = ApiException(status=status, reason=reason)
+        error.body = body.decode(errors="replace")
+        raise error
+
+
 async def json_request(
     api: client.ApiClient,
     method: str,
@@ -55,6 +62,7 @@ async def json_request(
     response = await _call(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
     async with response:
         data = await response.read()
+        _raise_for_status(response.status, response.reason, data)
     decoded = json.loads(data) if data else {}
     return decoded if isinstance(decoded, dict) else {}
 
@@ -65,6 +73,8 @@ async def stream_json_lines(
     """A watch: one decoded JSON document a line, however long the line is."""
     response = await _call(api, "GET", path, query=query, body=None, content_type="application/json", timeout=timeout)
     async with response:
+        if not 200 <= response.status < 300:
+            _raise_for_status(response.status, response.reason, await response.read())
         buffer = b""
         async for chunk in response.content.iter_any():
             buffer += chunk

@@ -1,0 +1,309 @@
+"""Protection, through the HTTP app: who uses a Secret, and which deletes and key removals are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from rules.protection import Referrer, referrer_of
+from tests.factories import JsonObject, admission_review, container, pod_spec, secret, workload
+from webhook.app import WebhookState, create_app
+
+Client = TestClient[Any, Any]
+ClientFactory = Callable[..., Awaitable[Client]]
+
+
+def env_ref(var: str, secret_name: str, key: str, optional: bool = False) -> JsonObject:
+    ref: JsonObject = {"name": secret_name, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": var, "valueFrom": {"secretKeyRef": ref}}
+
+
+def owned(obj: JsonObject, owner: JsonObject, uid: str) -> JsonObject:
+    obj["metadata"]["uid"] = uid
+    obj["metadata"]["ownerReferences"] = [
+        {"kind": owner["kind"], "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True}
+    ]
+    return obj
+
+
+def with_uid(obj: JsonObject, uid: str) -> JsonObject:
+    obj["metadata"]["uid"] = uid
+    return obj
+
+
+WEB = with_uid(workload("Deployment", spec=pod_spec(container("web", env=[env_ref("API_KEY", "stripe", "KEY")]))), "d1")
+WEB_RS = owned(workload("ReplicaSet", "web-7d9", spec=WEB["spec"]["template"]["spec"]), WEB, "rs1")
+WEB_POD = owned(workload("Pod", "web-7d9-x", spec=WEB["spec"]["template"]["spec"]), WEB_RS, "p1")
+REPORT = with_uid(
+    workload("CronJob", "report", spec=pod_spec(container("r", envFrom=[{"secretRef": {"name": "stripe"}}]))), "c1"
+)
+REPORT_JOB = owned(
+    workload("Job", "report-1", spec=REPORT["spec"]["jobTemplate"]["spec"]["template"]["spec"]), REPORT, "j1"
+)
+PULLER = with_uid(
+    workload("Pod", "puller", spec=pod_spec(container("p"), imagePullSecrets=[{"name": "regcred"}])), "p2"
+)
+OPTIONAL = with_uid(
+    workload("Deployment", "opt", spec=pod_spec(container("o", env=[env_ref("O", "stripe", "MAYBE", optional=True)]))),
+    "d2",
+)
+LINKED = with_uid(
+    workload("Deployment", "linked", annotations={"env.secrets.smll.io/DB": "orders-credentials/DATABASE_URL"}), "d3"
+)
+CLUSTER = [WEB, WEB_RS, WEB_POD, REPORT, REPORT_JOB, PULLER, OPTIONAL, LINKED]
+
+
+def make_state(
+    objects: list[JsonObject], *, fresh: list[JsonObject] | None = None, terminating: str = ""
+) -> WebhookState:
+    state = WebhookState()
+    by_kind: dict[str, list[JsonObject]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    for kind, found in by_kind.items():
+        state.protection.referrers.handler(kind).replace(found)
+    if terminating:
+        state.protection.terminating.apply(
+            "MODIFIED", {"metadata": {"name": terminating}, "status": {"phase": "Terminating"}}
+        )
+    reads: list[str] = []
+
+    async def consistent_read(namespace: str) -> list[Referrer]:
+        reads.append(namespace)
+        return [referrer_of(obj, obj["kind"]) for obj in (objects if fresh is None else fresh)]
+
+    state.protection.consistent_read = consistent_read
+    return state
+
+
+@pytest.fixture
+def app_for(aiohttp_client: ClientFactory) -> Callable[[WebhookState], Awaitable[Client]]:
+    async def make(state: WebhookState) -> Client:
+        return await aiohttp_client(create_app(state))
+
+    return make
+
+
+async def judge(client: Client, review: JsonObject) -> JsonObject:
+    answer = await client.post("/validate", json=review)
+    assert answer.status == 200, await answer.text()
+    response: JsonObject = (await answer.json())["response"]
+    return response
+
+
+def delete_of(obj: JsonObject) -> JsonObject:
+    return admission_review(None, operation="DELETE", old=obj)
+
+
+@pytest.mark.parametrize(
+    ("secret_name", "message"),
+    [
+        pytest.param(
+            "stripe",
+            'secret "stripe" is used by cronjob/report (envFrom), deployment/opt (env O), '
+            "deployment/web (env API_KEY); remove these references first",
+            id="every-referrer-once-as-its-top-owner-optional-ones-too",
+        ),
+        pytest.param(
+            "regcred",
+            'secret "regcred" is used by pod/puller (imagePullSecrets); remove these references first',
+            id="bare-pod-imagePullSecrets",
+        ),
+        pytest.param(
+            "orders-credentials",
+            'secret "orders-credentials" is used by deployment/linked (link DB); remove these references first',
+            id="link-annotation",
+        ),
+    ],
+)
+async def test_deleting_a_used_secret_is_denied_naming_every_referrer_and_how(
+    app_for: Callable[[WebhookState], Awaitable[Client]], secret_name: str, message: str
+) -> None:
+    client = await app_for(make_state(CLUSTER))
+
+    response = await judge(client, delete_of(secret(secret_name)))
+
+    assert response["allowed"] is False
+    assert response["status"]["message"] == message
+
+
+async def test_deleting_an_unused_secret_is_allowed_after_a_consistent_read(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    client = await app_for(make_state(CLUSTER))
+
+    response = await judge(client, delete_of(secret("unused")))
+
+    assert response["allowed"] is True
+
+
+async def test_a_referrer_the_index_has_not_seen_yet_still_blocks_the_delete(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    brand_new = with_uid(
+        workload("Deployment", "new", spec=pod_spec(container("n", env=[env_ref("K", "fresh", "K")]))), "d9"
+    )
+    client = await app_for(make_state(CLUSTER, fresh=[*CLUSTER, brand_new]))
+
+    response = await judge(client, delete_of(secret("fresh")))
+
+    assert response["allowed"] is False
+    assert "deployment/new (env K)" in response["status"]["message"]
+
+
+async def test_the_message_is_capped_with_and_n_more(app_for: Callable[[WebhookState], Awaitable[Client]]) -> None:
+    many = [
+        with_uid(
+            workload(
+                "Deployment", f"svc-{i:02}", spec=pod_spec(container("c", envFrom=[{"secretRef": {"name": "shared"}}]))
+            ),
+            f"u{i}",
+        )
+        for i in range(12)
+    ]
+    client = await app_for(make_state(many))
+
+    response = await judge(client, delete_of(secret("shared")))
+
+    message = response["status"]["message"]
+    assert message.startswith('secret "shared" is used by deployment/svc-00 (envFrom), deployment/svc-01 (envFrom)')
+    assert "and 7 more; remove these references first" in message
+    assert len(message) < 400
+
+
+async def test_nothing_is_blocked_in_a_namespace_being_deleted(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    client = await app_for(make_state(CLUSTER, terminating="shop"))
+
+    response = await judge(client, delete_of(secret("stripe")))
+
+    assert response["allowed"] is True
+
+
+async def test_the_protection_escape_hatch_allows_the_delete(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    client = await app_for(make_state(CLUSTER))
+    escaped = secret("stripe")
+    escaped["metadata"]["annotations"] = {"secrets.smll.io/protection": "disabled"}
+
+    response = await judge(client, delete_of(escaped))
+
+    assert response["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("old_keys", "new_keys", "allowed", "message"),
+    [
+        pytest.param(
+            {"KEY", "OTHER"},
+            {"OTHER"},
+            False,
+            'key KEY of secret "stripe" is used by deployment/web (env API_KEY); remove these references first',
+            id="removing-a-key-a-secretKeyRef-needs",
+        ),
+        pytest.param({"KEY", "OTHER"}, {"KEY"}, True, "", id="removing-an-unused-key"),
+        pytest.param({"KEY", "MAYBE"}, {"KEY"}, True, "", id="removing-a-key-only-an-optional-ref-needs"),
+        pytest.param({"KEY"}, {"KEY", "NEW"}, True, "", id="adding-a-key"),
+    ],
+)
+async def test_an_update_that_removes_a_needed_key_is_denied(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+    old_keys: set[str],
+    new_keys: set[str],
+    allowed: bool,
+    message: str,
+) -> None:
+    client = await app_for(make_state(CLUSTER))
+    old = secret("stripe", **dict.fromkeys(old_keys, "eA=="))
+    new = secret("stripe", **dict.fromkeys(new_keys, "eA=="))
+
+    response = await judge(client, admission_review(new, operation="UPDATE", old=old))
+
+    assert response["allowed"] is allowed
+    if message:
+        assert response["status"]["message"] == message
+
+
+async def test_deleting_a_database_whose_credentials_are_in_use_is_denied(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    client = await app_for(make_state(CLUSTER))
+    database = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "orders", "namespace": "shop"},
+    }
+    review = admission_review(None, operation="DELETE", old=database, kind="Secret")
+    review["request"]["kind"] = {"group": "smll.io", "version": "v1alpha1", "kind": "Database"}
+
+    response = await judge(client, review)
+
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        'database "orders": its credentials secret "orders-credentials" is used by deployment/linked (link DB); '
+        "remove these references first"
+    )
+
+
+@pytest.mark.parametrize("path", ["/mutate", "/validate"])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(b"{not json", "body is not JSON", id="not-json"),
+        pytest.param(b"[1, 2]", "body is not a JSON object", id="not-an-object"),
+        pytest.param(
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}', "kind must be AdmissionReview", id="wrong-kind"
+        ),
+        pytest.param(
+            b'{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}',
+            "apiVersion must be admission.k8s.io/v1",
+            id="wrong-api-version",
+        ),
+        pytest.param(
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "request is missing", id="no-request"
+        ),
+        pytest.param(
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u",'
+            b' "operation": "CREATE", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"}}}',
+            "request.object is required for CREATE",
+            id="no-object",
+        ),
+        pytest.param(b"\xff\xfe", "body is not JSON", id="not-utf8"),
+    ],
+)
+async def test_a_body_that_is_not_a_review_gets_400_with_the_reason(
+    aiohttp_client: ClientFactory, path: str, body: bytes, reason: str
+) -> None:
+    client = await aiohttp_client(create_app(WebhookState()))
+
+    answer = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+
+    assert answer.status == 400
+    assert reason in await answer.text()
+
+
+async def test_an_oversized_body_gets_400(aiohttp_client: ClientFactory) -> None:
+    state = WebhookState(max_body_bytes=1024)
+    client = await aiohttp_client(create_app(state))
+
+    answer = await client.post("/mutate", data=b"x" * 4096, headers={"Content-Type": "application/json"})
+
+    assert answer.status == 400
+    assert "body larger than 1024 bytes" in await answer.text()
+
+
+async def test_readyz_waits_for_the_caches(aiohttp_client: ClientFactory) -> None:
+    synced = False
+    state = WebhookState(ready_checks=[lambda: synced])
+    client = await aiohttp_client(create_app(state))
+
+    assert (await client.get("/readyz")).status == 503
+    synced = True
+    assert (await client.get("/readyz")).status == 200

@@ -1,0 +1,122 @@
+"""The reference finder, over every reference kind and every container kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.references import Use, secret_uses, used_keys
+from tests.factories import JsonObject, container, pod_spec, workload
+
+ENV_REF = {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "STRIPE_SECRET_KEY"}}}
+OPTIONAL_ENV_REF = {
+    "name": "OPT",
+    "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "MAYBE", "optional": True}},
+}
+ENV_FROM = {"secretRef": {"name": "bulk"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            pod_spec(container("web", env=[ENV_REF])),
+            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            id="env-secretKeyRef-in-a-container",
+        ),
+        pytest.param(
+            pod_spec(container("web"), init=[container("migrate", env=[ENV_REF])]),
+            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            id="env-secretKeyRef-in-an-init-container",
+        ),
+        pytest.param(
+            pod_spec(container("web"), ephemeralContainers=[{"name": "debug", "image": "x", "env": [ENV_REF]}]),
+            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            id="env-secretKeyRef-in-an-ephemeral-container",
+        ),
+        pytest.param(
+            pod_spec(container("web", env=[OPTIONAL_ENV_REF])),
+            [Use("stripe", "env OPT", frozenset({"MAYBE"}), optional=True)],
+            id="optional-secretKeyRef",
+        ),
+        pytest.param(
+            pod_spec(container("web", envFrom=[ENV_FROM, {"configMapRef": {"name": "cm"}}])),
+            [Use("bulk", "envFrom")],
+            id="envFrom-secretRef",
+        ),
+        pytest.param(
+            pod_spec(container("web"), volumes=[{"name": "certs", "secret": {"secretName": "tls"}}]),
+            [Use("tls", "volume certs")],
+            id="secret-volume",
+        ),
+        pytest.param(
+            pod_spec(
+                container("web"),
+                volumes=[
+                    {"name": "certs", "secret": {"secretName": "tls", "items": [{"key": "ca.crt", "path": "ca"}]}}
+                ],
+            ),
+            [Use("tls", "volume certs", frozenset({"ca.crt"}))],
+            id="secret-volume-with-items",
+        ),
+        pytest.param(
+            pod_spec(
+                container("web"),
+                volumes=[
+                    {
+                        "name": "all",
+                        "projected": {
+                            "sources": [
+                                {"secret": {"name": "tls", "items": [{"key": "tls.key", "path": "k"}]}},
+                                {"configMap": {"name": "cm"}},
+                                {"secret": {"name": "extra", "optional": True}},
+                            ]
+                        },
+                    }
+                ],
+            ),
+            [
+                Use("extra", "projected volume all", None, optional=True),
+                Use("tls", "projected volume all", frozenset({"tls.key"})),
+            ],
+            id="projected-volume-secret-sources",
+        ),
+        pytest.param(
+            pod_spec(container("web"), imagePullSecrets=[{"name": "registry-pull-secret"}]),
+            [Use("registry-pull-secret", "imagePullSecrets")],
+            id="imagePullSecrets",
+        ),
+        pytest.param(pod_spec(container("web")), [], id="nothing"),
+        pytest.param(
+            pod_spec(container("web", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": 3}}}, "junk"])),  # type: ignore[list-item]
+            [],
+            id="malformed-entries-reference-nothing",
+        ),
+    ],
+)
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob", "Pod"])
+def test_the_reference_finder_sees_every_kind_of_reference(kind: str, spec: JsonObject, expected: list[Use]) -> None:
+    assert list(secret_uses(workload(kind, spec=spec))) == expected
+
+
+def test_link_annotations_on_the_workload_and_its_template_count_as_references() -> None:
+    obj = workload(
+        annotations={"env.secrets.smll.io/API_KEY": "stripe/STRIPE_SECRET_KEY", "env.secrets.smll.io/BAD": "nope"},
+        template_annotations={"env.secrets.smll.io/DB": "db/DATABASE_URL"},
+    )
+
+    assert secret_uses(obj) == (
+        Use("db", "link DB", frozenset({"DATABASE_URL"})),
+        Use("stripe", "link API_KEY", frozenset({"STRIPE_SECRET_KEY"})),
+    )
+
+
+@pytest.mark.parametrize(
+    ("uses", "expected"),
+    [
+        pytest.param([Use("s", "env A", frozenset({"A"})), Use("s", "env B", frozenset({"B"}))], {"A", "B"}, id="keys"),
+        pytest.param([Use("s", "env A", frozenset({"A"})), Use("s", "envFrom")], None, id="whole-secret"),
+        pytest.param([], set(), id="none"),
+    ],
+)
+def test_used_keys_is_none_when_any_use_reads_the_whole_secret(uses: list[Use], expected: set[str] | None) -> None:
+    assert used_keys(uses) == (None if expected is None else frozenset(expected))
