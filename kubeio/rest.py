@@ -44,7 +44,7 @@ async def _call(
 def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
     if not 200 <= status < 300:
         error = ApiException(status=status, reason=reason)
-        error.body = body.decode(errors="replace")
+        error.body = body
         raise error
 
 
