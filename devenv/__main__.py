@@ -1,36 +1,54 @@
-"""``python -m devenv up`` runs the product locally on the embedded control plane; ``down`` stops it."""
+"""``python -m devenv up`` runs the product locally on the embedded control plane and shows it working;
+``python -m devenv down`` stops everything it started."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
+import time
 
 from devenv.binaries import CACHE_ROOT, ensure_binaries
 from devenv.cluster import ControlPlane
+from devenv.tour import tour
+from devenv.webhook import LocalWebhook
 
 DEMO_DIR = CACHE_ROOT / "demo"
 STATE = DEMO_DIR / "state.json"
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)
 
 
-def down() -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def down(grace: float = 15) -> None:
+    """Stop what the demo started, last started first (etcd last: the apiserver waits for it while it drains)."""
     if not STATE.exists():
-        _say("nothing is running")
+        say("nothing is running")
         return
     pids: dict[str, int] = json.loads(STATE.read_text())["pids"]
-    for name, pid in pids.items():
-        try:
+    for name, pid in reversed(pids.items()):
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-            _say(f"stopped {name} (pid {pid})")
-        except ProcessLookupError:
-            pass
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        say(f"stopped {name} (pid {pid})")
     STATE.unlink()
 
 
@@ -40,16 +58,25 @@ def up() -> None:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     binaries = ensure_binaries()
     plane = ControlPlane(DEMO_DIR / "cluster", binaries, detach=True)
-    _say(f"Starting the control plane ({binaries.kube_version}): etcd, kube-apiserver, kube-controller-manager…")
+    say(f"==> starting the control plane {binaries.kube_version}: etcd, kube-apiserver, kube-controller-manager")
     plane.start()
-    STATE.write_text(json.dumps({"pids": plane.pids(), "kubeconfig": str(plane.kubeconfig)}))
-    _say(f"\nkubectl get namespaces  (kubectl {binaries.kubectl})")
-    _say(plane.kubectl("get", "namespaces").stdout)
-    _say(
-        "The control plane is running. Use it with:\n"
+    pids = plane.pids()
+    STATE.write_text(json.dumps({"pids": pids, "kubeconfig": str(plane.kubeconfig)}))
+    say("==> starting the admission server and registering its webhooks")
+    webhook = LocalWebhook(plane, DEMO_DIR / "webhook")
+    webhook.start(detach=True)
+    assert webhook.component is not None
+    assert webhook.component.process is not None
+    pids["webhook"] = webhook.component.process.pid
+    STATE.write_text(json.dumps({"pids": pids, "kubeconfig": str(plane.kubeconfig)}))
+    webhook.register()
+    tour(plane, say)
+    say(
+        "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"
         f"  export PATH={binaries.kubectl.parent}:$PATH\n"
-        "  kubectl get namespaces\n"
+        "  kubectl -n demo get deployments,secrets\n"
+        f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/webhook/webhook.log\n"
         "Stop everything with: make down"
     )
 
@@ -64,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             down()
         else:
-            _say(str(ensure_binaries()))
+            say(str(ensure_binaries()))
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -66,6 +66,8 @@ def usage(
     report: dict[str, set[str]] = {}
     for referrer in referrers:
         hows = {use.how for use in referrer.uses if use.secret == secret and (keys is None or use.required_keys & keys)}
+        # A link shows as the env var it put in place; name it once.
+        hows -= {f"link {how[4:]}" for how in hows if how.startswith("env ")}
         if hows:
             report.setdefault(top_owner(referrer, by_uid).label, set()).update(hows)
     return {label: tuple(sorted(hows)) for label, hows in sorted(report.items())}
