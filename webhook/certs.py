@@ -33,23 +33,29 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _backdate(valid_for: datetime.timedelta) -> datetime.timedelta:
+    """How far before issuance validity starts, for clocks that run a little behind: five minutes, or a tenth of
+    a short lifetime, so that a certificate never spends most of its life before it was made."""
+    return min(datetime.timedelta(minutes=5), valid_for / 10)
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def make_ca(common_name: str, *, valid_for: datetime.timedelta) -> KeyPair:
+def make_ca(common_name: str, *, valid_for: datetime.timedelta, now: datetime.datetime | None = None) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - _backdate(valid_for))
         .not_valid_after(now + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -81,8 +87,11 @@ def make_leaf(
     ip_addresses: tuple[str, ...] = (),
     organization: str | None = None,
     client: bool = False,
+    now: datetime.datetime | None = None,
 ) -> KeyPair:
-    """A certificate signed by ``ca``: for serving (with SANs) or, with ``client=True``, for client auth."""
+    """A certificate signed by ``ca``: for serving (with SANs) or, with ``client=True``, for client auth.
+
+    ``now`` is the time of issue (the default is the clock's); tests pass another to make old certificates."""
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TypeError("the CA key must be an EC key")
@@ -90,14 +99,14 @@ def make_leaf(
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    now = _now()
+    now = now or _now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attributes))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - _backdate(valid_for))
         .not_valid_after(now + valid_for)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
