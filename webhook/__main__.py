@@ -3,27 +3,94 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import re
+import tempfile
 from pathlib import Path
 
+from webhook.selfmanaged import Policy, SelfManagedSettings, SubjectNames
 from webhook.server import Settings, serve
 
+DURATION = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
-def main(argv: list[str] | None = None) -> None:
+
+def duration(text: str) -> datetime.timedelta:
+    """``90s``, ``30m``, ``8760h``, ``1825d``."""
+    match = DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 8760h or 1825d")
+    return datetime.timedelta(**{UNITS[match[2]]: int(match[1])})
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = Policy()
     parser = argparse.ArgumentParser(prog="python -m webhook", description="smll-secrets admission server")
-    parser.add_argument("--cert-file", type=Path, required=True, help="PEM serving certificate (reloaded on change)")
-    parser.add_argument("--key-file", type=Path, required=True, help="PEM private key of the certificate")
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - inside a pod
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig to use instead of the in-cluster service account")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(
-        Settings(
-            cert_file=args.cert_file, key_file=args.key_file, host=args.host, port=args.port, kubeconfig=args.kubeconfig
-        )
+    parser.add_argument(
+        "--tls-mode",
+        choices=["files", "self-managed"],
+        default="files",
+        help="files: serve --cert-file/--key-file (e.g. from cert-manager); self-managed: issue and renew our own",
     )
+    files = parser.add_argument_group("--tls-mode=files")
+    files.add_argument("--cert-file", type=Path, help="PEM serving certificate (reloaded on change)")
+    files.add_argument("--key-file", type=Path, help="PEM private key of the certificate")
+    managed = parser.add_argument_group("--tls-mode=self-managed")
+    managed.add_argument("--tls-secret-namespace", help="namespace of the Secret that holds the CA and certificate")
+    managed.add_argument("--tls-secret-name", default="smll-secrets-webhook-tls")
+    managed.add_argument("--service-name", default="smll-secrets-webhook", help="the webhook's Service")
+    managed.add_argument("--service-namespace", help="namespace of the Service (default: the Secret's)")
+    managed.add_argument(
+        "--webhook-configuration",
+        default="smll-secrets",
+        help="name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is kept in step",
+    )
+    managed.add_argument("--tls-directory", type=Path, help="where the pair is written to be served (default: temp)")
+    managed.add_argument("--tls-extra-dns-name", action="append", default=[], help="another SAN (repeatable)")
+    managed.add_argument("--tls-extra-ip", action="append", default=[], help="an IP SAN, e.g. for a local run by url")
+    managed.add_argument("--tls-ca-validity", type=duration, default=defaults.ca_validity, help="e.g. 1825d")
+    managed.add_argument("--tls-serving-validity", type=duration, default=defaults.serving_validity, help="e.g. 365d")
+    managed.add_argument("--tls-check-seconds", type=float, default=60.0, help="how often the Secret is checked")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    common = {"host": args.host, "port": args.port, "kubeconfig": args.kubeconfig}
+    if args.tls_mode == "files":
+        if args.cert_file is None or args.key_file is None:
+            parser.error("--tls-mode=files needs --cert-file and --key-file")
+        return Settings(cert_file=args.cert_file, key_file=args.key_file, **common)
+    if args.cert_file or args.key_file:
+        parser.error("--cert-file and --key-file are for --tls-mode=files")
+    if not args.tls_secret_namespace:
+        parser.error("--tls-mode=self-managed needs --tls-secret-namespace")
+    managed = SelfManagedSettings(
+        secret_namespace=args.tls_secret_namespace,
+        secret_name=args.tls_secret_name,
+        names=SubjectNames.for_service(
+            args.service_name,
+            args.service_namespace or args.tls_secret_namespace,
+            extra_dns=args.tls_extra_dns_name,
+            extra_ips=args.tls_extra_ip,
+        ),
+        directory=args.tls_directory or Path(tempfile.mkdtemp(prefix="smll-webhook-tls-")),
+        configuration_name=args.webhook_configuration,
+        check_seconds=args.tls_check_seconds,
+        policy=Policy(ca_validity=args.tls_ca_validity, serving_validity=args.tls_serving_validity),
+    )
+    return Settings(cert_file=managed.cert_file, key_file=managed.key_file, self_managed=managed, **common)
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parser()
+    args = arguments.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings_from(args, arguments))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from kubeio.rest import json_request
 from rules.protection import Referrer, referrer_of
 from webhook.app import STATE, WebhookState, create_app
 from webhook.referrers import REFERRER_PATHS
+from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 from webhook.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class Settings:
     port: int = 8443
     kubeconfig: Path | None = None  # None: the in-cluster service account
     cert_reload_seconds: float = 10.0
+    # None: the certificate files come from elsewhere (cert-manager, a mounted Secret). Otherwise the webhook
+    # issues them itself into self_managed.directory, and cert_file and key_file point there.
+    self_managed: SelfManagedSettings | None = None
 
 
 async def kube_client(kubeconfig: Path | None) -> client.ApiClient:
@@ -85,21 +89,57 @@ async def consistent_referrers(api: client.ApiClient, namespace: str) -> list[Re
     return [referrer for referrers in kinds for referrer in referrers]
 
 
+def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: load the certificate files again whenever they change."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(tls.watch(settings.cert_reload_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return run
+
+
+def self_managed_certificate(
+    settings: Settings, managed: SelfManagedSettings, tls: ReloadingCertificate
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: have a certificate before the listener opens, then keep it renewed."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        api = await kube_client(settings.kubeconfig)
+        manager = SelfManagedCertificate(api, managed)
+        try:
+            await manager.reconcile()
+            tls.reload()
+            task = asyncio.create_task(manager.run(tls))
+            try:
+                yield
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await api.close()
+
+    return run
+
+
 def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
     app = create_app(WebhookState())
+    if settings.self_managed is None:
+        app.cleanup_ctx.append(file_watch(settings, tls))
+    else:
+        app.cleanup_ctx.append(self_managed_certificate(settings, settings.self_managed, tls))
     app.cleanup_ctx.append(watches(settings))
-
-    async def reload_certificates(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(tls.watch(settings.cert_reload_seconds))
-        yield
-        task.cancel()
-
-    app.cleanup_ctx.append(reload_certificates)
     return app
 
 
 def serve(settings: Settings) -> None:
     tls = ReloadingCertificate(settings.cert_file, settings.key_file)
+    if settings.self_managed is None:
+        tls.reload()  # the files must be there at start; in self-managed mode they are written before listening
     web.run_app(
         build_app(settings, tls),
         host=settings.host,
