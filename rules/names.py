@@ -14,7 +14,7 @@ AUTO_ROLLOUT = ANNOTATION_PREFIX + "auto-rollout"
 RESTARTED_AT = ANNOTATION_PREFIX + "restarted-at"
 ROTATE = ANNOTATION_PREFIX + "rotate"
 
-SECRET_TYPE_LABEL = "smll.io/secret-type"  # noqa: S105 - a label name, not a password
+SECRET_TYPE_LABEL = "smll.io/secret-type"
 VPC_LABEL = "smll.io/vpc"
 
 # A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts.

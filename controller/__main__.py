@@ -1,0 +1,53 @@
+"""``python -m controller``: the controller (rollouts; generated credentials)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from controller.main import Settings, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m controller", description="smll-secrets controller")
+    parser.add_argument(
+        "--namespace", default=defaults.namespace, help="where the Lease and the controller's Secrets live"
+    )
+    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig to use instead of the in-cluster service account")
+    parser.add_argument("--identity", default=defaults.identity, help="this replica's name in the Lease")
+    parser.add_argument("--lease-name", default=defaults.lease_name, help="the Lease that elects the leader")
+    parser.add_argument("--lease-seconds", type=int, default=defaults.lease_seconds)
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=defaults.settle_seconds,
+        help="settling window: changes within it become one rollout per service",
+    )
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--metrics-host", default=defaults.metrics_host)
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    if args.lease_seconds < 3 or args.settle_seconds < 0 or args.workers < 1:
+        parser.error("--lease-seconds must be at least 3, --settle-seconds not negative, --workers at least 1")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        identity=args.identity,
+        lease_name=args.lease_name,
+        lease_seconds=args.lease_seconds,
+        settle_seconds=args.settle_seconds,
+        workers=args.workers,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+    )
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Rollouts: roll a Deployment, StatefulSet or DaemonSet once when a Secret key it reads changes.
+
+Two informer handlers keep what the decision needs, and nothing more: per Secret, keyed digests of its keys (never
+values); per service, its uses of Secrets, whether it opted in, and the state it was last rolled for. A change to a
+Secret enqueues the services that use it after the settling window; the reconcile reads the caches, decides with
+the pure ``rules.rollout`` functions, and writes the new state — with the restart annotation when it rolls — in one
+PATCH guarded by the object's resourceVersion.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from controller.metrics import ControllerMetrics
+from controller.queue import WorkQueue
+from kubeio.rest import MERGE_PATCH, ApiException, json_request
+from rules.names import RESTARTED_AT
+from rules.references import Use, secret_uses
+from rules.rollout import (
+    ROLLOUT_STATE,
+    current_state,
+    decide,
+    describe,
+    format_state,
+    key_digests,
+    opted_in,
+    parse_state,
+)
+from rules.workloads import annotations_of, pod_template
+
+log = logging.getLogger(__name__)
+
+# kind → (resource path across namespaces, path of one object)
+SERVICE_PATHS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1/deployments", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
+    "StatefulSet": ("/apis/apps/v1/statefulsets", "/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"),
+    "DaemonSet": ("/apis/apps/v1/daemonsets", "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"),
+}
+
+ServiceKey = tuple[str, str, str]  # kind, namespace, name
+SecretKey = tuple[str, str]  # namespace, name
+
+
+@dataclass(frozen=True)
+class Service:
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    opted_in: bool
+    uses: tuple[Use, ...]
+    stored: str | None
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.kind, self.namespace, self.name
+
+
+def service_of(obj: dict[str, Any], kind: str) -> Service:
+    metadata = obj.get("metadata") or {}
+    found = annotations_of(obj)
+    return Service(
+        kind=kind,
+        namespace=str(metadata.get("namespace", "")),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        resource_version=str(metadata.get("resourceVersion", "")),
+        opted_in=opted_in(found, annotations_of(pod_template(obj, kind))),
+        # A pull secret is read at image pull only: changing it is no reason to restart anything.
+        uses=tuple(use for use in secret_uses(obj, kind) if use.how != "imagePullSecrets"),
+        stored=found.get(ROLLOUT_STATE),
+    )
+
+
+class Caches:
+    """Secret digests and services, with the reverse index Secret → services that read it."""
+
+    def __init__(self, hmac_key: bytes, queue: WorkQueue[ServiceKey], settle_seconds: float) -> None:
+        self.hmac_key = hmac_key
+        self.queue = queue
+        self.settle_seconds = settle_seconds
+        self.digests: dict[SecretKey, dict[str, str]] = {}
+        self.services: dict[ServiceKey, Service] = {}
+        self.readers: dict[SecretKey, set[ServiceKey]] = defaultdict(set)
+        self.secrets_listed = False
+
+    # ---- Secrets ------------------------------------------------------------------------------------------
+
+    def _secret_changed(self, key: SecretKey) -> None:
+        for service in self.readers.get(key, ()):
+            self.queue.add_after(service, self.settle_seconds)
+
+    def set_digests(self, key: SecretKey, digests: dict[str, str] | None) -> None:
+        before = self.digests.get(key)
+        if digests is None:
+            self.digests.pop(key, None)
+        else:
+            self.digests[key] = digests
+        if before != digests and self.secrets_listed:
+            self._secret_changed(key)
+
+    def secret_handler(self) -> SecretHandler:
+        return SecretHandler(self)
+
+    # ---- services -----------------------------------------------------------------------------------------
+
+    def set_service(self, key: ServiceKey, service: Service | None) -> None:
+        old = self.services.pop(key, None)
+        if old is not None:
+            for use in old.uses:
+                self.readers[(old.namespace, use.secret)].discard(key)
+        if service is not None:
+            self.services[key] = service
+            for use in service.uses:
+                self.readers[(service.namespace, use.secret)].add(key)
+            self.queue.add(key)
+
+    def service_handler(self, kind: str) -> ServiceHandler:
+        return ServiceHandler(self, kind)
+
+    def state_of(self, service: Service) -> dict[str, dict[str, str]]:
+        secrets = {use.secret: self.digests.get((service.namespace, use.secret)) for use in service.uses}
+        return current_state(service.uses, secrets)
+
+
+class SecretHandler:
+    def __init__(self, caches: Caches) -> None:
+        self.caches = caches
+
+    def _key_and_digests(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str]]:
+        metadata = obj.get("metadata") or {}
+        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        return key, key_digests(obj.get("data") or {}, self.caches.hmac_key)
+
+    def replace(self, objects: list[dict[str, Any]]) -> None:
+        fresh = dict(self._key_and_digests(obj) for obj in objects)
+        for key in set(self.caches.digests) - set(fresh):
+            self.caches.set_digests(key, None)
+        for key, digests in fresh.items():
+            self.caches.set_digests(key, digests)
+        self.caches.secrets_listed = True
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        key, digests = self._key_and_digests(obj)
+        self.caches.set_digests(key, None if event_type == "DELETED" else digests)
+
+
+class ServiceHandler:
+    def __init__(self, caches: Caches, kind: str) -> None:
+        self.caches = caches
+        self.kind = kind
+
+    def replace(self, objects: list[dict[str, Any]]) -> None:
+        fresh = {s.key: s for s in (service_of(obj, self.kind) for obj in objects)}
+        for key in [k for k in self.caches.services if k[0] == self.kind and k not in fresh]:
+            self.caches.set_service(key, None)
+        for key, service in fresh.items():
+            self.caches.set_service(key, service)
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        service = service_of(obj, self.kind)
+        self.caches.set_service(service.key, None if event_type == "DELETED" else service)
+
+
+def rfc3339(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Rollouts:
+    """The reconcile of one service key."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        caches: Caches,
+        metrics: ControllerMetrics,
+        *,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self.api = api
+        self.caches = caches
+        self.metrics = metrics
+        self.now = now
+
+    async def reconcile(self, key: ServiceKey) -> None:
+        service = self.caches.services.get(key)
+        if service is None or not service.opted_in:
+            return
+        current = self.caches.state_of(service)
+        decision = decide(parse_state(service.stored), current)
+        if not decision.record:
+            return
+        patch: dict[str, Any] = {
+            "metadata": {
+                "resourceVersion": service.resource_version,
+                "annotations": {ROLLOUT_STATE: format_state(current)},
+            }
+        }
+        now = self.now()
+        if decision.roll:
+            # Sub-second precision: two rollouts within one second must still change the template.
+            restarted_at = now.astimezone(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            patch["spec"] = {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}
+        path = SERVICE_PATHS[service.kind][1].format(namespace=service.namespace, name=service.name)
+        try:
+            await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        if decision.roll:
+            self.metrics.rollouts.labels(service.kind).inc()
+            log.info(
+                "rolled out %s/%s/%s: %s", service.kind, service.namespace, service.name, describe(decision.changed)
+            )
+            await self.event(service, describe(decision.changed), now)
+
+    async def event(self, service: Service, why: str, now: datetime.datetime) -> None:
+        stamp = rfc3339(now)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{service.name}.", "namespace": service.namespace},
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": service.kind,
+                "name": service.name,
+                "namespace": service.namespace,
+                "uid": service.uid,
+            },
+            "reason": "SecretChanged",
+            "message": f"Rolled out: {why}",
+            "type": "Normal",
+            "source": {"component": "smll-secrets-controller"},
+            "reportingComponent": "smll.io/secrets-controller",
+            "reportingInstance": "smll-secrets-controller",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await json_request(self.api, "POST", f"/api/v1/namespaces/{service.namespace}/events", body=body)
+        except ApiException as error:  # an Event is best effort: the rollout itself happened
+            log.warning(
+                "could not record the rollout Event on %s/%s: %s", service.namespace, service.name, error.status
+            )

@@ -1,0 +1,134 @@
+"""Rollouts: which services roll, and for which changes. Plain functions over plain dicts.
+
+A service's state is, per Secret it uses, a keyed digest of each key it reads. The digests are HMAC-SHA256 under a
+key the controller keeps in a Secret of its own, so the annotation that stores them reveals nothing about the
+values (a plain hash of a short password could be brute-forced). The state last rolled for is kept on the
+workload itself, so restarts and failover never roll anything, and a change made while the controller was down
+is found when it is back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from rules.names import AUTO_ROLLOUT, LINK_PREFIX
+from rules.references import Use
+
+ROLLOUT_STATE = "secrets.smll.io/rolled-for"
+ABSENT = "-"  # the digest of a key that does not exist
+WHOLE = "*"  # marks a Secret the service reads whole (envFrom, a volume without items): every key counts
+DIGEST_CHARS = 16
+
+# secret name → key → digest
+State = dict[str, dict[str, str]]
+
+
+def key_digests(data: Mapping[str, str], hmac_key: bytes) -> dict[str, str]:
+    """Per-key digests of a Secret's ``data`` (base64 values, as the API returns them). Values are not kept."""
+    digests = {}
+    for key, encoded in data.items():
+        try:
+            value = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            value = encoded.encode()
+        message = key.encode() + b"\0" + value
+        digests[key] = hmac.new(hmac_key, message, hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+    return digests
+
+
+def opted_in(annotations: Mapping[str, str], template_annotations: Mapping[str, str]) -> bool:
+    """Services with link annotations roll by default; any service can opt in or out with auto-rollout."""
+    choice = annotations.get(AUTO_ROLLOUT, template_annotations.get(AUTO_ROLLOUT))
+    if choice is not None:
+        return choice.strip().lower() == "true"
+    return any(k.startswith(LINK_PREFIX) for k in (*annotations, *template_annotations))
+
+
+def current_state(uses: Iterable[Use], secrets: Mapping[str, Mapping[str, str] | None]) -> State:
+    """What the service reads now: for each Secret it uses, the digests of the keys it reads.
+
+    ``secrets`` maps a Secret name to its key digests, or None when the Secret does not exist.
+    """
+    wanted: dict[str, set[str] | None] = {}
+    for use in uses:
+        if use.secret in wanted and wanted[use.secret] is None:
+            continue
+        wanted[use.secret] = None if use.keys is None else {*(wanted.get(use.secret) or set()), *use.keys}
+    state: State = {}
+    for secret, keys in wanted.items():
+        digests = secrets.get(secret) or {}
+        names = set(digests) if keys is None else keys
+        state[secret] = {key: digests.get(key, ABSENT) for key in sorted(names)}
+        if keys is None:
+            state[secret][WHOLE] = WHOLE
+    return state
+
+
+def parse_state(text: str | None) -> State | None:
+    """The stored state, or None when there is none (a service seen for the first time) or it is unreadable."""
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {
+        str(secret): {str(k): str(v) for k, v in keys.items()}
+        for secret, keys in found.items()
+        if isinstance(keys, dict)
+    }
+
+
+def format_state(state: State) -> str:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``roll``: roll out for ``changed``; ``record``: store ``state`` without rolling; neither: nothing to do."""
+
+    roll: bool
+    record: bool
+    changed: Mapping[str, tuple[str, ...]]
+
+
+NOTHING = Decision(roll=False, record=False, changed={})
+
+
+def decide(stored: State | None, current: State) -> Decision:
+    """Compare what the service was last rolled for with what it reads now.
+
+    Only a key present in both whose digest differs is a change (a key that appears or disappears from the
+    Secret counts too: its digest is ABSENT on one side). A Secret or key the service starts or stops reading is
+    not a change of data: the template change that made it so rolls the service already.
+    """
+    if stored is None:
+        return Decision(roll=False, record=True, changed={})
+    changed: dict[str, tuple[str, ...]] = {}
+    for secret, keys in current.items():
+        before = stored.get(secret)
+        if before is None:
+            continue
+        if WHOLE in keys and WHOLE in before:
+            # Read whole: a key added or removed is a change too.
+            names = (set(keys) | set(before)) - {WHOLE}
+        else:
+            names = set(keys) & set(before)
+        if differing := tuple(sorted(k for k in names if keys.get(k, ABSENT) != before.get(k, ABSENT))):
+            changed[secret] = differing
+    if changed:
+        return Decision(roll=True, record=True, changed=changed)
+    return Decision(roll=False, record=stored != current, changed={})
+
+
+def describe(changed: Mapping[str, tuple[str, ...]]) -> str:
+    """For the Event: names of Secrets and keys, never values."""
+    return "; ".join(f"secret {secret!r} changed keys {', '.join(keys)}" for secret, keys in sorted(changed.items()))

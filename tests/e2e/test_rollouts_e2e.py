@@ -1,0 +1,186 @@
+"""Rollouts on the real control plane: the controller as a process, Secrets changed with kubectl."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devenv.cluster import ControlPlane, wait_for
+from devenv.controller import LocalController
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
+
+SETTLE = 1.0
+RESTARTED_AT = "secrets.smll.io/restarted-at"
+
+
+@pytest.fixture
+def controllers(cluster: ControlPlane, tmp_path: Path) -> Iterator[list[LocalController]]:
+    """Controllers a test starts; all stopped afterwards. Each test has a Lease of its own."""
+    started: list[LocalController] = []
+    yield started
+    for controller in started:
+        controller.stop()
+
+
+def start_controller(
+    cluster: ControlPlane, controllers: list[LocalController], tmp_path: Path, *, lease: str, identity: str = "c1"
+) -> LocalController:
+    controller = LocalController(
+        cluster, tmp_path / identity, identity=identity, settle_seconds=SETTLE, lease_seconds=6, lease_name=lease
+    )
+    controllers.append(controller)
+    controller.start()
+    controller.wait_leading()
+    return controller
+
+
+def linked_deployment(cluster: ControlPlane, namespace: str, name: str = "web", link: str = "stripe/KEY") -> None:
+    cluster.kubectl("create", "deployment", name, "--image=registry.invalid/web:1", "-n", namespace)
+    cluster.kubectl("annotate", f"deployment/{name}", f"env.secrets.smll.io/API_KEY={link}", "-n", namespace)
+
+
+def set_key(cluster: ControlPlane, namespace: str, key: str, value: str, secret: str = "stripe") -> None:
+    cluster.kubectl("patch", "secret", secret, "-n", namespace, "-p", json.dumps({"stringData": {key: value}}))
+
+
+def rollout_events(cluster: ControlPlane, namespace: str, name: str = "web") -> list[str]:
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    return [e["message"] for e in events if e["reason"] == "SecretChanged" and e["involvedObject"]["name"] == name]
+
+
+def restarted_at(cluster: ControlPlane, namespace: str, name: str = "web") -> str | None:
+    deployment: Any = json.loads(cluster.kubectl("get", f"deployment/{name}", "-n", namespace, "-o", "json").stdout)
+    return (deployment["spec"]["template"]["metadata"].get("annotations") or {}).get(RESTARTED_AT)
+
+
+def recorded(cluster: ControlPlane, namespace: str, name: str = "web") -> bool:
+    deployment: Any = json.loads(cluster.kubectl("get", f"deployment/{name}", "-n", namespace, "-o", "json").stdout)
+    return "secrets.smll.io/rolled-for" in (deployment["metadata"].get("annotations") or {})
+
+
+def quiet_period() -> None:
+    """Long enough for a rollout that should not happen to have happened: the settling window and then some."""
+    time.sleep(SETTLE + 3)
+
+
+def lease() -> str:
+    return f"lease-{uuid.uuid4().hex[:8]}"
+
+
+def test_updating_a_linked_key_rolls_the_deployment_once_with_an_event(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl(
+        "create", "secret", "generic", "stripe", "--from-literal=KEY=v1", "--from-literal=OTHER=o1", "-n", namespace
+    )
+    linked_deployment(cluster, namespace)
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+    assert restarted_at(cluster, namespace) is None
+
+    set_key(cluster, namespace, "KEY", "v2")
+
+    wait_for(lambda: restarted_at(cluster, namespace) is not None, timeout=20, what="the rollout")
+    stamp = restarted_at(cluster, namespace)
+
+    def a_replicaset_carries_it() -> bool:
+        sets = json.loads(cluster.kubectl("get", "replicasets", "-n", namespace, "-o", "json").stdout)["items"]
+        return any(
+            (rs["spec"]["template"]["metadata"].get("annotations") or {}).get(RESTARTED_AT) == stamp for rs in sets
+        )
+
+    wait_for(a_replicaset_carries_it, timeout=20, what="a new ReplicaSet with the restart annotation")
+    wait_for(lambda: len(rollout_events(cluster, namespace)) == 1, timeout=10, what="the rollout Event")
+    assert rollout_events(cluster, namespace) == ["Rolled out: secret 'stripe' changed keys KEY"]
+    assert "v2" not in " ".join(rollout_events(cluster, namespace))
+
+
+def test_updating_a_key_the_service_does_not_use_rolls_nothing(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl(
+        "create", "secret", "generic", "stripe", "--from-literal=KEY=v1", "--from-literal=OTHER=o1", "-n", namespace
+    )
+    linked_deployment(cluster, namespace)
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+
+    set_key(cluster, namespace, "OTHER", "o2")
+    quiet_period()
+
+    assert restarted_at(cluster, namespace) is None
+    assert rollout_events(cluster, namespace) == []
+
+
+def test_a_burst_of_updates_becomes_one_rollout(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "stripe", "--from-literal=KEY=v0", "-n", namespace)
+    linked_deployment(cluster, namespace)
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+
+    for i in range(1, 6):
+        set_key(cluster, namespace, "KEY", f"v{i}")
+    wait_for(lambda: restarted_at(cluster, namespace) is not None, timeout=20, what="the rollout")
+    quiet_period()
+
+    assert len(rollout_events(cluster, namespace)) == 1
+
+
+def test_restarting_the_controller_rolls_nothing_and_a_change_made_while_it_was_down_rolls_once(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "stripe", "--from-literal=KEY=v1", "-n", namespace)
+    linked_deployment(cluster, namespace)
+    name = lease()
+    first = start_controller(cluster, controllers, tmp_path, lease=name)
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+
+    first.stop()
+    start_controller(cluster, controllers, tmp_path, lease=name, identity="c2")
+    quiet_period()
+    assert restarted_at(cluster, namespace) is None
+
+    controllers[-1].stop()
+    set_key(cluster, namespace, "KEY", "changed-while-down")
+    start_controller(cluster, controllers, tmp_path, lease=name, identity="c3")
+
+    wait_for(lambda: restarted_at(cluster, namespace) is not None, timeout=20, what="the rollout after the restart")
+    quiet_period()
+    assert len(rollout_events(cluster, namespace)) == 1
+
+
+def test_a_standby_takes_over_within_the_lease_time_when_the_leader_dies_and_nothing_rolls_twice(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "stripe", "--from-literal=KEY=v1", "-n", namespace)
+    linked_deployment(cluster, namespace)
+    name = lease()
+    leader = start_controller(cluster, controllers, tmp_path, lease=name, identity="a")
+    standby = LocalController(
+        cluster, tmp_path / "b", identity="b", settle_seconds=SETTLE, lease_seconds=6, lease_name=name
+    )
+    controllers.append(standby)
+    standby.start()
+    time.sleep(3)
+    assert leader.leading()
+    assert not standby.leading()
+    set_key(cluster, namespace, "KEY", "v2")
+    wait_for(lambda: len(rollout_events(cluster, namespace)) == 1, timeout=20, what="the leader's rollout")
+
+    leader.stop(kill=True)
+    killed = time.monotonic()
+    standby.wait_leading(timeout=20)
+    took_over_after = time.monotonic() - killed
+    quiet_period()
+
+    assert took_over_after < 6 + 3  # the lease time, plus one retry period of the standby
+    assert len(rollout_events(cluster, namespace)) == 1
