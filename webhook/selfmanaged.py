@@ -466,6 +466,9 @@ class SelfManagedCertificate:
                 await self.reconcile()
             except (ApiException, aiohttp.ClientError, TimeoutError, OSError, Conflict) as error:
                 log.warning("could not check the serving certificate; trying again later: %s", _reason(error))
+            except Exception:
+                # A bug of ours must not end renewal for the life of the pod; the traceback holds no key material.
+                log.exception("checking the serving certificate failed; trying again later")
             tls.poll()
 
 
