@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -184,3 +185,25 @@ def test_a_standby_takes_over_within_the_lease_time_when_the_leader_dies_and_not
 
     assert took_over_after < 6 + 3  # the lease time, plus one retry period of the standby
     assert len(rollout_events(cluster, namespace)) == 1
+
+
+def test_every_change_is_rolled_exactly_once_across_an_apiserver_crash(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    for i in (1, 2, 3):
+        cluster.kubectl("create", "secret", "generic", f"s{i}", "--from-literal=KEY=v1", "-n", namespace)
+        linked_deployment(cluster, namespace, name=f"d{i}", link=f"s{i}/KEY")
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(lambda: all(recorded(cluster, namespace, f"d{i}") for i in (1, 2, 3)), timeout=20, what="all recorded")
+
+    set_key(cluster, namespace, "KEY", "v2", secret="s1")
+    cluster.stop_apiserver(sig=signal.SIGKILL)  # within the settling window: the rollout must wait for it
+    time.sleep(SETTLE + 2)
+    cluster.start_apiserver()
+    set_key(cluster, namespace, "KEY", "v2", secret="s2")
+
+    wait_for(
+        lambda: all(rollout_events(cluster, namespace, f"d{i}") for i in (1, 2)), timeout=60, what="d1 and d2 rolled"
+    )
+    quiet_period()
+    assert [len(rollout_events(cluster, namespace, f"d{i}")) for i in (1, 2, 3)] == [1, 1, 0]
