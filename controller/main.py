@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
@@ -68,31 +69,47 @@ async def ensure_hmac_key(api: client.ApiClient, namespace: str, name: str) -> b
     raise RuntimeError(f"could not read or create the Secret {namespace}/{name}")
 
 
-async def work(
-    queue: WorkQueue[ServiceKey], reconcile: Callable[[ServiceKey], Awaitable[None]], metrics: ControllerMetrics
-) -> None:
+@dataclass
+class Loop:
+    """One controller loop: the informers that feed its queue, and the reconcile of one key."""
+
+    name: str
+    queue: WorkQueue[Any]
+    informers: list[Informer]
+    reconcile: Callable[[Any], Awaitable[None]]
+
+
+async def work(loop: Loop, metrics: ControllerMetrics) -> None:
+    queue = loop.queue
     while True:
         key = await queue.get()
         started = time.perf_counter()
         try:
-            await reconcile(key)
+            await loop.reconcile(key)
         except ApiException as error:
             delay = queue.retry(key)
             if error.status == 409:  # our cache was behind the object: a quiet retry
-                log.debug("conflict on %s; retrying in %.2fs", key, delay)
+                log.debug("%s: conflict on %s; retrying in %.2fs", loop.name, key, delay)
             else:
-                metrics.reconcile_errors.labels("rollouts").inc()
-                log.warning("reconcile of %s failed (%s %s); retrying in %.2fs", key, error.status, error.reason, delay)
+                metrics.reconcile_errors.labels(loop.name).inc()
+                log.warning(
+                    "%s: reconcile of %s failed (%s %s); retrying in %.2fs",
+                    loop.name,
+                    key,
+                    error.status,
+                    error.reason,
+                    delay,
+                )
         except Exception:
             delay = queue.retry(key)
-            metrics.reconcile_errors.labels("rollouts").inc()
-            log.exception("reconcile of %s failed; retrying in %.2fs", key, delay)
+            metrics.reconcile_errors.labels(loop.name).inc()
+            log.exception("%s: reconcile of %s failed; retrying in %.2fs", loop.name, key, delay)
         else:
             queue.forget(key)
         finally:
             queue.done(key)
-            metrics.reconcile_duration.labels("rollouts").observe(time.perf_counter() - started)
-            metrics.queue_depth.labels("rollouts").set(len(queue))
+            metrics.reconcile_duration.labels(loop.name).observe(time.perf_counter() - started)
+            metrics.queue_depth.labels(loop.name).set(len(queue))
 
 
 async def serve_health(settings: Settings, metrics: ControllerMetrics, elector: LeaderElector) -> web.AppRunner:
@@ -111,26 +128,34 @@ async def serve_health(settings: Settings, metrics: ControllerMetrics, elector: 
     return runner
 
 
-async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMetrics) -> None:
-    """Everything the leader does, until cancelled."""
-    hmac_key = await ensure_hmac_key(api, settings.namespace, settings.hmac_secret)
+def rollout_loop(api: client.ApiClient, settings: Settings, metrics: ControllerMetrics, hmac_key: bytes) -> Loop:
     queue: WorkQueue[ServiceKey] = WorkQueue()
     caches = Caches(hmac_key, queue, settings.settle_seconds)
     informers = [Informer(api, "/api/v1/secrets", caches.secret_handler())] + [
         Informer(api, path, caches.service_handler(kind)) for kind, (path, _) in SERVICE_PATHS.items()
     ]
-    tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in informers]
+    return Loop("rollouts", queue, informers, Rollouts(api, caches, metrics).reconcile)
+
+
+async def run_loop(loop: Loop, metrics: ControllerMetrics, workers: int) -> None:
+    tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in loop.informers]
     try:
-        # Secrets first, then services: a service reconciled before its Secrets are known would see them as absent.
-        await asyncio.gather(*(informer.synced.wait() for informer in informers))
-        log.info("caches synced: %d secrets, %d services", len(caches.digests), len(caches.services))
-        rollouts = Rollouts(api, caches, metrics)
-        tasks += [asyncio.create_task(work(queue, rollouts.reconcile, metrics)) for _ in range(settings.workers)]
+        # Every cache first: a service reconciled before its Secrets are known would see them as absent.
+        await asyncio.gather(*(informer.synced.wait() for informer in loop.informers))
+        log.info("%s: caches synced", loop.name)
+        tasks += [asyncio.create_task(work(loop, metrics)) for _ in range(workers)]
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMetrics) -> None:
+    """Everything the leader does, until cancelled."""
+    hmac_key = await ensure_hmac_key(api, settings.namespace, settings.hmac_secret)
+    loops = [rollout_loop(api, settings, metrics, hmac_key)]
+    await asyncio.gather(*(run_loop(loop, metrics, settings.workers) for loop in loops))
 
 
 async def run(settings: Settings) -> int:

@@ -65,7 +65,7 @@ class LocalController:
         while time.monotonic() < deadline:
             if self.component is not None and not self.component.alive():
                 raise RuntimeError(f"the controller exited:\n{self.component.log_tail()}")
-            if self.leading() and "caches synced" in self.log():
+            if self.leading() and "rollouts: caches synced" in self.log():
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the controller did not lead within {timeout:.0f}s")
