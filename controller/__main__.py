@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from controller.databases import ConfigError, load_servers
 from controller.main import Settings, run
 
 
@@ -28,12 +29,28 @@ def main(argv: list[str] | None = None) -> int:
         help="settling window: changes within it become one rollout per service",
     )
     parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument(
+        "--database-config",
+        type=Path,
+        help="YAML of the PostgreSQL servers: servers: {NAME: {host, port, sslmode, adminSecret}}",
+    )
+    parser.add_argument(
+        "--rotation-grace-seconds",
+        type=float,
+        default=defaults.rotation_grace_seconds,
+        help="after a rotation, drop the old login at the latest this long after, rolled or not",
+    )
     parser.add_argument("--metrics-host", default=defaults.metrics_host)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if args.lease_seconds < 3 or args.settle_seconds < 0 or args.workers < 1:
         parser.error("--lease-seconds must be at least 3, --settle-seconds not negative, --workers at least 1")
+    if args.database_config is not None:
+        try:
+            load_servers(args.database_config)
+        except ConfigError as error:
+            parser.error(str(error))
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(
         namespace=args.namespace,
@@ -43,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         lease_seconds=args.lease_seconds,
         settle_seconds=args.settle_seconds,
         workers=args.workers,
+        database_config=args.database_config,
+        rotation_grace_seconds=args.rotation_grace_seconds,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.databases import DATABASES, DatabaseKey, Databases, load_servers
 from controller.leader import LeaderElector
 from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
@@ -27,6 +29,7 @@ from controller.rollouts import SERVICE_PATHS, Caches, Rollouts, ServiceKey
 from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import ApiException, json_request
+from rules.database import Server
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class Settings:
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped inside the cluster
     metrics_port: int = 8080
     hmac_secret: str = "smll-secrets-rollout-key"
+    database_config: Path | None = None
+    rotation_grace_seconds: float = 3600.0
 
 
 async def ensure_hmac_key(api: client.ApiClient, namespace: str, name: str) -> bytes:
@@ -137,6 +142,19 @@ def rollout_loop(api: client.ApiClient, settings: Settings, metrics: ControllerM
     return Loop("rollouts", queue, informers, Rollouts(api, caches, metrics).reconcile)
 
 
+def database_loop(api: client.ApiClient, settings: Settings, hmac_key: bytes, servers: dict[str, Server]) -> Loop:
+    queue: WorkQueue[DatabaseKey] = WorkQueue()
+    databases = Databases(
+        api,
+        queue,
+        servers=servers,
+        namespace=settings.namespace,
+        hmac_key=hmac_key,
+        grace=datetime.timedelta(seconds=settings.rotation_grace_seconds),
+    )
+    return Loop("databases", queue, [Informer(api, DATABASES, databases)], databases.reconcile)
+
+
 async def run_loop(loop: Loop, metrics: ControllerMetrics, workers: int) -> None:
     tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in loop.informers]
     try:
@@ -155,6 +173,8 @@ async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMet
     """Everything the leader does, until cancelled."""
     hmac_key = await ensure_hmac_key(api, settings.namespace, settings.hmac_secret)
     loops = [rollout_loop(api, settings, metrics, hmac_key)]
+    if settings.database_config is not None:
+        loops.append(database_loop(api, settings, hmac_key, load_servers(settings.database_config)))
     await asyncio.gather(*(run_loop(loop, metrics, settings.workers) for loop in loops))
 
 

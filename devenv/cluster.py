@@ -69,12 +69,17 @@ def write_kubeconfig(path: Path, *, server: str, ca_pem: bytes, client: KeyPair,
     path.chmod(0o600)
 
 
+class KubectlError(RuntimeError):
+    pass
+
+
 @dataclass
 class Component:
     name: str
     args: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
 
     def start(self, *, detach: bool) -> None:
         with self.log.open("ab") as log:
@@ -85,6 +90,7 @@ class Component:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=None if detach else _die_with_parent,
+                user=self.user,
             )
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
@@ -333,14 +339,13 @@ class ControlPlane:
     # ---- helpers for tests and the demo ------------------------------------------------------------------
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
+            input=input, capture_output=True, text=True, check=False, timeout=120,
         )
+        if check and result.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
 
     def etcd_get(self, key: str) -> bytes | None:
         """Read one key straight from etcd through its JSON gateway, bypassing the apiserver."""

@@ -23,6 +23,7 @@ class LocalController:
     lease_seconds: int = 15
     lease_name: str = "smll-secrets-controller"
     metrics_port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
     component: Component | None = None
 
     def start(self, *, detach: bool = False) -> None:
@@ -40,6 +41,7 @@ class LocalController:
             f"--lease-name={self.lease_name}",
             "--metrics-host=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
+            *self.extra_args,
         ]
         self.component = Component(f"controller-{self.identity}", args, self.workdir / f"{self.identity}.log")
         self.component.start(detach=detach)

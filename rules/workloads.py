@@ -66,3 +66,25 @@ def controller_owner(obj: JsonObject) -> tuple[str, str] | None:
         if isinstance(reference, dict) and reference.get("controller") is True:
             return str(reference.get("kind", "")), str(reference.get("name", ""))
     return None
+
+
+def rollout_complete(obj: JsonObject, kind: str) -> bool:
+    """Whether every pod of a service runs its current template (and is available): no old pod is left."""
+    metadata = _child(obj, "metadata") or {}
+    status = _child(obj, "status") or {}
+    spec = _child(obj, "spec") or {}
+    if int(status.get("observedGeneration") or 0) < int(metadata.get("generation") or 0):
+        return False
+    if kind == "DaemonSet":
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        return (
+            int(status.get("updatedNumberScheduled") or 0) >= desired
+            and int(status.get("numberAvailable") or 0) >= desired
+        )
+    wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    replicas = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if kind == "StatefulSet" and status.get("currentRevision") != status.get("updateRevision"):
+        return False
+    return replicas == updated == wanted and available >= wanted

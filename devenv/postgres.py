@@ -1,0 +1,120 @@
+"""A real PostgreSQL server for tests and the demo: initdb in a temp dir, its own loopback port, password auth."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devenv.cluster import Component, free_port
+
+SERVICE_USER = "postgres"
+
+
+def bin_dir() -> Path:
+    found = shutil.which("pg_config")
+    if found:
+        path = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        if (Path(path) / "initdb").exists():
+            return Path(path)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (the tests start their own server)")
+    return Path(candidates[-1]).parent
+
+
+@dataclass
+class LocalPostgres:
+    port: int = field(default_factory=free_port)
+    admin_user: str = "postgres"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smll-pg-")))
+    component: Component | None = None
+
+    @property
+    def run_as(self) -> str | None:
+        return SERVICE_USER if os.geteuid() == 0 else None
+
+    def _own(self, path: Path) -> None:
+        if self.run_as is not None:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self, *, detach: bool = False) -> None:
+        binaries = bin_dir()
+        data = self.directory / "data"
+        if not data.exists():
+            self._own(self.directory)
+            password_file = self.directory / "pwfile"
+            password_file.write_text(self.admin_password)
+            self._own(password_file)
+            subprocess.run(
+                [
+                    str(binaries / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.admin_user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={password_file}",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                user=self.run_as,
+            )
+            password_file.unlink()
+        args = [
+            str(binaries / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.directory),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+        log = self.directory / "postgres.log"
+        log.touch()
+        self._own(log)
+        self.component = Component("postgres", args, log, user=self.run_as)
+        self.component.start(detach=detach)
+        self.wait_ready(binaries)
+
+    def wait_ready(self, binaries: Path, timeout: float = 30) -> None:
+        assert self.component is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.component.alive():
+                raise RuntimeError(f"PostgreSQL exited:\n{self.component.log_tail()}")
+            ready = subprocess.run(
+                [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL was not ready after {timeout:.0f}s:\n{self.component.log_tail()}")
+
+    def stop(self) -> None:
+        if self.component is not None:
+            self.component.stop()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,300 @@
+"""Generated database credentials on the real control plane and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from devenv.cluster import ControlPlane, wait_for
+from devenv.controller import CONTROLLER_NAMESPACE, LocalController
+from devenv.postgres import LocalPostgres
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
+
+CRD = Path(__file__).resolve().parents[2] / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"
+KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "DATABASE_URL"}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[LocalPostgres]:
+    server = LocalPostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def database_controller(
+    cluster: ControlPlane, postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalController]:
+    cluster.kubectl("apply", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/databases.smll.io", "--timeout=30s")
+    cluster.kubectl("create", "namespace", CONTROLLER_NAMESPACE, check=False)
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "pg-admin",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        f"--from-literal=username={postgres.admin_user}",
+        f"--from-literal=password={postgres.admin_password}",
+    )
+    workdir = tmp_path_factory.mktemp("database-controller")
+    config = workdir / "databases.yaml"
+    servers = {"default": {"host": "127.0.0.1", "port": postgres.port, "sslmode": "disable", "adminSecret": "pg-admin"}}
+    config.write_text(yaml.safe_dump({"servers": servers}))
+    controller = LocalController(
+        cluster,
+        workdir,
+        identity="db",
+        settle_seconds=0.5,
+        lease_name=f"lease-{uuid.uuid4().hex[:8]}",
+        extra_args=[f"--database-config={config}", "--rotation-grace-seconds=600"],
+    )
+    controller.start()
+    controller.wait_leading()
+    yield controller
+    controller.stop()
+    cluster.kubectl("delete", "secret", "pg-admin", "-n", CONTROLLER_NAMESPACE, check=False)
+
+
+def create_database(cluster: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": name},
+        "spec": {"engine": "postgres", "server": "default", **spec},
+    }
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+def credentials(cluster: ControlPlane, namespace: str, name: str) -> dict[str, str] | None:
+    found = cluster.kubectl("get", "secret", f"{name}-credentials", "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    data = json.loads(found.stdout)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def wait_credentials(cluster: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    wait_for(lambda: credentials(cluster, namespace, name) is not None, timeout=30, what=f"{name}-credentials")
+    found = credentials(cluster, namespace, name)
+    assert found is not None
+    return found
+
+
+def ready(cluster: ControlPlane, namespace: str, name: str) -> tuple[str, str]:
+    obj = json.loads(cluster.kubectl("get", "database", name, "-n", namespace, "-o", "json").stdout)
+    condition: dict[str, str] = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return condition.get("status", ""), condition.get("reason", "")
+
+
+async def can_connect(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(url, timeout=5)
+    except (
+        asyncpg.InvalidPasswordError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+        asyncpg.InsufficientPrivilegeError,
+    ):
+        return False
+    await connection.close()
+    return True
+
+
+async def admin_fetch(postgres: LocalPostgres, query: str, *args: Any) -> Any:
+    connection = await asyncpg.connect(
+        host="127.0.0.1",
+        port=postgres.port,
+        user=postgres.admin_user,
+        password=postgres.admin_password,
+        database="postgres",
+    )
+    try:
+        return await connection.fetchval(query, *args)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_database_gets_working_credentials_scoped_to_it(cluster: ControlPlane, namespace: str) -> None:
+    create_database(cluster, namespace, "orders")
+    create_database(cluster, namespace, "billing")
+
+    orders = wait_credentials(cluster, namespace, "orders")
+    billing = wait_credentials(cluster, namespace, "billing")
+
+    assert set(orders) == KEYS
+    assert len(orders["POSTGRES_PASSWORD"]) >= 32
+    assert orders["POSTGRES_PASSWORD"].isalnum()
+    assert orders["DATABASE_URL"].endswith("?sslmode=disable")
+    connection = await asyncpg.connect(orders["DATABASE_URL"], timeout=5)
+    try:
+        await connection.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
+        await connection.execute("INSERT INTO items (name) VALUES ('one')")
+        assert await connection.fetchval("SELECT count(*) FROM items") == 1
+        assert await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+    finally:
+        await connection.close()
+    other = billing["DATABASE_URL"].rsplit("/", 1)[0] + "/" + orders["POSTGRES_DB"] + "?sslmode=disable"
+    assert not await can_connect(other), "billing's login must not reach orders' database"
+    wait_for(lambda: ready(cluster, namespace, "orders") == ("True", "Provisioned"), timeout=20, what="Ready=True")
+    table = cluster.kubectl("get", "databases", "-n", namespace).stdout
+    assert "orders-credentials" in table
+    assert "True" in table
+    secret = json.loads(cluster.kubectl("get", "secret", "orders-credentials", "-n", namespace, "-o", "json").stdout)
+    assert secret["metadata"]["labels"]["smll.io/secret-type"] == "database"
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "Database"
+
+
+def test_restarting_the_controller_keeps_the_password(
+    cluster: ControlPlane, namespace: str, database_controller: LocalController
+) -> None:
+    create_database(cluster, namespace, "orders")
+    before = wait_credentials(cluster, namespace, "orders")
+
+    database_controller.stop()
+    database_controller.start()
+    database_controller.wait_leading()
+    wait_for(lambda: "databases: caches synced" in database_controller.log(), timeout=20, what="database loop")
+
+    assert credentials(cluster, namespace, "orders") == before
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_rotation_gives_a_new_password_rolls_dependents_and_then_retires_the_old_login(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    create_database(cluster, namespace, "orders")
+    old = wait_credentials(cluster, namespace, "orders")
+    # A linked service with no replicas: its rollout completes as soon as the Deployment controller has seen it.
+    cluster.kubectl("create", "deployment", "api", "--image=registry.invalid/api:1", "--replicas=0", "-n", namespace)
+    cluster.kubectl(
+        "annotate",
+        "deployment/api",
+        "env.secrets.smll.io/DATABASE_URL=orders-credentials/DATABASE_URL",
+        "-n",
+        namespace,
+    )
+    wait_for(
+        lambda: (
+            "secrets.smll.io/rolled-for"
+            in cluster.kubectl(
+                "get", "deployment/api", "-n", namespace, "-o", "jsonpath={.metadata.annotations}"
+            ).stdout
+        ),
+        timeout=20,
+        what="the rollout state of api",
+    )
+
+    cluster.kubectl("annotate", "database/orders", "secrets.smll.io/rotate=1", "-n", namespace)
+
+    wait_for(
+        lambda: (credentials(cluster, namespace, "orders") or {}).get("POSTGRES_PASSWORD") != old["POSTGRES_PASSWORD"],
+        timeout=30,
+        what="the new password",
+    )
+    new = credentials(cluster, namespace, "orders")
+    assert new is not None
+    assert new["POSTGRES_USER"] != old["POSTGRES_USER"]
+    assert await can_connect(new["DATABASE_URL"])
+    wait_for(
+        lambda: bool(
+            cluster.kubectl(
+                "get", "deployment/api", "-n", namespace, "-o", "jsonpath={.spec.template.metadata.annotations}"
+            ).stdout.count("restarted-at")
+        ),
+        timeout=20,
+        what="api rolled",
+    )
+
+    async def old_login_gone() -> bool:
+        return not await can_connect(old["DATABASE_URL"])
+
+    for _ in range(60):
+        if await old_login_gone():
+            break
+        await asyncio.sleep(0.5)
+    assert await old_login_gone(), "the old login must stop working once api has rolled"
+    assert (
+        "secrets.smll.io/previous-user"
+        not in cluster.kubectl(
+            "get", "secret", "orders-credentials", "-n", namespace, "-o", "jsonpath={.metadata.annotations}"
+        ).stdout
+    )
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_deletion_policy_delete_drops_the_database_and_retain_keeps_it(
+    cluster: ControlPlane, namespace: str, postgres: LocalPostgres
+) -> None:
+    create_database(cluster, namespace, "gone", deletionPolicy="Delete")
+    create_database(cluster, namespace, "kept", deletionPolicy="Retain")
+    gone = wait_credentials(cluster, namespace, "gone")
+    kept = wait_credentials(cluster, namespace, "kept")
+
+    cluster.kubectl("delete", "database", "gone", "kept", "-n", namespace, "--timeout=60s")
+
+    exists = "SELECT count(*) FROM pg_database WHERE datname = $1"
+    roles = "SELECT count(*) FROM pg_roles WHERE rolname = $1"
+    assert await admin_fetch(postgres, exists, gone["POSTGRES_DB"]) == 0
+    assert await admin_fetch(postgres, roles, gone["POSTGRES_USER"]) == 0
+    assert await admin_fetch(postgres, exists, kept["POSTGRES_DB"]) == 1
+    assert await admin_fetch(postgres, roles, kept["POSTGRES_USER"]) == 1
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_an_unknown_server_shows_ready_false_with_the_reason(cluster: ControlPlane, namespace: str) -> None:
+    create_database(cluster, namespace, "lost", server="nowhere")
+
+    wait_for(lambda: ready(cluster, namespace, "lost") == ("False", "UnknownServer"), timeout=20, what="UnknownServer")
+
+    table = cluster.kubectl("get", "databases", "-n", namespace).stdout
+    assert "UnknownServer" in table
+    message = cluster.kubectl(
+        "get", "database", "lost", "-n", namespace, "-o", "jsonpath={.status.conditions[0].message}"
+    ).stdout
+    assert message == "server 'nowhere' is not one of: default"
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_a_spec_the_schema_refuses_never_reaches_the_controller(cluster: ControlPlane, namespace: str) -> None:
+    body = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "bad"},
+        "spec": {"engine": "mysql", "server": "default", "deletionPolicy": "Sometimes", "rotateEvery": "a week"},
+    }
+
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=False)
+
+    assert result.returncode != 0
+    for field in ("spec.engine", "spec.deletionPolicy", "spec.rotateEvery"):
+        assert field in result.stderr
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_deleting_a_database_whose_credentials_are_in_use_is_denied(cluster: ControlPlane, namespace: str) -> None:
+    create_database(cluster, namespace, "orders")
+    wait_credentials(cluster, namespace, "orders")
+    cluster.kubectl("create", "deployment", "api", "--image=registry.invalid/api:1", "-n", namespace)
+    cluster.kubectl(
+        "annotate", "deployment/api", "env.secrets.smll.io/DB=orders-credentials/DATABASE_URL", "-n", namespace
+    )
+
+    result = cluster.kubectl("delete", "database", "orders", "-n", namespace, check=False)
+
+    assert result.returncode != 0
+    assert 'database "orders": its credentials secret "orders-credentials" is used by deployment/api (env DB)' in (
+        result.stderr
+    )
