@@ -95,7 +95,8 @@ def wait_credentials(cluster: ControlPlane, namespace: str, name: str) -> dict[s
 
 def ready(cluster: ControlPlane, namespace: str, name: str) -> tuple[str, str]:
     obj = json.loads(cluster.kubectl("get", "database", name, "-n", namespace, "-o", "json").stdout)
-    condition: dict[str, str] = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    condition: dict[str, str] = next((c for c in conditions if c["type"] == "Ready"), {})
     return condition.get("status", ""), condition.get("reason", "")
 
 
