@@ -39,11 +39,13 @@ def generate_password() -> str:
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
-def _fit(name: str) -> str:
-    if len(name) <= MAX_IDENTIFIER:
-        return name
+def _fit(name: str, suffix: str = "") -> str:
+    """``name + suffix`` within PostgreSQL's 63 bytes: a long name is cut and made unique by a hash; the suffix
+    (a login's generation) always survives."""
+    if len(name) + len(suffix) <= MAX_IDENTIFIER:
+        return name + suffix
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"
+    return f"{name[: MAX_IDENTIFIER - 9 - len(suffix)]}_{digest}{suffix}"
 
 
 def owner_role(namespace: str, name: str) -> str:
@@ -52,7 +54,7 @@ def owner_role(namespace: str, name: str) -> str:
 
 
 def login_role(namespace: str, name: str, generation: int) -> str:
-    return _fit(f"{namespace}_{name}_v{generation}")
+    return _fit(f"{namespace}_{name}", f"_v{generation}")
 
 
 def generation_of(login: str) -> int:
