@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -74,7 +75,7 @@ def admission_handler(name: str, decide: Decide) -> Callable[[web.Request], Awai
             response = deny(admission["uid"], f"internal error in the {name} webhook; see its log", code=500)
         state.metrics.reviews.labels(name, admission["operation"], _outcome(response)).inc()
         state.metrics.duration.labels(name).observe(time.perf_counter() - started)
-        return web.json_response(review(response))
+        return web.Response(body=orjson.dumps(review(response)), content_type="application/json")
 
     return handle
 
