@@ -14,6 +14,8 @@ import time
 
 from devenv.binaries import CACHE_ROOT, ensure_binaries
 from devenv.cluster import ControlPlane
+from devenv.controller import LocalController, install_database_support
+from devenv.postgres import LocalPostgres
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
 
@@ -38,7 +40,8 @@ def down(grace: float = 15) -> None:
     if not STATE.exists():
         say("nothing is running")
         return
-    pids: dict[str, int] = json.loads(STATE.read_text())["pids"]
+    state = json.loads(STATE.read_text())
+    pids: dict[str, int] = state["pids"]
     for name, pid in reversed(pids.items()):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -49,6 +52,8 @@ def down(grace: float = 15) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         say(f"stopped {name} (pid {pid})")
+    if state.get("postgres_dir"):
+        shutil.rmtree(state["postgres_dir"], ignore_errors=True)
     STATE.unlink()
 
 
@@ -61,22 +66,46 @@ def up() -> None:
     say(f"==> starting the control plane {binaries.kube_version}: etcd, kube-apiserver, kube-controller-manager")
     plane.start()
     pids = plane.pids()
-    STATE.write_text(json.dumps({"pids": pids, "kubeconfig": str(plane.kubeconfig)}))
+    state: dict[str, object] = {"pids": pids, "kubeconfig": str(plane.kubeconfig)}
+    STATE.write_text(json.dumps(state))
     say("==> starting the admission server and registering its webhooks")
     webhook = LocalWebhook(plane, DEMO_DIR / "webhook")
     webhook.start(detach=True)
     assert webhook.component is not None
     assert webhook.component.process is not None
     pids["webhook"] = webhook.component.process.pid
-    STATE.write_text(json.dumps({"pids": pids, "kubeconfig": str(plane.kubeconfig)}))
+    STATE.write_text(json.dumps(state))
     webhook.register()
+    say("==> starting PostgreSQL and the controller")
+    postgres = LocalPostgres()
+    postgres.start(detach=True)
+    assert postgres.component is not None
+    assert postgres.component.process is not None
+    pids["postgres"] = postgres.component.process.pid
+    state["postgres_dir"] = str(postgres.directory)
+    STATE.write_text(json.dumps(state))
+    config = install_database_support(plane, postgres, DEMO_DIR / "controller")
+    controller = LocalController(
+        plane,
+        DEMO_DIR / "controller",
+        identity="demo",
+        settle_seconds=1,
+        extra_args=[f"--database-config={config}", "--rotation-grace-seconds=60"],
+    )
+    controller.start(detach=True)
+    assert controller.component is not None
+    assert controller.component.process is not None
+    pids["controller"] = controller.component.process.pid
+    STATE.write_text(json.dumps(state))
+    controller.wait_leading()
     tour(plane, say)
     say(
         "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"
         f"  export PATH={binaries.kubectl.parent}:$PATH\n"
         "  kubectl -n demo get deployments,secrets\n"
-        f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/webhook/webhook.log\n"
+        "  kubectl -n demo get databases\n"
+        f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/webhook/webhook.log, {DEMO_DIR}/controller/demo.log\n"
         "Stop everything with: make down"
     )
 

@@ -341,7 +341,11 @@ class ControlPlane:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False, timeout=120,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise KubectlError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")

@@ -9,9 +9,37 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from devenv.cluster import Component, ControlPlane, free_port
+from devenv.postgres import LocalPostgres
 
 CONTROLLER_NAMESPACE = "smll-system"
+CRD = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"
+ADMIN_SECRET = "pg-admin"
+
+
+def install_database_support(plane: ControlPlane, postgres: LocalPostgres, workdir: Path) -> Path:
+    """The Database CRD, the admin Secret of the server, and the controller's server config (returned)."""
+    plane.kubectl("apply", "-f", str(CRD))
+    plane.kubectl("wait", "--for=condition=Established", "crd/databases.smll.io", "--timeout=30s")
+    plane.kubectl("create", "namespace", CONTROLLER_NAMESPACE, check=False)
+    plane.kubectl("delete", "secret", ADMIN_SECRET, "-n", CONTROLLER_NAMESPACE, "--ignore-not-found")
+    plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        ADMIN_SECRET,
+        "-n",
+        CONTROLLER_NAMESPACE,
+        f"--from-literal=username={postgres.admin_user}",
+        f"--from-literal=password={postgres.admin_password}",
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "databases.yaml"
+    server = {"host": "127.0.0.1", "port": postgres.port, "sslmode": "disable", "adminSecret": ADMIN_SECRET}
+    config.write_text(yaml.safe_dump({"servers": {"default": server}}))
+    return config
 
 
 @dataclass
@@ -23,6 +51,8 @@ class LocalController:
     lease_seconds: int = 15
     lease_name: str = "smll-secrets-controller"
     metrics_port: int = field(default_factory=free_port)
+    registry_url: str | None = None
+    htpasswd_secret: str | None = None  # namespace/name
     extra_args: list[str] = field(default_factory=list)
     component: Component | None = None
 
@@ -41,6 +71,8 @@ class LocalController:
             f"--lease-name={self.lease_name}",
             "--metrics-host=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
+            *([f"--registry-url={self.registry_url}"] if self.registry_url else []),
+            *([f"--htpasswd-secret={self.htpasswd_secret}"] if self.htpasswd_secret else []),
             *self.extra_args,
         ]
         self.component = Component(f"controller-{self.identity}", args, self.workdir / f"{self.identity}.log")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections.abc import Callable
 
-from devenv.cluster import ControlPlane
+import asyncpg
+
+from devenv.cluster import ControlPlane, wait_for
 
 NAMESPACE = "demo"
 
@@ -15,9 +19,9 @@ class TourFailed(RuntimeError):
 
 
 def tour(plane: ControlPlane, say: Callable[[str], None]) -> None:
-    def run(*args: str, expect_failure: bool = False) -> str:
+    def run(*args: str, expect_failure: bool = False, input: str | None = None) -> str:
         say("$ kubectl " + " ".join(args))
-        result = plane.kubectl(*args, check=False)
+        result = plane.kubectl(*args, check=False, input=input)
         output = (result.stdout + result.stderr).strip()
         if output:
             say("  " + output.replace("\n", "\n  "))
@@ -41,4 +45,53 @@ def tour(plane: ControlPlane, say: Callable[[str], None]) -> None:
         raise TourFailed("the delete was not refused with the expected message")
     say("\n==> a link to a Secret that does not exist yet is accepted, with a warning")
     run("-n", NAMESPACE, "annotate", "deployment/web", "env.secrets.smll.io/DB_URL=orders-credentials/DATABASE_URL")
-    say("\nThe tour passed: linking, warnings and protection work on this control plane.")
+    say("\n==> rollouts: change the key web reads; the controller rolls web once, and says why")
+    run("-n", NAMESPACE, "patch", "secret", "stripe", "-p", '{"stringData":{"STRIPE_SECRET_KEY":"sk_test_rotated"}}')
+    annotation = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
+    wait_for(
+        lambda: bool(plane.kubectl("-n", NAMESPACE, "get", "deployment/web", "-o", annotation).stdout),
+        timeout=30,
+        what="the rollout of web",
+    )
+    run("-n", NAMESPACE, "get", "deployment/web", "-o", annotation)
+    wait_for(
+        lambda: "SecretChanged" in plane.kubectl("-n", NAMESPACE, "get", "events").stdout,
+        timeout=15,
+        what="the rollout Event",
+    )
+    run("-n", NAMESPACE, "get", "events", "--field-selector=reason=SecretChanged")
+
+    say("\n==> generated credentials: a Database on a real PostgreSQL server")
+    database = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "orders"},
+        "spec": {"engine": "postgres", "server": "default", "deletionPolicy": "Delete"},
+    }
+    run("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(database))
+    ready = "jsonpath={.status.conditions[0].status}"
+    wait_for(
+        lambda: plane.kubectl("-n", NAMESPACE, "get", "database/orders", "-o", ready, check=False).stdout == "True",
+        timeout=60,
+        what="the Database to be Ready",
+    )
+    run("-n", NAMESPACE, "get", "databases")
+    run("-n", NAMESPACE, "describe", "secret", "orders-credentials")  # key names and sizes, never values
+    url = base64.b64decode(
+        plane.kubectl(
+            "-n", NAMESPACE, "get", "secret", "orders-credentials", "-o", "jsonpath={.data.DATABASE_URL}"
+        ).stdout
+    ).decode()
+    user, database_name = asyncio.run(_whoami(url))
+    say(f"  connected with DATABASE_URL: login {user}, database {database_name}")
+
+    say("\nThe tour passed: linking, warnings, protection, rollouts and database credentials work here.")
+
+
+async def _whoami(url: str) -> tuple[str, str]:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        row = await connection.fetchrow("SELECT session_user, current_database()")
+        return str(row[0]), str(row[1])
+    finally:
+        await connection.close()

@@ -7,20 +7,17 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import yaml
 
 from devenv.cluster import ControlPlane, wait_for
-from devenv.controller import CONTROLLER_NAMESPACE, LocalController
+from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
 from devenv.postgres import LocalPostgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 
-CRD = Path(__file__).resolve().parents[2] / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"
 KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "DATABASE_URL"}
 
 
@@ -36,23 +33,8 @@ def postgres() -> Iterator[LocalPostgres]:
 def database_controller(
     cluster: ControlPlane, postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalController]:
-    cluster.kubectl("apply", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/databases.smll.io", "--timeout=30s")
-    cluster.kubectl("create", "namespace", CONTROLLER_NAMESPACE, check=False)
-    cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "pg-admin",
-        "-n",
-        CONTROLLER_NAMESPACE,
-        f"--from-literal=username={postgres.admin_user}",
-        f"--from-literal=password={postgres.admin_password}",
-    )
     workdir = tmp_path_factory.mktemp("database-controller")
-    config = workdir / "databases.yaml"
-    servers = {"default": {"host": "127.0.0.1", "port": postgres.port, "sslmode": "disable", "adminSecret": "pg-admin"}}
-    config.write_text(yaml.safe_dump({"servers": servers}))
+    config = install_database_support(cluster, postgres, workdir)
     controller = LocalController(
         cluster,
         workdir,
@@ -65,7 +47,7 @@ def database_controller(
     controller.wait_leading()
     yield controller
     controller.stop()
-    cluster.kubectl("delete", "secret", "pg-admin", "-n", CONTROLLER_NAMESPACE, check=False)
+    cluster.kubectl("delete", "secret", ADMIN_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
 
 
 def create_database(cluster: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
