@@ -1,0 +1,341 @@
+"""Per-VPC registry credentials: names, formats, and the next write that brings one namespace to its desired state.
+
+Plain functions over plain dicts; the controller's edge reads the objects, asks ``next_step`` what to do, does it,
+and asks again until the answer is ``None``.
+
+The password lives in the namespace's ``registry-credentials`` Secret and nowhere else; the registry's htpasswd
+Secret holds only its bcrypt hash. Every change of password goes through a pending key, in this order, so that a
+crash between any two writes neither loses a password nor leaves credentials that do not log in for longer than
+it takes the controller to come back:
+
+1. the new password is written into ``registry-credentials`` under ``REGISTRY_PASSWORD_PENDING``;
+2. the htpasswd entry is set to its hash (the old password stops working here);
+3. ``registry-pull-secret`` is rewritten for it;
+4. it is committed: ``REGISTRY_PASSWORD`` takes its value and the pending key goes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import string
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bcrypt
+
+from rules.names import ANNOTATION_PREFIX, ROTATE, SECRET_TYPE_LABEL, VPC_LABEL
+
+CREDENTIALS = "registry-credentials"
+PULL_SECRET = "registry-pull-secret"
+SERVICE_ACCOUNT = "default"
+URL_KEY = "REGISTRY_URL"
+USER_KEY = "REGISTRY_USER"
+PASSWORD_KEY = "REGISTRY_PASSWORD"
+PENDING_KEY = "REGISTRY_PASSWORD_PENDING"
+DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
+DOCKERCONFIGJSON_KEY = ".dockerconfigjson"
+HTPASSWD_KEY = "htpasswd"
+
+SECRET_TYPE = "registry"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "smll-secrets"
+ROTATION_SEEN = ANNOTATION_PREFIX + "rotate-seen"  # the namespace's rotate value already acted on
+
+USER_PREFIX = "vpc-"
+PASSWORD_LENGTH = 40  # alphanumeric: ~238 bits, no escaping anywhere, well under bcrypt's 72 bytes
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+BCRYPT_COST = 10  # the registry checks the hash on every request: higher costs slow every pull
+
+LABELS = {SECRET_TYPE_LABEL: SECRET_TYPE, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+# ---- names and formats ------------------------------------------------------------------------------------
+
+
+def username(namespace: str) -> str:
+    """The registry user of a VPC namespace: stable, and free of ':' (a namespace name is a DNS label)."""
+    return USER_PREFIX + namespace
+
+
+def namespace_of(user: str) -> str | None:
+    """The namespace a managed htpasswd user belongs to; None for users the operator added by hand."""
+    return user[len(USER_PREFIX) :] if user.startswith(USER_PREFIX) and len(user) > len(USER_PREFIX) else None
+
+
+def generate_password() -> str:
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def hash_password(password: str, *, cost: int = BCRYPT_COST) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:  # not a bcrypt hash
+        return False
+
+
+def registry_host(url: str) -> str:
+    """The host[:port] a container runtime matches a pull against: ``https://r.example:5000/x`` → ``r.example:5000``."""
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    return parsed.netloc or url
+
+
+def dockerconfigjson(url: str, user: str, password: str) -> str:
+    """The ``.dockerconfigjson`` of a pull secret for one registry user (deterministic, so it compares as text)."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    body = {"auths": {registry_host(url): {"username": user, "password": password, "auth": auth}}}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def parse_htpasswd(text: str) -> dict[str, str]:
+    """user → hash. Blank lines, comments and lines without ``:`` are skipped; a later line for a user wins (as in
+    the registry)."""
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        user, hashed = line.split(":", 1)
+        if user:
+            entries[user] = hashed
+    return entries
+
+
+def format_htpasswd(entries: Mapping[str, str]) -> str:
+    """One ``user:hash`` line per user, sorted by user, so equal contents are equal files."""
+    return "".join(f"{user}:{entries[user]}\n" for user in sorted(entries))
+
+
+# ---- what is observed -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretState:
+    managed: bool
+    type: str
+    data: Mapping[str, str] = field(repr=False)  # decoded values
+    rotation_seen: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One namespace as the controller sees it. ``entry`` is the user's htpasswd hash, if any."""
+
+    namespace: str
+    member: bool  # labeled as a VPC and not being deleted
+    writable: bool  # exists and is not being deleted: Secrets can be written and deleted in it
+    rotate: str | None
+    credentials: SecretState | None
+    pull_secret: SecretState | None
+    pull_secrets_of_service_account: tuple[str, ...] | None  # None: no default ServiceAccount (yet)
+    entry: str | None
+
+
+def is_member(namespace: Mapping[str, Any] | None) -> bool:
+    metadata = (namespace or {}).get("metadata") or {}
+    return VPC_LABEL in (metadata.get("labels") or {}) and not metadata.get("deletionTimestamp")
+
+
+def is_writable(namespace: Mapping[str, Any] | None) -> bool:
+    if namespace is None:
+        return False
+    metadata = namespace.get("metadata") or {}
+    return not metadata.get("deletionTimestamp") and (namespace.get("status") or {}).get("phase") != "Terminating"
+
+
+def rotate_request(namespace: Mapping[str, Any] | None) -> str | None:
+    annotations = ((namespace or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ROTATE)
+    return str(value) if value is not None else None
+
+
+def decode_data(data: Mapping[str, str]) -> dict[str, str]:
+    decoded = {}
+    for key, value in data.items():
+        try:
+            decoded[key] = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, ValueError):
+            decoded[key] = ""
+    return decoded
+
+
+def secret_state(secret: Mapping[str, Any] | None) -> SecretState | None:
+    if secret is None:
+        return None
+    metadata = secret.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    return SecretState(
+        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY,
+        type=str(secret.get("type") or "Opaque"),
+        data=decode_data(secret.get("data") or {}),
+        rotation_seen=(metadata.get("annotations") or {}).get(ROTATION_SEEN),
+    )
+
+
+def image_pull_secret_names(service_account: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    if service_account is None:
+        return None
+    return tuple(str(ref.get("name", "")) for ref in service_account.get("imagePullSecrets") or [])
+
+
+# ---- what to do next --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateCredentials:
+    """A new Secret holding a new password under the pending key only."""
+
+    data: Mapping[str, str] = field(repr=False)
+    rotation_seen: str | None
+
+
+@dataclass(frozen=True)
+class BeginRotation:
+    password: str = field(repr=False)
+    rotation_seen: str | None
+
+
+@dataclass(frozen=True)
+class SetEntry:
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RemoveEntry:
+    user: str
+
+
+@dataclass(frozen=True)
+class WritePullSecret:
+    dockerconfigjson: str = field(repr=False)
+    replace: bool  # the existing one has another type, which is immutable: delete it first
+
+
+@dataclass(frozen=True)
+class UpdateCredentials:
+    """Set the given keys; a None value removes the key."""
+
+    changes: Mapping[str, str | None] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AddToServiceAccount:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveFromServiceAccount:
+    pass
+
+
+@dataclass(frozen=True)
+class DeleteSecret:
+    name: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Something not ours is in the way: tell the user, and try again later."""
+
+    message: str
+
+
+Step = (
+    CreateCredentials
+    | BeginRotation
+    | SetEntry
+    | RemoveEntry
+    | WritePullSecret
+    | UpdateCredentials
+    | AddToServiceAccount
+    | RemoveFromServiceAccount
+    | DeleteSecret
+    | Blocked
+)
+
+
+def not_ours(name: str, namespace: str) -> str:
+    return (
+        f'Secret "{name}" in namespace "{namespace}" is not managed by smll-secrets, so its registry credentials '
+        f"cannot be written; rename or delete that Secret"
+    )
+
+
+def next_step(
+    observed: Observed,
+    *,
+    registry_url: str,
+    verify: Callable[[str, str], bool] = verify_password,
+    new_password: Callable[[], str] = generate_password,
+) -> Step | None:
+    """The one write that brings the namespace closer to its desired state; None when it is there."""
+    if observed.member:
+        return _member_step(observed, registry_url, verify, new_password)
+    return _leaver_step(observed)
+
+
+def _member_step(
+    observed: Observed, url: str, verify: Callable[[str, str], bool], new_password: Callable[[], str]
+) -> Step | None:
+    namespace = observed.namespace
+    user = username(namespace)
+    credentials, pull = observed.credentials, observed.pull_secret
+    for name, secret in ((CREDENTIALS, credentials), (PULL_SECRET, pull)):
+        if secret is not None and not secret.managed:
+            return Blocked(not_ours(name, namespace))
+    if credentials is None:
+        data = {URL_KEY: url, USER_KEY: user, PENDING_KEY: new_password()}
+        return CreateCredentials(data, observed.rotate)
+    pending = credentials.data.get(PENDING_KEY) or None
+    password = pending or credentials.data.get(PASSWORD_KEY) or None
+    if password is None:  # both keys removed by hand: nothing to keep
+        return BeginRotation(new_password(), credentials.rotation_seen)
+    if pending is None and observed.rotate is not None and observed.rotate != credentials.rotation_seen:
+        return BeginRotation(new_password(), observed.rotate)
+    if observed.entry is None or not verify(password, observed.entry):
+        return SetEntry(user, password)
+    wanted = dockerconfigjson(url, user, password)
+    if pull is None or pull.type != DOCKERCONFIGJSON or pull.data.get(DOCKERCONFIGJSON_KEY) != wanted:
+        return WritePullSecret(wanted, replace=pull is not None and pull.type != DOCKERCONFIGJSON)
+    desired: dict[str, str | None] = {URL_KEY: url, USER_KEY: user, PASSWORD_KEY: password, PENDING_KEY: None}
+    changes = {key: value for key, value in desired.items() if credentials.data.get(key) != value}
+    if changes:
+        return UpdateCredentials(changes)
+    names = observed.pull_secrets_of_service_account
+    if names is not None and PULL_SECRET not in names:
+        return AddToServiceAccount()
+    return None
+
+
+def _leaver_step(observed: Observed) -> Step | None:
+    if observed.entry is not None:  # revoke first: the rest is tidying up
+        return RemoveEntry(username(observed.namespace))
+    if not observed.writable:
+        return None
+    pull, credentials = observed.pull_secret, observed.credentials
+    names = observed.pull_secrets_of_service_account or ()
+    if PULL_SECRET in names and (pull is None or pull.managed):
+        return RemoveFromServiceAccount()
+    if pull is not None and pull.managed:
+        return DeleteSecret(PULL_SECRET)
+    if credentials is not None and credentials.managed:
+        return DeleteSecret(CREDENTIALS)
+    return None
+
+
+def with_pull_secret(names: tuple[str, ...]) -> list[dict[str, str]]:
+    """The ServiceAccount's ``imagePullSecrets`` with ours added, the user's entries kept in their order."""
+    return [{"name": name} for name in names] + ([] if PULL_SECRET in names else [{"name": PULL_SECRET}])
+
+
+def without_pull_secret(names: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"name": name} for name in names if name != PULL_SECRET]
