@@ -1,16 +1,17 @@
 """The SQL the Database reconcile runs, with asyncpg. Identifiers and literals are quoted by ``rules.database``.
 
 Utility statements (CREATE ROLE, CREATE DATABASE…) take no bind parameters, so every name and password is quoted;
-passwords are alphanumeric besides.
+passwords never reach the server at all: it gets their SCRAM-SHA-256 verifier.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import asyncpg
 
-from rules.database import Server, quote_ident, quote_literal
+from rules.database import Server, quote_ident, quote_literal, scram_verifier
 
 CONNECT_TIMEOUT = 5.0
 
@@ -47,12 +48,13 @@ async def ensure_database(admin: Connection, owner: str) -> None:
 async def ensure_login(admin: Connection, *, login: str, owner: str, password: str) -> None:
     """A least-privilege login that acts as the owner role, with this password."""
     options = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
+    # The server gets the SCRAM verifier, never the password itself.
+    verifier = quote_literal(scram_verifier(password, salt=os.urandom(16)))
     if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login):
-        await admin.execute(f"ALTER ROLE {quote_ident(login)} WITH {options} PASSWORD {quote_literal(password)}")
+        await admin.execute(f"ALTER ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier}")
     else:
         await admin.execute(
-            f"CREATE ROLE {quote_ident(login)} WITH {options} PASSWORD {quote_literal(password)} "
-            f"IN ROLE {quote_ident(owner)}"
+            f"CREATE ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier} IN ROLE {quote_ident(owner)}"
         )
     # Objects a login creates belong to the owner role, so that a rotated-out login can be dropped cleanly.
     await admin.execute(f"ALTER ROLE {quote_ident(login)} SET role = {quote_literal(owner)}")

@@ -5,8 +5,10 @@ Plain functions; the controller's edge runs the SQL and the API calls they descr
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
+import hmac
 import re
 import secrets
 import string
@@ -60,6 +62,20 @@ def login_role(namespace: str, name: str, generation: int) -> str:
 def generation_of(login: str) -> int:
     match = re.search(r"_v(\d+)$", login)
     return int(match.group(1)) if match else 0
+
+
+def scram_verifier(password: str, *, salt: bytes, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for a password (RFC 5802/7677, as ``\\password`` computes it).
+
+    Sending the verifier instead of the password keeps the password out of the server's logs and
+    pg_stat_activity, even when a statement fails and is logged.
+    """
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    salt_text, stored_text, server_text = (base64.b64encode(part).decode() for part in (salt, stored_key, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt_text}${stored_text}:{server_text}"
 
 
 def quote_ident(identifier: str) -> str:

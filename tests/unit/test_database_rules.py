@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 from pathlib import Path
 
@@ -136,3 +137,15 @@ def test_a_bad_server_config_is_refused_with_what_to_fix(tmp_path: Path, text: s
 
     with pytest.raises(ConfigError, match=error):
         load_servers(path)
+
+
+def test_the_scram_verifier_matches_the_rfc_7677_example_construction() -> None:
+    # RFC 7677's example: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations.
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+
+    verifier = rules.scram_verifier("pencil", salt=salt)
+
+    assert verifier.startswith("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$")
+    _stored, server = verifier.split("$")[2].split(":")
+    assert server == "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+    assert "pencil" not in verifier
