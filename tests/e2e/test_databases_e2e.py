@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -281,3 +282,80 @@ def test_deleting_a_database_whose_credentials_are_in_use_is_denied(cluster: Con
     assert 'database "orders": its credentials secret "orders-credentials" is used by deployment/api (env DB)' in (
         result.stderr
     )
+
+
+def test_a_postgres_outage_shows_ready_false_with_the_reason_then_recovers(
+    cluster: ControlPlane, namespace: str, postgres: LocalPostgres, database_controller: LocalController
+) -> None:
+    create_database(cluster, namespace, "orders")
+    wait_for(lambda: ready(cluster, namespace, "orders") == ("True", "Provisioned"), timeout=30, what="Ready")
+
+    postgres.stop()
+    try:
+        cluster.kubectl("label", "database/orders", "touch=1", "-n", namespace)  # any event makes it look again
+        wait_for(
+            lambda: ready(cluster, namespace, "orders") == ("False", "ServerUnavailable"),
+            timeout=30,
+            what="Ready=False ServerUnavailable",
+        )
+        message = cluster.kubectl(
+            "get", "database/orders", "-n", namespace, "-o", "jsonpath={.status.conditions[0].message}"
+        ).stdout
+        assert "PostgreSQL server 'default'" in message
+    finally:
+        postgres.start()
+
+    wait_for(lambda: ready(cluster, namespace, "orders") == ("True", "Provisioned"), timeout=90, what="recovery")
+    assert database_controller.component is not None
+    assert database_controller.component.alive(), "an outage must never crash the controller"
+
+
+async def test_killing_the_controller_at_random_points_never_orphans_a_role_or_breaks_the_secret(
+    cluster: ControlPlane, namespace: str, postgres: LocalPostgres, database_controller: LocalController
+) -> None:
+    chaos = random.Random(7)  # noqa: S311 - a reproducible schedule, not secrecy
+    for round_ in range(4):
+        name = f"chaos{round_}"
+        create_database(cluster, namespace, name, deletionPolicy="Delete")
+        await asyncio.sleep(chaos.uniform(0, 0.8))
+        database_controller.stop(kill=True)
+        database_controller.start()
+        creds = wait_credentials(cluster, namespace, name)
+        cluster.kubectl("annotate", f"database/{name}", f"secrets.smll.io/rotate=r{round_}", "-n", namespace)
+        await asyncio.sleep(chaos.uniform(0, 0.8))
+        database_controller.stop(kill=True)
+        database_controller.start()
+
+        def rotated(name: str = name, before: str = creds["POSTGRES_PASSWORD"]) -> bool:
+            now = credentials(cluster, namespace, name) or {}
+            return bool(now) and now["POSTGRES_PASSWORD"] != before
+
+        wait_for(rotated, timeout=60, what=f"{name} rotated")
+        wait_for(
+            lambda name=name: (
+                "previous-user"
+                not in cluster.kubectl(  # type: ignore[misc]
+                    "get", "secret", f"{name}-credentials", "-n", namespace, "-o", "jsonpath={.metadata.annotations}"
+                ).stdout
+            ),
+            timeout=60,
+            what=f"{name}'s old login retired",
+        )
+        final = credentials(cluster, namespace, name)
+        assert final is not None
+        assert await can_connect(final["DATABASE_URL"]), f"{name}: the Secret's credentials must log in"
+        owner = final["POSTGRES_DB"]
+        members = await admin_fetch(
+            postgres,
+            "SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_auth_members m "
+            "JOIN pg_roles r ON r.oid = m.member JOIN pg_roles o ON o.oid = m.roleid WHERE o.rolname = $1",
+            owner,
+        )
+        assert members == final["POSTGRES_USER"], f"{name}: exactly one login, the Secret's, may remain"
+        orphans = await admin_fetch(
+            postgres,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 AND NOT pg_has_role(rolname, $2, 'MEMBER')",
+            owner + "%",
+            owner,
+        )
+        assert orphans == 0
