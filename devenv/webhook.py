@@ -170,6 +170,12 @@ class LocalWebhook:
             "delete", "mutatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found", check=False
         )
 
+    def restart(self) -> None:
+        """Start the same server again (same port and certificate), e.g. after ``stop()`` in a fault test."""
+        assert self.component is not None
+        self.component.start(detach=False)
+        self.wait_ready()
+
     def stop(self) -> None:
         if self.component is not None:
             self.component.stop()
