@@ -10,6 +10,7 @@ from pathlib import Path
 
 from controller.databases import ConfigError, load_servers
 from controller.main import Settings, run
+from controller.registry import parse_secret_ref
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.rotation_grace_seconds,
         help="after a rotation, drop the old login at the latest this long after, rolled or not",
     )
+    parser.add_argument(
+        "--registry-url", help="the registry VPC namespaces get credentials for (with --htpasswd-secret)"
+    )
+    parser.add_argument(
+        "--htpasswd-secret", help="NAMESPACE/NAME of the htpasswd Secret the registry mounts (with --registry-url)"
+    )
     parser.add_argument("--metrics-host", default=defaults.metrics_host)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -51,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             load_servers(args.database_config)
         except ConfigError as error:
             parser.error(str(error))
+    if (args.registry_url is None) != (args.htpasswd_secret is None):
+        parser.error("--registry-url and --htpasswd-secret go together")
+    if args.htpasswd_secret is not None:
+        try:
+            parse_secret_ref(args.htpasswd_secret)
+        except ValueError as error:
+            parser.error(f"--htpasswd-secret: {error}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(
         namespace=args.namespace,
@@ -62,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         database_config=args.database_config,
         rotation_grace_seconds=args.rotation_grace_seconds,
+        registry_url=args.registry_url,
+        htpasswd_secret=args.htpasswd_secret,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
     )

@@ -25,6 +25,7 @@ from controller.databases import DATABASES, DatabaseKey, Databases, load_servers
 from controller.leader import LeaderElector
 from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
+from controller.registry import registry_loop
 from controller.rollouts import SERVICE_PATHS, Caches, Rollouts, ServiceKey
 from kubeio.client import kube_client
 from kubeio.informer import Informer
@@ -50,6 +51,8 @@ class Settings:
     hmac_secret: str = "smll-secrets-rollout-key"
     database_config: Path | None = None
     rotation_grace_seconds: float = 3600.0
+    registry_url: str | None = None
+    htpasswd_secret: str | None = None  # "namespace/name" of the registry's htpasswd Secret
 
 
 async def ensure_hmac_key(api: client.ApiClient, namespace: str, name: str) -> bytes:
@@ -175,6 +178,8 @@ async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMet
     loops = [rollout_loop(api, settings, metrics, hmac_key)]
     if settings.database_config is not None:
         loops.append(database_loop(api, settings, hmac_key, load_servers(settings.database_config)))
+    if settings.registry_url is not None and settings.htpasswd_secret is not None:
+        loops.append(registry_loop(api, settings, metrics))
     await asyncio.gather(*(run_loop(loop, metrics, settings.workers) for loop in loops))
 
 

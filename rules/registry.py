@@ -263,6 +263,13 @@ Step = (
 )
 
 
+def effective_password(credentials: SecretState | None) -> str | None:
+    """The password the registry should accept: the pending one while a change is under way."""
+    if credentials is None:
+        return None
+    return credentials.data.get(PENDING_KEY) or credentials.data.get(PASSWORD_KEY) or None
+
+
 def not_ours(name: str, namespace: str) -> str:
     return (
         f'Secret "{name}" in namespace "{namespace}" is not managed by smll-secrets, so its registry credentials '
@@ -296,7 +303,7 @@ def _member_step(
         data = {URL_KEY: url, USER_KEY: user, PENDING_KEY: new_password()}
         return CreateCredentials(data, observed.rotate)
     pending = credentials.data.get(PENDING_KEY) or None
-    password = pending or credentials.data.get(PASSWORD_KEY) or None
+    password = effective_password(credentials)
     if password is None:  # both keys removed by hand: nothing to keep
         return BeginRotation(new_password(), credentials.rotation_seen)
     if pending is None and observed.rotate is not None and observed.rotate != credentials.rotation_seen:
