@@ -32,6 +32,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import orjson
 from bench.common import admission_review, linked_deployment, machine, secret_objects, summary_ms, table
 from devenv.cluster import free_port
 from rules.links import link_object
-from webhook.admission import json_patch, mutate, parse_review, review
+from webhook.admission import _ParsedJson, json_patch, mutate, parse_review, review
 from webhook.certs import make_ca, make_leaf
 from webhook.secret_keys import SecretKeyIndex
 
@@ -75,9 +76,21 @@ def write_tls(workdir: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (from /proc): what one review costs in CPU
+        does not depend on how busy the rest of the machine is, where its wall-clock throughput does."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def webhook_server(workdir: Path, *, profile: Path | None = None) -> Iterator[str]:
-    """``python -m bench.mutate_server`` pinned to one CPU; yields its base URL; stops it with SIGINT."""
+def webhook_server(workdir: Path, *, profile: Path | None = None) -> Iterator[Server]:
+    """``python -m bench.mutate_server`` pinned to one CPU (taskset execs it: same pid); stopped with SIGINT."""
     ca, cert, key = workdir / "ca.crt", workdir / "tls.crt", workdir / "tls.key"
     port = free_port()
     args = [sys.executable, "-m", "bench.mutate_server", f"--port={port}", f"--cert-file={cert}", f"--key-file={key}"]
@@ -96,7 +109,7 @@ def webhook_server(workdir: Path, *, profile: Path | None = None) -> Iterator[st
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the bench webhook server did not start") from None
                 time.sleep(0.1)
-        yield base
+        yield Server(base, process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -130,19 +143,24 @@ def stage_breakdown(body: bytes, runs: int = 2000) -> list[tuple[str, float]]:
     response = mutate(admission, index)
 
     def timed(step: Any) -> float:
-        started = time.perf_counter()
+        # CPU time of this process, not wall time: the machine may be shared, and this is what one review costs.
+        started = time.process_time()
         for _ in range(runs):
             step()
-        return (time.perf_counter() - started) / runs * 1e6
+        return (time.process_time() - started) / runs * 1e6
 
     def link() -> object:
         return link_object(obj, kind="Deployment", namespace="shop", secret_keys=index)
 
+    def link_as_mutate_does() -> object:
+        return link_object(_ParsedJson(obj), kind="Deployment", namespace="shop", secret_keys=index)
+
     return [
         ("parse_review (orjson.loads + checks)", timed(lambda: parse_review(body))),
-        ("link_object (copy.deepcopy + links + warnings)", timed(link)),
+        ("link_object, plain dict (copy.deepcopy + links + warnings)", timed(link)),
         ("  of which copy.deepcopy of the object", timed(lambda: copy.deepcopy(obj))),
-        ("  (a copy by orjson round trip, for comparison)", timed(lambda: orjson.loads(orjson.dumps(obj)))),
+        ("link_object, as mutate() calls it (copy by orjson round trip)", timed(link_as_mutate_does)),
+        ("  of which the orjson round trip", timed(lambda: orjson.loads(orjson.dumps(obj)))),
         ("json_patch (diff old → linked)", timed(lambda: json_patch(obj, linked.obj))),
         ("  (jsonpatch.make_patch, the diff it replaced)", timed(lambda: jsonpatch.make_patch(obj, linked.obj))),
         ("encode the answer (orjson + base64 patch)", timed(lambda: orjson.dumps(review(response)))),
@@ -155,13 +173,18 @@ def parse_duration(text: str) -> float:
     return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def run_wrk(base: str, script: Path, connections: int, duration: float) -> tuple[str, dict[str, float]]:
-    command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), f"{base}/mutate"
-    ]  # fmt: skip
+def run_wrk(
+    base: str, script: Path | None, connections: int, duration: float, path: str = "/mutate"
+) -> tuple[str, dict[str, float]]:
+    """wrk, closed loop, keep-alive; POSTs the review when given the script, GETs otherwise."""
+    posting = ["-s", str(script)] if script is not None else []
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", *posting, f"{base}{path}"]
     shown = " ".join(pinned(command, CLIENT_CPU))
     output = subprocess.run(pinned(command, CLIENT_CPU), capture_output=True, text=True, check=True).stdout
-    found: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    found: dict[str, float] = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "requests": float(re.search(r"(\d+) requests in", output).group(1)),  # type: ignore[union-attr]
+    }
     for label in ("50", "99"):
         match = re.search(rf"^\s+{label}%\s+(\S+)", output, re.M)
         if match:
@@ -199,13 +222,27 @@ def latency_row(label: str, result: dict[str, Any]) -> list[object]:
     return [label, *counts, due["p50"], due["p90"], due["p99"], due["max"], sent["p50"], sent["p99"]]
 
 
-def max_throughput(base: str, script: Path, body_file: Path, ca: Path, duration: float) -> None:
+def max_throughput(server: Server, script: Path, body_file: Path, ca: Path, duration: float) -> None:
+    base = server.base
     print(f"\n2. maximum throughput, one server process on CPU {SERVER_CPU}, load on CPU {CLIENT_CPU}")
     rows: list[list[object]] = []
     if shutil.which("wrk"):
-        for connections in (8, 32, 64):
-            shown, found = run_wrk(base, script, connections, duration)
-            rows.append([f"wrk c={connections}", found["rps"], found.get("p50"), found.get("p99"), found["non2xx"]])
+        runs: list[tuple[str, Path | None, int, str]] = [
+            ("POST /mutate", script, 8, "/mutate"),
+            ("POST /mutate", script, 32, "/mutate"),
+            ("POST /mutate", script, 64, "/mutate"),
+            # Floors: the same review to /validate (parsed, then allowed at once: a Deployment is not judged there),
+            # and a GET that does nothing. What /mutate costs beyond them is linking and its diff.
+            ("POST /validate, same body (floor)", script, 8, "/validate"),
+            ("GET /healthz (floor)", None, 8, "/healthz"),
+        ]
+        for label, lua, connections, path in runs:
+            cpu = server.cpu_seconds()
+            shown, found = run_wrk(base, lua, connections, duration, path)
+            cpu = server.cpu_seconds() - cpu
+            per_cpu_second = found["requests"] / cpu if cpu else float("nan")
+            row = [found["rps"], per_cpu_second, found.get("p50"), found.get("p99"), found["non2xx"]]
+            rows.append([f"{label}, wrk c={connections}", *row])
             print(f"    {shown}")
     else:
         print("    wrk is not installed: the closed-loop mode of bench/loadgen.py stands in")
@@ -213,24 +250,30 @@ def max_throughput(base: str, script: Path, body_file: Path, ca: Path, duration:
             extra = [f"--concurrency={concurrency}", f"--duration={duration}"]
             shown, result = run_loadgen(base, body_file, ca, extra)
             stats = summary_ms(result["latency_from_send"])
-            rows.append([f"loadgen c={concurrency}", result["achieved"], stats["p50"], stats["p99"], result["errors"]])
+            label = f"POST /mutate, loadgen c={concurrency}"
+            rows.append([label, result["achieved"], float("nan"), stats["p50"], stats["p99"], result["errors"]])
             print(f"    {shown}")
-    print(table(["generator", "reviews/s", "p50 ms", "p99 ms", "non-2xx"], rows))
+    print(table(["load", "requests/s", "per CPU-second", "p50 ms", "p99 ms", "non-2xx"], rows))
+    print(
+        "    per CPU-second: requests served / CPU time the server process used (user + system), the per-core ceiling"
+    )
 
 
-def fixed_rates(base: str, body_file: Path, ca: Path, rates: list[float], duration: float) -> None:
+def fixed_rates(server: Server, body_file: Path, ca: Path, rates: list[float], duration: float) -> None:
+    base = server.base
     print(f"\n3. fixed rates, open loop (bench/loadgen.py, its own process on CPU {CLIENT_CPU}, 32 connections)")
     rows: list[list[object]] = []
     shares: list[list[object]] = []
     for rate in rates:
-        before = server_histogram(base, ca)
+        before, cpu = server_histogram(base, ca), server.cpu_seconds()
         shown, result = run_loadgen(base, body_file, ca, [f"--rate={rate:.0f}", f"--duration={duration}"])
-        after = server_histogram(base, ca)
+        after, cpu = server_histogram(base, ca), server.cpu_seconds() - cpu
         print(f"    {shown}")
         rows.append(latency_row(f"POST /mutate @ {rate:,.0f}/s", result))
         total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
         within = [100 * (after.get(le, 0.0) - before.get(le, 0.0)) / total if total else float("nan") for le in BUCKETS]
-        shares.append([f"{rate:,.0f}/s", *within])
+        served = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+        shares.append([f"{rate:,.0f}/s", cpu * 1000 / served if served else float("nan"), *within])
     # The floor: the same generator, rate and TLS connections, on an endpoint that does nothing.
     extra = [f"--rate={rates[-1]:.0f}", f"--duration={duration}"]
     shown, result = run_loadgen(base, None, ca, extra, "/healthz")
@@ -240,16 +283,16 @@ def fixed_rates(base: str, body_file: Path, ca: Path, rates: list[float], durati
     print(table([*headers, "p50 from send", "p99 from send"], rows))
     print("    latency from each request's due time (open loop), and from when it was written (last two columns)")
     print("    the server's own view (body read → response built): % of the same reviews within")
-    print(table(["rate", *(f"≤ {float(le) * 1000:g} ms" for le in BUCKETS)], shares))
+    print(table(["rate", "server CPU ms/review", *(f"≤ {float(le) * 1000:g} ms" for le in BUCKETS)], shares))
 
 
 def profile(workdir: Path, script: Path, body_file: Path, ca: Path, duration: float) -> None:
     stats_file = workdir / "server.pstats"
-    with webhook_server(workdir, profile=stats_file) as base:
+    with webhook_server(workdir, profile=stats_file) as server:
         if shutil.which("wrk"):
-            run_wrk(base, script, 32, duration)
+            run_wrk(server.base, script, 32, duration)
         else:
-            run_loadgen(base, body_file, ca, ["--concurrency=32", f"--duration={duration}"])
+            run_loadgen(server.base, body_file, ca, ["--concurrency=32", f"--duration={duration}"])
     print("\n4. the server under load in cProfile (which inflates Python code): top 25 by own time")
     pstats.Stats(str(stats_file)).sort_stats("tottime").print_stats(25)
 
@@ -268,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     obj = linked_deployment()
     body = json.dumps(admission_review(obj)).encode()
     print(f"review: Deployment, 3 containers, 10 link annotations, {len(body):,} bytes of JSON\n")
-    print("1. one review in-process, mean of 2,000 (no HTTP, no TLS)")
+    print("1. one review in-process, mean CPU time of 2,000 (no HTTP, no TLS)")
     print(table(["stage", "µs"], stage_breakdown(body)))
 
     with tempfile.TemporaryDirectory(prefix="smll-bench-") as tmp:
@@ -278,10 +321,10 @@ def main(argv: list[str] | None = None) -> None:
         body_file.write_bytes(body)
         script = workdir / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=body_file))
-        with webhook_server(workdir) as base:
-            print(f"\ncheck: {check_answer(base, ca, body, obj)}")
-            max_throughput(base, script, body_file, ca, duration)
-            fixed_rates(base, body_file, ca, rates, duration)
+        with webhook_server(workdir) as server:
+            print(f"\ncheck: {check_answer(server.base, ca, body, obj)}")
+            max_throughput(server, script, body_file, ca, duration)
+            fixed_rates(server, body_file, ca, rates, duration)
         if args.profile:
             profile(workdir, script, body_file, ca, min(duration, 10.0))
     print(f"\nload average after: {Path('/proc/loadavg').read_text().split()[:3]}")
