@@ -28,7 +28,7 @@ check: $(VENV)/.installed
 	$(BIN)/lint-imports
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not slow"
 
 e2e: $(VENV)/.installed
 	$(BIN)/pytest -m e2e

@@ -127,6 +127,8 @@ class ControlPlane:
     apiserver_port: int = field(default_factory=free_port)
     controller_manager_port: int = field(default_factory=free_port)
     components: dict[str, Component] = field(default_factory=dict)
+    # What kubectl printed on stderr: webhook denials and warnings land there, so tests can check them for leaks.
+    stderr_seen: list[str] = field(default_factory=list)
 
     @property
     def pki(self) -> Path:
@@ -347,6 +349,8 @@ class ControlPlane:
             check=False,
             timeout=120,
         )
+        if result.stderr:
+            self.stderr_seen.append(result.stderr)
         if check and result.returncode != 0:
             raise KubectlError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result

@@ -207,6 +207,8 @@ def apply_links(template: JsonObject, request: LinkRequest) -> None:
             raise LinkDenied(["the object has no pod spec to link env vars into"])
         return
     metadata = template.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        raise LinkDenied(["the pod template's metadata is not an object"])
     record = read_record(annotations_of(template))
     targets = set(_target_names(spec, request.containers))
     new_record: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from devenv.cluster import ControlPlane, running_control_plane, wait_for
+from tests.leaks import GUARD
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,10 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
         what=f"the default ServiceAccount in {name}",
     )
     yield name
+    # What the product wrote into the namespace must not carry a Secret value.
+    GUARD.scan(cluster.kubectl("get", "events", "-n", name, "-o", "json", check=False).stdout, f"events in {name}")
+    databases = cluster.kubectl("get", "databases.smll.io", "-n", name, "-o", "json", check=False).stdout
+    GUARD.scan(databases, f"Database statuses in {name}")
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -88,8 +88,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
             raise BadReview(f"request.{field} is not an object")
     if request["operation"] in ("CREATE", "UPDATE") and request.get("object") is None:
         raise BadReview(f"request.object is required for {request['operation']}")
-    if request.get("namespace") is not None and not isinstance(request["namespace"], str):
-        raise BadReview("request.namespace is not a string")
+    for field in ("namespace", "name"):
+        if request.get(field) is not None and not isinstance(request[field], str):
+            raise BadReview(f"request.{field} is not a string")
     return request  # type: ignore[return-value]  # checked field by field above
 
 

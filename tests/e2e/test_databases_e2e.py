@@ -16,6 +16,7 @@ import pytest
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
 from devenv.postgres import LocalPostgres
+from tests.leaks import GUARD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 
@@ -25,8 +26,11 @@ KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[LocalPostgres]:
     server = LocalPostgres()
+    GUARD.register(server.admin_password)
     server.start()
     yield server
+    log = server.directory / "postgres.log"
+    GUARD.scan(log.read_text(errors="replace") if log.exists() else "", "the PostgreSQL server's log")
     server.remove()
 
 
@@ -47,6 +51,7 @@ def database_controller(
     controller.start()
     controller.wait_leading()
     yield controller
+    GUARD.scan(controller.metrics(), "metrics of the database controller")
     controller.stop()
     cluster.kubectl("delete", "secret", ADMIN_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
 
@@ -65,8 +70,9 @@ def credentials(cluster: ControlPlane, namespace: str, name: str) -> dict[str, s
     found = cluster.kubectl("get", "secret", f"{name}-credentials", "-n", namespace, "-o", "json", check=False)
     if found.returncode != 0:
         return None
-    data = json.loads(found.stdout)["data"]
-    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+    data = {k: base64.b64decode(v).decode() for k, v in json.loads(found.stdout)["data"].items()}
+    GUARD.register(data["POSTGRES_PASSWORD"])
+    return data
 
 
 def wait_credentials(cluster: ControlPlane, namespace: str, name: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 
 from devenv.cluster import ControlPlane, wait_for
 from devenv.webhook import LocalWebhook
+from tests.leaks import GUARD
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +31,9 @@ def ref(var: str, secret: str, key: str) -> dict[str, Any]:
 def test_kubectl_annotate_links_and_unlinks_an_env_var_and_the_new_replicaset_carries_it(
     cluster: ControlPlane, namespace: str
 ) -> None:
-    cluster.kubectl("create", "secret", "generic", "stripe", "--from-literal=STRIPE_SECRET_KEY=sk", "-n", namespace)
+    cluster.kubectl(
+        "create", "secret", "generic", "stripe", f"--from-literal=STRIPE_SECRET_KEY={GUARD.canary()}", "-n", namespace
+    )
     cluster.kubectl("create", "deployment", "web", "--image=registry.invalid/web:1", "-n", namespace)
 
     annotated = cluster.kubectl(

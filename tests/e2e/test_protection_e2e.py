@@ -10,12 +10,13 @@ from kubernetes_asyncio import client
 
 from devenv.cluster import ControlPlane
 from kubeio.rest import ApiException, json_request
+from tests.leaks import GUARD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 
 
 def create_secret(cluster: ControlPlane, namespace: str, name: str, *keys: str) -> None:
-    literals = [f"--from-literal={key}=value-of-{key}" for key in keys or ("KEY",)]
+    literals = [f"--from-literal={key}={GUARD.canary()}" for key in keys or ("KEY",)]
     cluster.kubectl("create", "secret", "generic", name, *literals, "-n", namespace)
 
 
@@ -174,7 +175,7 @@ async def test_a_referrer_created_an_instant_before_the_delete_always_blocks_it(
             kube_api,
             "POST",
             f"/api/v1/namespaces/{namespace}/secrets",
-            body={"metadata": {"name": name}, "stringData": {"KEY": "v"}},
+            body={"metadata": {"name": name}, "stringData": {"KEY": GUARD.canary()}},
         )
         env = [{"name": "K", "valueFrom": {"secretKeyRef": {"name": name, "key": "KEY"}}}]
         await json_request(

@@ -64,7 +64,8 @@ kinds = st.sampled_from(["Deployment", "CronJob", "Pod", "Job", "ConfigMap"])
 def objects(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     kind = draw(kinds)
     spec = draw(pod_specs)
-    template: dict[str, Any] = {"metadata": {"annotations": draw(annotation_sets)}, "spec": spec}
+    template_metadata = draw(st.one_of(st.just({"annotations": draw(annotation_sets)}), st.text(max_size=2), st.none()))
+    template: dict[str, Any] = {"metadata": template_metadata, "spec": spec}
     obj: dict[str, Any] = {"kind": kind, "metadata": {"name": "x", "annotations": draw(annotation_sets)}}
     if kind == "Pod":
         obj["spec"] = spec
