@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 from devenv.binaries import CACHE_ROOT, ensure_binaries
 from devenv.cluster import ControlPlane
@@ -19,7 +20,8 @@ from devenv.postgres import LocalPostgres
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
 
-DEMO_DIR = CACHE_ROOT / "demo"
+# SMLL_DEMO_DIR lets a test run the demo without touching a developer's own.
+DEMO_DIR = Path(os.environ.get("SMLL_DEMO_DIR", CACHE_ROOT / "demo"))
 STATE = DEMO_DIR / "state.json"
 
 

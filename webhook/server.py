@@ -10,8 +10,9 @@ from functools import partial
 from pathlib import Path
 
 from aiohttp import web
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import json_request
 from rules.protection import Referrer, referrer_of
@@ -34,13 +35,6 @@ class Settings:
     # None: the certificate files come from elsewhere (cert-manager, a mounted Secret). Otherwise the webhook
     # issues them itself into self_managed.directory, and cert_file and key_file point there.
     self_managed: SelfManagedSettings | None = None
-
-
-async def kube_client(kubeconfig: Path | None) -> client.ApiClient:
-    if kubeconfig is None:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    return await config.new_client_from_config(config_file=str(kubeconfig))
 
 
 def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:

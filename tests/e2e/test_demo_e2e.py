@@ -1,0 +1,33 @@
+"""The README's first command, as a newcomer runs it: it brings everything up, its tour checks pass, and
+`down` leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_runs_its_tour_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "SMLL_DEMO_DIR": str(tmp_path / "demo")}
+
+    up = subprocess.run([sys.executable, "-m", "devenv", "up"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert "The tour passed" in up.stdout
+        assert "make down" in up.stdout
+        pids = json.loads((tmp_path / "demo" / "state.json").read_text())["pids"]
+        assert set(pids) >= {"etcd", "kube-apiserver", "kube-controller-manager", "webhook", "postgres", "controller"}
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "devenv", "down"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0, down.stderr
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
