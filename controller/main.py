@@ -45,7 +45,7 @@ class Settings:
     lease_name: str = "smll-secrets-controller"
     lease_seconds: int = 15
     settle_seconds: float = 2.0
-    workers: int = 4
+    workers: int = 8
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped inside the cluster
     metrics_port: int = 8080
     hmac_secret: str = "smll-secrets-rollout-key"

@@ -29,8 +29,8 @@ class WorkQueue(Generic[K]):
         clock: Callable[[], float] = time.monotonic,
         base_delay: float = 0.1,
         max_delay: float = 120.0,
-        rate: float = 50.0,
-        burst: int = 100,
+        rate: float = 200.0,
+        burst: int = 500,
     ) -> None:
         self.clock = clock
         self.base_delay = base_delay

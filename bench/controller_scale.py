@@ -1,0 +1,254 @@
+"""The controller at scale, on the real local control plane.
+
+1. Time from a Secret update to all dependents patched, for 1, 100 and 1,000 dependents (settling window 0).
+   Beside it, the apiserver's own PATCH rate on this machine: the ceiling no controller can beat.
+2. Controller RSS with 10,000 Secrets and 5,000 Deployments, and cold start to synced at that size, twice: the
+   first start records every service (no rollout), the second finds nothing to do (zero rollouts).
+
+``python -m bench.controller_scale [--dependents 1,100,1000] [--secrets 10000 --deployments 5000]``
+The kube-controller-manager is stopped while measuring, so nothing but the controller and the bench writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from bench.apiserver import stopped_controller_manager
+from bench.common import machine, table
+from devenv.cluster import ControlPlane, running_control_plane, wait_for
+from devenv.controller import LocalController
+from kubeio.client import kube_client
+from kubeio.rest import MERGE_PATCH, json_request, stream_json_lines
+
+NAMESPACE = "scale"
+RESTARTED_AT = "secrets.smll.io/restarted-at"
+ROLLED_FOR = "secrets.smll.io/rolled-for"
+
+
+def deployment(name: str, secret: str) -> dict[str, Any]:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "TOKEN"}}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"secrets.smll.io/auto-rollout": "true"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1", "env": env}]},
+            },
+        },
+    }
+
+
+def secret_body(name: str, value: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {"TOKEN": base64.b64encode(value.encode()).decode(), "OTHER": "eA=="},
+    }
+
+
+async def create_many(api: client.ApiClient, path: str, bodies: list[dict[str, Any]], concurrency: int = 16) -> float:
+    gate = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+
+    async def one(body: dict[str, Any]) -> None:
+        async with gate:
+            await json_request(api, "POST", path, body=body)
+
+    await asyncio.gather(*(one(body) for body in bodies))
+    return time.perf_counter() - started
+
+
+async def list_deployments(api: client.ApiClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        query: dict[str, str | int | bool] = {"limit": 500, **({"continue": token} if token else {})}
+        page = await json_request(api, "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", query=query)
+        items += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return items
+
+
+def annotated(items: list[dict[str, Any]], where: str, key: str) -> int:
+    count = 0
+    for item in items:
+        node = item["metadata"] if where == "metadata" else item["spec"]["template"]["metadata"]
+        count += key in (node.get("annotations") or {})
+    return count
+
+
+async def wait_count(api: client.ApiClient, where: str, key: str, count: int, timeout: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if annotated(await list_deployments(api), where, key) >= count:
+            return time.perf_counter() - started
+        await asyncio.sleep(1)  # a list of thousands of Deployments is heavy: do not compete with the controller
+    raise TimeoutError(f"{count} deployments with {key} not seen within {timeout:.0f}s")
+
+
+async def patch_rate(api: client.ApiClient, names: list[str], concurrency: int = 16) -> float:
+    """Merge-patches per second the apiserver takes on these Deployments (an annotation each)."""
+    gate = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+
+    async def one(name: str) -> None:
+        async with gate:
+            await json_request(
+                api,
+                "PATCH",
+                f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}",
+                body={"metadata": {"annotations": {"bench/touched": str(time.time())}}},
+                content_type=MERGE_PATCH,
+            )
+
+    await asyncio.gather(*(one(name) for name in names))
+    return len(names) / (time.perf_counter() - started)
+
+
+def rss_mib(controller: LocalController) -> float:
+    assert controller.component is not None
+    assert controller.component.process is not None
+    status = Path(f"/proc/{controller.component.process.pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def start_controller(plane: ControlPlane, workdir: Path, name: str) -> tuple[LocalController, float]:
+    controller = LocalController(plane, workdir / name, identity=name, settle_seconds=0, lease_name=f"bench-{name}")
+    started = time.perf_counter()
+    controller.start()
+    wait_for(lambda: "rollouts: caches synced" in controller.log(), timeout=300, what="the controller's caches")
+    return controller, time.perf_counter() - started
+
+
+async def latency(plane: ControlPlane, api: client.ApiClient, workdir: Path, counts: list[int]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    await create_many(api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body("shared", "v0")])
+    made = 0
+    for count in counts:
+        await create_many(
+            api,
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+            [deployment(f"dep-{i}", "shared") for i in range(made, count)],
+        )
+        made = max(made, count)
+        controller, _ = start_controller(plane, workdir, f"latency-{count}")
+        try:
+            await wait_count(api, "metadata", ROLLED_FOR, count, timeout=300)
+            listing = await json_request(api, "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")
+            before = {i["metadata"]["name"]: _stamp(i) for i in listing["items"]}
+            watch = asyncio.create_task(wait_restamped(api, before, count, listing["metadata"]["resourceVersion"]))
+            await asyncio.sleep(0.2)  # the watch is open
+            started = time.perf_counter()
+            await json_request(
+                api,
+                "PATCH",
+                f"/api/v1/namespaces/{NAMESPACE}/secrets/shared",
+                body={"stringData": {"TOKEN": f"v-{count}"}},
+                content_type=MERGE_PATCH,
+            )
+            await asyncio.wait_for(watch, timeout=300)
+            took = time.perf_counter() - started
+        finally:
+            controller.stop()
+        rows.append([count, f"{took:.2f} s", {1: "≤ 1 s", 100: "≤ 2 s", 1000: "≤ 10 s"}.get(count, "")])
+    return rows
+
+
+async def wait_restamped(api: client.ApiClient, before: dict[str, str | None], count: int, version: str) -> None:
+    """Watch (not poll, which would load the apiserver it measures) until ``count`` Deployments have a new stamp."""
+    done: set[str] = set()
+    query: dict[str, str | int | bool] = {"watch": "true", "resourceVersion": version}
+    path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+    async for event in stream_json_lines(api, path, query=query, timeout=600):
+        item = event.get("object") or {}
+        name = (item.get("metadata") or {}).get("name")
+        if event.get("type") == "MODIFIED" and name and _stamp(item) != before.get(name):
+            done.add(name)
+            if len(done) >= count:
+                return
+
+
+def _stamp(item: dict[str, Any]) -> str | None:
+    stamp = (item["spec"]["template"]["metadata"].get("annotations") or {}).get(RESTARTED_AT)
+    return str(stamp) if stamp else None
+
+
+async def scale(
+    plane: ControlPlane, api: client.ApiClient, workdir: Path, secrets: int, deployments: int
+) -> list[list[object]]:
+    took = await create_many(
+        api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body(f"s-{i}", f"value-{i}") for i in range(secrets)]
+    )
+    print(f"  created {secrets:,} Secrets in {took:.0f}s")
+    existing = len(await list_deployments(api))
+    took = await create_many(
+        api,
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+        [deployment(f"big-{i}", f"s-{i}") for i in range(deployments)],
+    )
+    print(f"  created {deployments:,} Deployments in {took:.0f}s")
+    total = existing + deployments
+    rows: list[list[object]] = []
+    first, synced = start_controller(plane, workdir, "cold-1")
+    recorded = await wait_count(api, "metadata", ROLLED_FOR, total, timeout=600)
+    rows.append(["first start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
+    rows.append(["first start: every service's state recorded (no rollout)", f"{synced + recorded:.1f} s", ""])
+    rows.append(["RSS after the first start", f"{rss_mib(first):.0f} MiB", "≤ 150 MB"])
+    rollouts_before = annotated(await list_deployments(api), "template", RESTARTED_AT)
+    first.stop()
+    second, synced = start_controller(plane, workdir, "cold-2")
+    await asyncio.sleep(10)
+    rollouts_after = annotated(await list_deployments(api), "template", RESTARTED_AT)
+    rows.append(["second start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
+    rows.append(["second start: rollouts", str(rollouts_after - rollouts_before), "0"])
+    rows.append(["RSS after the second start (synced, 10 s idle)", f"{rss_mib(second):.0f} MiB", "≤ 150 MB"])
+    second.stop()
+    return rows
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> None:
+    counts = [int(n) for n in args.dependents.split(",")]
+    with running_control_plane() as plane, stopped_controller_manager(plane, NAMESPACE):
+        plane.kubectl("create", "namespace", "smll-system")
+        api = await kube_client(plane.kubeconfig)
+        try:
+            print("1. Secret update → all dependents patched (settling window 0)")
+            rows = await latency(plane, api, workdir, counts)
+            names = [f"dep-{i}" for i in range(max(counts))]
+            rate = await patch_rate(api, names)
+            print(table(["dependents", "update → all patched", "aim"], rows))
+            print(f"the apiserver's own PATCH rate here (16 concurrent clients, {len(names)} patches): {rate:.0f}/s")
+            print(f"\n2. {args.secrets:,} Secrets and {args.deployments:,} Deployments")
+            print(table(["what", "measured", "aim"], await scale(plane, api, workdir, args.secrets, args.deployments)))
+        finally:
+            await api.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.controller_scale")
+    parser.add_argument("--dependents", default="1,100,1000")
+    parser.add_argument("--secrets", type=int, default=10_000)
+    parser.add_argument("--deployments", type=int, default=5_000)
+    parser.add_argument("--workdir", type=Path, help="where the controllers' logs go (default: a new temp dir)")
+    args = parser.parse_args(argv)
+    print(machine())
+    args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="smll-bench-controller-"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(args, args.workdir))
+
+
+if __name__ == "__main__":
+    main()
