@@ -329,10 +329,10 @@ def _leaver_step(observed: Observed) -> Step | None:
     if not observed.writable:
         return None
     pull, credentials = observed.pull_secret, observed.credentials
-    names = observed.pull_secrets_of_service_account or ()
-    if PULL_SECRET in names and (pull is None or pull.managed):
-        return RemoveFromServiceAccount()
     if pull is not None and pull.managed:
+        # The reference goes before the Secret it names; a reference to a Secret that is not ours is the user's.
+        if PULL_SECRET in (observed.pull_secrets_of_service_account or ()):
+            return RemoveFromServiceAccount()
         return DeleteSecret(PULL_SECRET)
     if credentials is not None and credentials.managed:
         return DeleteSecret(CREDENTIALS)

@@ -290,6 +290,11 @@ def test_a_vpc_namespace_converges_one_write_at_a_time(observed: r.Observed, exp
             id="secrets-not-ours-stay-and-so-does-the-reference-to-them",
         ),
         pytest.param(
+            replace(LEFT, entry=None, pull_secret=None, credentials=None),
+            None,
+            id="a-reference-to-a-pull-secret-that-is-gone-is-left-to-the-user",
+        ),
+        pytest.param(
             replace(LEFT, writable=False),
             r.RemoveEntry(USER),
             id="a-deleted-namespace-loses-its-login",
