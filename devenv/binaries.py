@@ -1,4 +1,5 @@
-"""Build etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in ``gomod/kube``.
+"""Build etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in ``gomod/kube``,
+and helm from its own module in ``gomod/helm`` (only for callers that ask for it).
 
 The binaries are cached under ``~/.cache/smll-secrets/bin/<version>-<digest>`` where the digest covers go.mod and
 go.sum, so a second run finds them at once and a change of pins builds anew.
@@ -6,6 +7,7 @@ go.sum, so a second run finds them at once and a change of pins builds anew.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GOMOD_DIR = Path(__file__).parent / "gomod" / "kube"
+HELM_GOMOD_DIR = Path(__file__).parent / "gomod" / "helm"
 CACHE_ROOT = Path(os.environ.get("SMLL_CACHE_DIR", Path.home() / ".cache" / "smll-secrets"))
 
 # name of the binary -> Go package that builds it
@@ -26,6 +29,7 @@ KUBE_TOOLS = {
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
 }
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
+HELM_MODULE = "helm.sh/helm/v4"
 
 
 @dataclass(frozen=True)
@@ -37,18 +41,31 @@ class Binaries:
     kube_version: str
 
 
-def kube_version() -> str:
-    match = re.search(r"^\s*(?:require )?k8s\.io/kubernetes (v\S+)", (GOMOD_DIR / "go.mod").read_text(), re.M)
+def _required_version(gomod_dir: Path, module: str) -> str:
+    pattern = rf"^\s*(?:require )?{re.escape(module)} (v\S+)"
+    match = re.search(pattern, (gomod_dir / "go.mod").read_text(), re.M)
     if match is None:
-        raise RuntimeError(f"{GOMOD_DIR / 'go.mod'} does not require k8s.io/kubernetes")
+        raise RuntimeError(f"{gomod_dir / 'go.mod'} does not require {module}")
     return match.group(1)
 
 
-def _bin_dir() -> Path:
+def kube_version() -> str:
+    return _required_version(GOMOD_DIR, "k8s.io/kubernetes")
+
+
+def helm_version() -> str:
+    return _required_version(HELM_GOMOD_DIR, HELM_MODULE)
+
+
+def _cache_dir(gomod_dir: Path, version: str, prefix: str = "") -> Path:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
-        digest.update((GOMOD_DIR / name).read_bytes())
-    return CACHE_ROOT / "bin" / f"{kube_version()}-{digest.hexdigest()[:12]}"
+        digest.update((gomod_dir / name).read_bytes())
+    return CACHE_ROOT / "bin" / f"{prefix}{version}-{digest.hexdigest()[:12]}"
+
+
+def _bin_dir() -> Path:
+    return _cache_dir(GOMOD_DIR, kube_version())
 
 
 def _binaries(bin_dir: Path) -> Binaries:
@@ -61,11 +78,11 @@ def _binaries(bin_dir: Path) -> Binaries:
     )
 
 
-def _go_build(out: Path, packages: list[str], ldflags: str, what: str) -> None:
+def _go_build(out: Path, packages: list[str], ldflags: str, what: str, *, gomod_dir: Path = GOMOD_DIR) -> None:
     """Run ``go build -v`` and report progress: -v names each package as it is compiled."""
     cmd = ["go", "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), *packages]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=GOMOD_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=gomod_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     tail: list[str] = []
     last_report = started
@@ -107,5 +124,36 @@ def ensure_binaries() -> Binaries:
     return binaries
 
 
+def ensure_helm() -> Path:
+    """Return the cached helm binary, building it first when it is missing (a few minutes the first time).
+
+    Test sessions running side by side may ask at once: a lock file lets one build while the others wait for it.
+    """
+    version = helm_version()
+    bin_dir = _cache_dir(HELM_GOMOD_DIR, version, prefix="helm-")
+    helm = bin_dir / "helm"
+    if (bin_dir / ".complete").exists():
+        return helm
+    if shutil.which("go") is None:
+        raise RuntimeError("Go is needed to build helm: install Go 1.26 or newer")
+    bin_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(bin_dir.with_name(bin_dir.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (bin_dir / ".complete").exists():
+            return helm
+        print(f"Building helm {version} from Go modules into {bin_dir} (first time only)…", file=sys.stderr)
+        staging = bin_dir.with_name(bin_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        ldflags = f"-s -w -X {HELM_MODULE}/internal/version.version={version}"
+        _go_build(staging / "helm", [f"{HELM_MODULE}/cmd/helm"], ldflags, "helm", gomod_dir=HELM_GOMOD_DIR)
+        (staging / ".complete").write_text(version)
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        staging.rename(bin_dir)
+    return helm
+
+
 if __name__ == "__main__":
     print(ensure_binaries())
+    if "--helm" in sys.argv[1:]:
+        print(ensure_helm())
