@@ -6,9 +6,16 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
+# Every informer's watch holds a connection for minutes; the library's default pool (5 per CPU) would leave the
+# workers queueing for a connection behind them.
+CONNECTIONS = 64
 
-async def kube_client(kubeconfig: Path | None) -> client.ApiClient:
+
+async def kube_client(kubeconfig: Path | None, *, connections: int = CONNECTIONS) -> client.ApiClient:
+    configuration = client.Configuration()
     if kubeconfig is None:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    return await config.new_client_from_config(config_file=str(kubeconfig))
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)

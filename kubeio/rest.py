@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["ApiException", "json_request", "stream_json_lines"]
+__all__ = ["ApiException", "json_request", "raw_request", "stream_json_lines"]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -48,6 +48,24 @@ def _raise_for_status(status: int, reason: str | None, body: bytes) -> None:
         raise error
 
 
+async def raw_request(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str | int | bool] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: float = 30,
+) -> bytes:
+    """One request; the answer's bytes, undecoded. Raises ApiException on a non-2xx status."""
+    response = await _call(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+    async with response:
+        data: bytes = await response.read()
+        _raise_for_status(response.status, response.reason, data)
+    return data
+
+
 async def json_request(
     api: client.ApiClient,
     method: str,
@@ -59,10 +77,7 @@ async def json_request(
     timeout: float = 30,
 ) -> dict[str, Any]:
     """One request; the decoded JSON answer. Raises ApiException on a non-2xx status."""
-    response = await _call(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
-    async with response:
-        data = await response.read()
-        _raise_for_status(response.status, response.reason, data)
+    data = await raw_request(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
     decoded = json.loads(data) if data else {}
     return decoded if isinstance(decoded, dict) else {}
 

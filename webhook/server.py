@@ -14,12 +14,12 @@ from kubernetes_asyncio import client
 
 from kubeio.client import kube_client
 from kubeio.informer import Informer
-from kubeio.rest import json_request
-from rules.protection import Referrer, referrer_of
+from kubeio.rest import raw_request
 from webhook.app import STATE, WebhookState, create_app
 from webhook.referrers import REFERRER_PATHS
 from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 from webhook.tls import ReloadingCertificate
+from webhook.validate import CoalescedReads, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[Non
             ),
         ]
         state.ready_checks.extend(informer.synced.is_set for informer in informers)
-        state.protection.consistent_read = partial(consistent_referrers, api)
+        state.protection.consistent_read = CoalescedReads(partial(consistent_snapshot, api))
         tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in informers]
         try:
             yield
@@ -65,22 +65,33 @@ def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[Non
     return run
 
 
-async def consistent_referrers(api: client.ApiClient, namespace: str) -> list[Referrer]:
-    """Every referrer in ``namespace``, read now. A list without resourceVersion is a consistent read."""
+async def consistent_snapshot(api: client.ApiClient, namespace: str) -> Snapshot:
+    """Every referrer kind's LIST of ``namespace``, read now (no resourceVersion: a consistent read), undecoded."""
 
-    async def of_kind(kind: str, path: str) -> list[Referrer]:
-        found: list[Referrer] = []
+    async def of_kind(kind: str, path: str) -> Snapshot:
+        pages: Snapshot = []
         token = ""
         while True:
             query: dict[str, str | int | bool] = {"limit": 500, **({"continue": token} if token else {})}
-            page = await json_request(api, "GET", path.format(namespace=namespace), query=query)
-            found += [referrer_of(obj, kind) for obj in page.get("items") or []]
-            token = (page.get("metadata") or {}).get("continue") or ""
+            page = await raw_request(api, "GET", path.format(namespace=namespace), query=query)
+            pages.append((kind, page))
+            token = _continue_token(page)
             if not token:
-                return found
+                return pages
 
     kinds = await asyncio.gather(*(of_kind(kind, path) for kind, (_, path) in REFERRER_PATHS.items()))
-    return [referrer for referrers in kinds for referrer in referrers]
+    return [page for pages in kinds for page in pages]
+
+
+def _continue_token(page: bytes) -> str:
+    """The list's continue token, without decoding the whole page (it sits in the list's metadata)."""
+    head = page[: page.find(b'"items"')] if b'"items"' in page else page
+    marker = b'"continue":"'
+    start = head.find(marker)
+    if start < 0:
+        return ""
+    start += len(marker)
+    return head[start : head.find(b'"', start)].decode()
 
 
 def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.Application], AsyncIterator[None]]:

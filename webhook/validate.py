@@ -7,6 +7,8 @@ DELETE still blocks it (docs/protection.md explains why this is safe and what it
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,15 +17,56 @@ from rules.protection import (
     delete_refusal,
     is_exempt,
     key_removal_refusal,
+    referrer_of,
     removed_keys,
     usage,
 )
 from webhook.admission import AdmissionRequest, AdmissionResponse, allow, deny
 from webhook.referrers import ReferrerIndex, TerminatingNamespaces
 
-# (namespace) → every referrer in it, read consistently from the API
-ConsistentRead = Callable[[str], Awaitable[list[Referrer]]]
+# A consistent read of a namespace: for each referrer kind, the raw pages of its LIST, undecoded.
+Snapshot = list[tuple[str, bytes]]
+ConsistentRead = Callable[[str], Awaitable[Snapshot]]
 CREDENTIALS_SUFFIX = "-credentials"
+
+
+class CoalescedReads:
+    """Share consistent reads between concurrent deletes in one namespace without weakening them.
+
+    A read serves every request that arrived *before it started*, so each request still sees every referrer
+    created before it arrived. Per namespace at most one read runs and one waits: a burst of N deletes costs two
+    reads, not N.
+    """
+
+    def __init__(self, read: ConsistentRead) -> None:
+        self.read = read
+        self._running: dict[str, asyncio.Future[Snapshot]] = {}
+        self._next: dict[str, asyncio.Future[Snapshot]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, namespace: str) -> Snapshot:
+        upcoming = self._next.get(namespace)
+        if upcoming is None:
+            upcoming = self._next[namespace] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._run(namespace, upcoming))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(upcoming)
+
+    async def _run(self, namespace: str, result: asyncio.Future[Snapshot]) -> None:
+        previous = self._running.get(namespace)
+        if previous is not None:
+            await asyncio.wait([previous])
+        # From here on, a new arrival gets a read that starts after it.
+        del self._next[namespace]
+        self._running[namespace] = result
+        try:
+            result.set_result(await self.read(namespace))
+        except Exception as error:  # every waiter sees the failure
+            result.set_exception(error)
+        finally:
+            if self._running.get(namespace) is result:
+                del self._running[namespace]
 
 
 @dataclass
@@ -41,8 +84,22 @@ async def _referrers(
     found = view.referrers.referrers(namespace, secret)
     if usage(secret, found, view.referrers.by_uid, keys=keys) or view.consistent_read is None:
         return found, view.referrers.by_uid
-    fresh = await view.consistent_read(namespace)
+    fresh = referrers_in(await view.consistent_read(namespace), secret)
     return fresh, {r.uid: r for r in fresh}
+
+
+def referrers_in(snapshot: Snapshot, secret: str) -> list[Referrer]:
+    """The referrers of a snapshot that may use ``secret``. A page that does not even contain the name is not
+    decoded: every reference holds the name as a JSON string (``"stripe"``) or a link value (``stripe/KEY``), so
+    skipping such pages loses nothing, and a delete of an unused Secret decodes almost nothing."""
+    exact, linked = f'"{secret}"'.encode(), f"{secret}/".encode()
+    found: list[Referrer] = []
+    for kind, page in snapshot:
+        if exact not in page and linked not in page:
+            continue
+        items = json.loads(page).get("items") or []
+        found += [referrer_of(item, kind) for item in items]
+    return found
 
 
 async def validate(request: AdmissionRequest, view: ProtectionView) -> AdmissionResponse:

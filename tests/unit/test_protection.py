@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from rules.protection import Referrer, referrer_of
 from tests.factories import JsonObject, admission_review, container, pod_spec, secret, workload
 from webhook.app import WebhookState, create_app
+from webhook.validate import Snapshot, referrers_in
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -71,11 +72,13 @@ def make_state(
         state.protection.terminating.apply(
             "MODIFIED", {"metadata": {"name": terminating}, "status": {"phase": "Terminating"}}
         )
-    reads: list[str] = []
 
-    async def consistent_read(namespace: str) -> list[Referrer]:
-        reads.append(namespace)
-        return [referrer_of(obj, obj["kind"]) for obj in (objects if fresh is None else fresh)]
+    async def consistent_read(namespace: str) -> Snapshot:
+        """What the apiserver would list: one page per kind, as raw JSON."""
+        pages: dict[str, list[JsonObject]] = {}
+        for obj in objects if fresh is None else fresh:
+            pages.setdefault(obj["kind"], []).append(obj)
+        return [(kind, json.dumps({"items": items}).encode()) for kind, items in pages.items()]
 
     state.protection.consistent_read = consistent_read
     return state
@@ -307,3 +310,15 @@ async def test_readyz_waits_for_the_caches(aiohttp_client: ClientFactory) -> Non
     assert (await client.get("/readyz")).status == 503
     synced = True
     assert (await client.get("/readyz")).status == 200
+
+
+def test_a_snapshot_page_without_the_secret_name_is_never_decoded_and_links_are_still_found() -> None:
+    linked = with_uid(workload("Deployment", "linked", annotations={"env.secrets.smll.io/K": " vault/KEY"}), "l1")
+    snapshot: Snapshot = [
+        ("Pod", b"{not even json: the name is absent, so it must be skipped"),
+        ("Deployment", json.dumps({"items": [linked]}).encode()),
+    ]
+
+    found = referrers_in(snapshot, "vault")
+
+    assert [r.label for r in found] == ["deployment/linked"]
