@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,60 +98,57 @@ def _go_build(out: Path, packages: list[str], ldflags: str, what: str, *, gomod_
     print(f"  built {what} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
 
 
-def ensure_binaries() -> Binaries:
-    """Return the cached binaries, building them first when they are missing."""
-    bin_dir = _bin_dir()
-    binaries = _binaries(bin_dir)
+def _build_once(bin_dir: Path, what: str, build: Callable[[Path], None]) -> None:
+    """Build into ``bin_dir`` unless it is complete. Test sessions running side by side may ask at once: a lock
+    file lets one build while the others wait, and a staging directory means a half-built one is never used."""
     if (bin_dir / ".complete").exists():
-        return binaries
+        return
     if shutil.which("go") is None:
-        raise RuntimeError("Go is needed to build the control plane: install Go 1.26 or newer")
-    version = kube_version()
-    minor = version.split(".")[1]
-    print(f"Building the control plane {version} from Go modules into {bin_dir} (first time only)…", file=sys.stderr)
-    staging = bin_dir.with_name(bin_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    version_flags = " ".join(
-        f"-X {pkg}.{var}={value}"
-        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-        for var, value in (("gitVersion", version), ("gitMajor", "1"), ("gitMinor", minor))
-    )
-    _go_build(staging / "etcd", [ETCD_PACKAGE], "-s -w", "etcd")
-    _go_build(staging, list(KUBE_TOOLS.values()), f"-s -w {version_flags}", ", ".join(KUBE_TOOLS))
-    (staging / ".complete").write_text(version)
-    shutil.rmtree(bin_dir, ignore_errors=True)
-    staging.rename(bin_dir)
-    return binaries
-
-
-def ensure_helm() -> Path:
-    """Return the cached helm binary, building it first when it is missing (a few minutes the first time).
-
-    Test sessions running side by side may ask at once: a lock file lets one build while the others wait for it.
-    """
-    version = helm_version()
-    bin_dir = _cache_dir(HELM_GOMOD_DIR, version, prefix="helm-")
-    helm = bin_dir / "helm"
-    if (bin_dir / ".complete").exists():
-        return helm
-    if shutil.which("go") is None:
-        raise RuntimeError("Go is needed to build helm: install Go 1.26 or newer")
+        raise RuntimeError(f"Go is needed to build {what}: install Go 1.26 or newer")
     bin_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(bin_dir.with_name(bin_dir.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (bin_dir / ".complete").exists():
-            return helm
-        print(f"Building helm {version} from Go modules into {bin_dir} (first time only)…", file=sys.stderr)
+            return
+        print(f"Building {what} from Go modules into {bin_dir} (first time only)…", file=sys.stderr, flush=True)
         staging = bin_dir.with_name(bin_dir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        ldflags = f"-s -w -X {HELM_MODULE}/internal/version.version={version}"
-        _go_build(staging / "helm", [f"{HELM_MODULE}/cmd/helm"], ldflags, "helm", gomod_dir=HELM_GOMOD_DIR)
-        (staging / ".complete").write_text(version)
+        build(staging)
+        (staging / ".complete").write_text(what)
         shutil.rmtree(bin_dir, ignore_errors=True)
         staging.rename(bin_dir)
-    return helm
+
+
+def ensure_binaries() -> Binaries:
+    """Return the cached control-plane binaries, building them first when they are missing (~13 min cold)."""
+    bin_dir = _bin_dir()
+    version = kube_version()
+
+    def build(staging: Path) -> None:
+        version_flags = " ".join(
+            f"-X {pkg}.{var}={value}"
+            for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+            for var, value in (("gitVersion", version), ("gitMajor", "1"), ("gitMinor", version.split(".")[1]))
+        )
+        _go_build(staging / "etcd", [ETCD_PACKAGE], "-s -w", "etcd")
+        _go_build(staging, list(KUBE_TOOLS.values()), f"-s -w {version_flags}", ", ".join(KUBE_TOOLS))
+
+    _build_once(bin_dir, f"the control plane {version}", build)
+    return _binaries(bin_dir)
+
+
+def ensure_helm() -> Path:
+    """Return the cached helm binary, building it first when it is missing (~12 min cold)."""
+    version = helm_version()
+    bin_dir = _cache_dir(HELM_GOMOD_DIR, version, prefix="helm-")
+
+    def build(staging: Path) -> None:
+        ldflags = f"-s -w -X {HELM_MODULE}/internal/version.version={version}"
+        _go_build(staging / "helm", [f"{HELM_MODULE}/cmd/helm"], ldflags, "helm", gomod_dir=HELM_GOMOD_DIR)
+
+    _build_once(bin_dir, f"helm {version}", build)
+    return bin_dir / "helm"
 
 
 if __name__ == "__main__":

@@ -166,9 +166,8 @@ class LocalWebhook:
         raise RuntimeError("the apiserver did not start calling the webhook within the time allowed")
 
     def unregister(self) -> None:
-        self.plane.kubectl(
-            "delete", "mutatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found", check=False
-        )
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            self.plane.kubectl("delete", kind, CONFIGURATION_NAME, "--ignore-not-found", check=False)
 
     def restart(self) -> None:
         """Start the same server again (same port and certificate), e.g. after ``stop()`` in a fault test."""
