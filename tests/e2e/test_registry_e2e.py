@@ -19,6 +19,7 @@ from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.registry import LocalRegistry, registry_binary
 from rules import registry as rules
+from tests.leaks import GUARD
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,11 @@ def secret(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any] |
 
 
 def values(obj: dict[str, Any]) -> dict[str, str]:
-    return {key: base64.b64decode(value).decode() for key, value in (obj.get("data") or {}).items()}
+    found = {key: base64.b64decode(value).decode() for key, value in (obj.get("data") or {}).items()}
+    for key in ("REGISTRY_PASSWORD", "REGISTRY_PASSWORD_PENDING"):
+        if key in found:
+            GUARD.register(found[key])  # the leak check looks for it everywhere from now on
+    return found
 
 
 def credentials(cluster: ControlPlane, namespace: str) -> dict[str, str]:
