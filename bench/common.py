@@ -219,3 +219,9 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: how busy the machine was with other work while measuring."""
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.exists() else "?"

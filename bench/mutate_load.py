@@ -39,7 +39,7 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from bench.common import admission_review, linked_deployment, machine, secret_objects, summary_ms, table
+from bench.common import admission_review, linked_deployment, load_average, machine, secret_objects, summary_ms, table
 from devenv.cluster import free_port
 from rules.links import link_object
 from webhook.admission import _ParsedJson, json_patch, mutate, parse_review, review
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     rates = [min(float(each), 5_000.0) for each in args.rates.split(",")]
 
     print(f"machine: {machine()}")
-    print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"load average before: {load_average()}")
     obj = linked_deployment()
     body = json.dumps(admission_review(obj)).encode()
     print(f"review: Deployment, 3 containers, 10 link annotations, {len(body):,} bytes of JSON\n")
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             fixed_rates(server, body_file, ca, rates, duration)
         if args.profile:
             profile(workdir, script, body_file, ca, min(duration, 10.0))
-    print(f"\nload average after: {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"\nload average after: {load_average()}")
 
 
 if __name__ == "__main__":

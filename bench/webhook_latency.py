@@ -26,13 +26,13 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from bench.apiserver import apply_objects, stopped_controller_manager
-from bench.common import NAMESPACE, linked_deployment, machine, secret_objects, summary_ms, table
+from bench.common import NAMESPACE, linked_deployment, load_average, machine, secret_objects, summary_ms, table
 from devenv.cluster import running_control_plane
 from devenv.webhook import LocalWebhook
 from kubeio.rest import json_request
 from rules.links import link_object
 from webhook.secret_keys import SecretKeyIndex
-from webhook.server import kube_client
+from kubeio.client import kube_client
 
 PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 WARMUP = 20
@@ -80,7 +80,7 @@ async def wait_unmutated(api: client.ApiClient, timeout: float = 30) -> None:
 
 
 async def measure(count: int) -> None:
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {load_average()}")
     with (
         running_control_plane() as plane,
         tempfile.TemporaryDirectory(prefix="smll-bench-") as tmp,
@@ -120,6 +120,7 @@ async def measure(count: int) -> None:
     rows.append(["with - linked already (same stored size)", "", "", *(hooked[k] - same_size[k] for k in keys)])
     print(f"\n{count} creates of a linked Deployment per phase, one at a time, after {WARMUP} unmeasured")
     print(table(["phase", "creates", "linked env (last)", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows))
+    print(f"load average at the end: {load_average()}")
 
 
 def main(argv: list[str] | None = None) -> None:
