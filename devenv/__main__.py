@@ -14,15 +14,17 @@ import time
 from pathlib import Path
 
 from devenv.binaries import CACHE_ROOT, ensure_binaries
-from devenv.cluster import ControlPlane
+from devenv.cluster import Component, ControlPlane
 from devenv.controller import LocalController, install_database_support
 from devenv.postgres import LocalPostgres
+from devenv.registry import LocalRegistry
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
 
 # SMLL_DEMO_DIR lets a test run the demo without touching a developer's own.
 DEMO_DIR = Path(os.environ.get("SMLL_DEMO_DIR", CACHE_ROOT / "demo"))
 STATE = DEMO_DIR / "state.json"
+HTPASSWD_SECRET = "smll-system/registry-htpasswd"
 
 
 def say(text: str) -> None:
@@ -69,38 +71,42 @@ def up() -> None:
     plane.start()
     pids = plane.pids()
     state: dict[str, object] = {"pids": pids, "kubeconfig": str(plane.kubeconfig)}
+
+    def track(component: Component | None) -> None:
+        """Remember a detached process, so that `make down` stops it even if the rest of `up` fails."""
+        assert component is not None
+        assert component.process is not None
+        pids[component.name] = component.process.pid
+        STATE.write_text(json.dumps(state))
+
     STATE.write_text(json.dumps(state))
     say("==> starting the admission server and registering its webhooks")
     webhook = LocalWebhook(plane, DEMO_DIR / "webhook")
     webhook.start(detach=True)
-    assert webhook.component is not None
-    assert webhook.component.process is not None
-    pids["webhook"] = webhook.component.process.pid
-    STATE.write_text(json.dumps(state))
+    track(webhook.component)
     webhook.register()
-    say("==> starting PostgreSQL and the controller")
+    say("==> starting PostgreSQL, a Distribution registry and the controller")
     postgres = LocalPostgres()
     postgres.start(detach=True)
-    assert postgres.component is not None
-    assert postgres.component.process is not None
-    pids["postgres"] = postgres.component.process.pid
     state["postgres_dir"] = str(postgres.directory)
-    STATE.write_text(json.dumps(state))
+    track(postgres.component)
+    registry = LocalRegistry(DEMO_DIR / "registry")
+    registry.start(detach=True)
+    track(registry.component)
     config = install_database_support(plane, postgres, DEMO_DIR / "controller")
     controller = LocalController(
         plane,
         DEMO_DIR / "controller",
         identity="demo",
         settle_seconds=1,
+        registry_url=registry.url,
+        htpasswd_secret=HTPASSWD_SECRET,
         extra_args=[f"--database-config={config}", "--rotation-grace-seconds=60"],
     )
     controller.start(detach=True)
-    assert controller.component is not None
-    assert controller.component.process is not None
-    pids["controller"] = controller.component.process.pid
-    STATE.write_text(json.dumps(state))
+    track(controller.component)
     controller.wait_leading()
-    tour(plane, say)
+    tour(plane, say, registry=registry, htpasswd_secret=HTPASSWD_SECRET)
     say(
         "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"

@@ -52,7 +52,7 @@ class LocalRegistry:
     def htpasswd(self) -> Path:
         return self.workdir / "htpasswd"
 
-    def start(self, *, timeout: float = 30) -> None:
+    def start(self, *, timeout: float = 30, detach: bool = False) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.htpasswd.exists():
             self.write_htpasswd("")
@@ -68,7 +68,7 @@ class LocalRegistry:
         self.component = Component(
             "docker-registry", [str(registry_binary()), "serve", str(path)], self.workdir / "registry.log"
         )
-        self.component.start(detach=False)
+        self.component.start(detach=detach)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.component.alive():

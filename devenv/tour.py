@@ -10,6 +10,7 @@ from collections.abc import Callable
 import asyncpg
 
 from devenv.cluster import ControlPlane, wait_for
+from devenv.registry import LocalRegistry
 
 NAMESPACE = "demo"
 
@@ -18,7 +19,7 @@ class TourFailed(RuntimeError):
     pass
 
 
-def tour(plane: ControlPlane, say: Callable[[str], None]) -> None:
+def tour(plane: ControlPlane, say: Callable[[str], None], *, registry: LocalRegistry, htpasswd_secret: str) -> None:
     def run(*args: str, expect_failure: bool = False, input: str | None = None) -> str:
         say("$ kubectl " + " ".join(args))
         result = plane.kubectl(*args, check=False, input=input)
@@ -85,7 +86,36 @@ def tour(plane: ControlPlane, say: Callable[[str], None]) -> None:
     user, database_name = asyncio.run(_whoami(url))
     say(f"  connected with DATABASE_URL: login {user}, database {database_name}")
 
-    say("\nThe tour passed: linking, warnings, protection, rollouts and database credentials work here.")
+    say("\n==> registry credentials: make the namespace a VPC")
+    run("label", "namespace", NAMESPACE, "smll.io/vpc=main")
+    committed = "jsonpath={.data.REGISTRY_PASSWORD}"
+    wait_for(
+        lambda: bool(
+            plane.kubectl("-n", NAMESPACE, "get", "secret", "registry-credentials", "-o", committed, check=False).stdout
+        ),
+        timeout=60,
+        what="the registry credentials",
+    )
+    run("-n", NAMESPACE, "get", "secrets", "-l", "smll.io/secret-type=registry")
+    run("-n", NAMESPACE, "get", "serviceaccount", "default", "-o", "jsonpath={.imagePullSecrets}")
+    registry.sync_htpasswd(plane, htpasswd_secret)  # what the kubelet does for a registry that mounts the Secret
+    user, password = (
+        base64.b64decode(
+            plane.kubectl(
+                "-n", NAMESPACE, "get", "secret", "registry-credentials", "-o", f"jsonpath={{.data.{key}}}"
+            ).stdout
+        ).decode()
+        for key in ("REGISTRY_USER", "REGISTRY_PASSWORD")
+    )
+    status = registry.status(user, password)
+    say(
+        f"  GET {registry.url}/v2/ as {user} with REGISTRY_PASSWORD → {status}; with a wrong password → "
+        f"{registry.status(user, 'wrong')}"
+    )
+    if status != 200:
+        raise TourFailed("the generated registry credentials did not log in")
+
+    say("\nThe tour passed: linking, warnings, protection, rollouts, database and registry credentials work here.")
 
 
 async def _whoami(url: str) -> tuple[str, str]:

@@ -23,7 +23,15 @@ def test_the_demo_runs_its_tour_and_stops_cleanly(tmp_path: Path) -> None:
         assert "The tour passed" in up.stdout
         assert "make down" in up.stdout
         pids = json.loads((tmp_path / "demo" / "state.json").read_text())["pids"]
-        assert set(pids) >= {"etcd", "kube-apiserver", "kube-controller-manager", "webhook", "postgres", "controller"}
+        assert set(pids) >= {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "webhook",
+            "postgres",
+            "docker-registry",
+            "controller-demo",
+        }
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "devenv", "down"], env=env, capture_output=True, text=True, timeout=120
