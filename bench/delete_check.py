@@ -132,7 +132,7 @@ async def allow_path(count: int, runs: int) -> None:
                     ["what", "runs", "pages read", "p50 ms", "p99 ms", "max ms"],
                     [
                         ["validate() allow (index empty → consistent read)", runs, len(found), stats["p50"], stats["p99"], stats["max"]],  # noqa: E501
-                        ["consistent_snapshot() alone (pages)", runs, len(found), read["p50"], read["p99"], read["max"]],
+                        ["consistent_snapshot() alone", runs, len(found), read["p50"], read["p99"], read["max"]],
                     ],
                 ))  # fmt: skip
         finally:

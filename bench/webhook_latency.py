@@ -29,10 +29,10 @@ from bench.apiserver import apply_objects, stopped_controller_manager
 from bench.common import NAMESPACE, linked_deployment, load_average, machine, secret_objects, summary_ms, table
 from devenv.cluster import running_control_plane
 from devenv.webhook import LocalWebhook
+from kubeio.client import kube_client
 from kubeio.rest import json_request
 from rules.links import link_object
 from webhook.secret_keys import SecretKeyIndex
-from kubeio.client import kube_client
 
 PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 WARMUP = 20
