@@ -143,11 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.delete_check")
     parser.add_argument("--runs", type=int, default=5_000, help="timed calls per in-memory case (at most 100,000)")
     parser.add_argument("--allow-workloads", type=int, default=5_000, help="Deployments for the allow path")
-    parser.add_argument("--allow-runs", type=int, default=20, help="timed consistent reads (at most 200)")
+    parser.add_argument("--allow-runs", type=int, default=5, help="timed consistent reads (at most 200)")
     parser.add_argument("--skip-apiserver", action="store_true", help="only the in-memory deny path")
+    parser.add_argument("--skip-memory", action="store_true", help="only the allow path against the apiserver")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}; load average {load_average()}\n")
-    deny_path(min(args.runs, 100_000))
+    if not args.skip_memory:
+        deny_path(min(args.runs, 100_000))
     if not args.skip_apiserver:
         asyncio.run(allow_path(min(args.allow_workloads, 20_000), min(args.allow_runs, 200)))
     print(f"\nload average at the end: {load_average()}")
