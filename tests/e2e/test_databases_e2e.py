@@ -51,6 +51,7 @@ def database_controller(
     controller.start()
     controller.wait_leading()
     yield controller
+    controller.wait_leading()  # a test may have just restarted it
     GUARD.scan(controller.metrics(), "metrics of the database controller")
     controller.stop()
     cluster.kubectl("delete", "secret", ADMIN_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
