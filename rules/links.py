@@ -8,14 +8,13 @@ annotation removes exactly its env entry, and so that applying twice changes not
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
-from rules.workloads import JsonObject, annotations_of, controller_owner, pod_template
+from rules.workloads import JsonObject, annotations_of, controller_owner, copy_json, pod_template
 
 EXAMPLE = LINK_PREFIX + "API_KEY=stripe/STRIPE_SECRET_KEY"
 # Key names that say nothing of what they hold (the product page's "KEY_1" example).
@@ -271,7 +270,7 @@ def link_object(
     obj: JsonObject, *, kind: str, namespace: str, secret_keys: SecretKeys, operation: str = "CREATE"
 ) -> Linked:
     """Admission's view: the object as it should be stored, with warnings; LinkDenied when it cannot be."""
-    result = Linked(copy.deepcopy(obj))
+    result = Linked(copy_json(obj))
     template = pod_template(result.obj, kind)
     if template is None or controller_owner(result.obj) is not None:
         # No pod spec, or one copied from an owner whose template was linked already.
@@ -279,7 +278,7 @@ def link_object(
     request = wanted_links(result.obj, kind)
     if kind == "Pod" and operation != "CREATE":
         # A Pod's env cannot change after creation; say so instead of producing a patch the apiserver refuses.
-        probe = copy.deepcopy(template)
+        probe = copy_json(template)
         with contextlib.suppress(LinkDenied):
             apply_links(probe, request)
         if probe.get("spec") != template.get("spec"):
