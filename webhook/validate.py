@@ -76,16 +76,17 @@ class ProtectionView:
     consistent_read: ConsistentRead | None = None
 
 
-async def _referrers(
+async def _users(
     view: ProtectionView, namespace: str, secret: str, keys: frozenset[str] | None
-) -> tuple[list[Referrer], Mapping[str, Referrer]]:
-    """The referrers that use ``secret`` (needing one of ``keys``, if given): from the index, or, when it finds
-    none, from a consistent read."""
+) -> tuple[Mapping[str, tuple[str, ...]], list[Referrer]]:
+    """Who uses ``secret`` (needing one of ``keys``, if given), as a usage report by top owner, and the referrers
+    behind it: from the index, or, when the index finds none, from a consistent read."""
     found = view.referrers.referrers(namespace, secret)
-    if usage(secret, found, view.referrers.by_uid, keys=keys) or view.consistent_read is None:
-        return found, view.referrers.by_uid
+    report = usage(secret, found, view.referrers.by_uid, keys=keys)
+    if report or view.consistent_read is None:
+        return report, found
     fresh = referrers_in(await view.consistent_read(namespace), secret)
-    return fresh, {r.uid: r for r in fresh}
+    return usage(secret, fresh, {r.uid: r for r in fresh}, keys=keys), fresh
 
 
 def referrers_in(snapshot: Snapshot, secret: str) -> list[Referrer]:
@@ -115,13 +116,12 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
     if kind == "Secret" and operation == "DELETE":
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
-        refusal = delete_refusal(name, usage(name, *await _referrers(view, namespace, name, None)))
+        refusal = delete_refusal(name, (await _users(view, namespace, name, None))[0])
     elif kind == "Secret" and operation == "UPDATE":
         removed = removed_keys(old, new)
         if not removed or is_exempt(new, namespace_terminating=terminating):
             return allow(uid)
-        referrers, by_uid = await _referrers(view, namespace, name, removed)
-        report = usage(name, referrers, by_uid, keys=removed)
+        report, referrers = await _users(view, namespace, name, removed)
         in_use = frozenset(
             key for r in referrers for use in r.uses if use.secret == name for key in use.required_keys & removed
         )
@@ -130,7 +130,7 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
         secret = str((old.get("status") or {}).get("secretName") or f"{name}{CREDENTIALS_SUFFIX}")
-        refusal = delete_refusal(secret, usage(secret, *await _referrers(view, namespace, secret, None)))
+        refusal = delete_refusal(secret, (await _users(view, namespace, secret, None))[0])
         if refusal:
             refusal = f'database "{name}": its credentials {refusal}'
     else:
