@@ -29,6 +29,7 @@ from kubernetes_asyncio import client
 
 from controller.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
 from controller.queue import WorkQueue
+from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
 from rules import database as rules
 from rules.names import ROTATE, SECRET_TYPE_LABEL
@@ -383,28 +384,17 @@ class Databases:
 
     async def event(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         namespace, name = self._key(obj)
-        stamp = rules.format_time(self.now())
-        body = {
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "smll.io/v1alpha1",
-                "kind": "Database",
-                "name": name,
-                "namespace": namespace,
-                "uid": obj["metadata"].get("uid"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "smll-secrets-controller"},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await json_request(self.api, "POST", f"/api/v1/namespaces/{namespace}/events", body=body)
-        except ApiException as error:
-            log.warning("could not record an Event on database %s/%s: %s", namespace, name, error.status)
+        await record_event(
+            self.api,
+            api_version="smll.io/v1alpha1",
+            kind="Database",
+            name=name,
+            namespace=namespace,
+            uid=str(obj["metadata"].get("uid", "")),
+            reason=reason,
+            message=message,
+            warning=warning,
+        )
 
 
 def _decoded(secret: dict[str, Any] | None) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from kubernetes_asyncio import client
 
 from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
+from kubeio.events import record_event
 from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
 from rules import registry as rules
@@ -515,26 +515,17 @@ class Registry:
         self.blocked[namespace] = message
         log.warning("registry: namespace %s is blocked: %s", namespace, message)
         uid = ((snapshot.namespace_object or {}).get("metadata") or {}).get("uid", "")
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{namespace}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "uid": uid},
-            "reason": "RegistryCredentialsBlocked",
-            "message": message,
-            "type": "Warning",
-            "source": {"component": "smll-secrets-controller"},
-            "reportingComponent": "smll.io/secrets-controller",
-            "reportingInstance": "smll-secrets-controller",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await json_request(self.api, "POST", f"/api/v1/namespaces/{namespace}/events", body=body)
-        except ApiException as error:
-            log.warning("registry: could not record an Event in %s: %s", namespace, error.status)
+        await record_event(
+            self.api,
+            api_version="v1",
+            kind="Namespace",
+            name=namespace,
+            namespace=namespace,
+            uid=str(uid),
+            reason="RegistryCredentialsBlocked",
+            message=message,
+            warning=True,
+        )
 
 
 def status_message(error: ApiException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from kubernetes_asyncio import client
 
 from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
+from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
 from rules.names import RESTARTED_AT
 from rules.references import Use, secret_uses
@@ -48,7 +50,7 @@ ServiceKey = tuple[str, str, str]  # kind, namespace, name
 SecretKey = tuple[str, str]  # namespace, name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     kind: str
     namespace: str
@@ -69,7 +71,7 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
     found = annotations_of(obj)
     return Service(
         kind=kind,
-        namespace=str(metadata.get("namespace", "")),
+        namespace=sys.intern(str(metadata.get("namespace", ""))),
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         resource_version=str(metadata.get("resourceVersion", "")),
@@ -135,21 +137,22 @@ class SecretHandler:
     def __init__(self, caches: Caches) -> None:
         self.caches = caches
 
-    def _key_and_digests(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str]]:
+    def compact(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str]]:
+        """All that is kept of a Secret: its key and per-key digests; the values go as soon as it is decoded."""
         metadata = obj.get("metadata") or {}
-        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        key = (sys.intern(str(metadata.get("namespace", ""))), str(metadata.get("name", "")))
         return key, key_digests(obj.get("data") or {}, self.caches.hmac_key)
 
-    def replace(self, objects: list[dict[str, Any]]) -> None:
-        fresh = dict(self._key_and_digests(obj) for obj in objects)
+    def replace(self, objects: list[tuple[SecretKey, dict[str, str]]]) -> None:
+        fresh = dict(objects)
         for key in set(self.caches.digests) - set(fresh):
             self.caches.set_digests(key, None)
         for key, digests in fresh.items():
             self.caches.set_digests(key, digests)
         self.caches.secrets_listed = True
 
-    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
-        key, digests = self._key_and_digests(obj)
+    def apply(self, event_type: str, obj: tuple[SecretKey, dict[str, str]]) -> None:
+        key, digests = obj
         self.caches.set_digests(key, None if event_type == "DELETED" else digests)
 
 
@@ -158,20 +161,18 @@ class ServiceHandler:
         self.caches = caches
         self.kind = kind
 
-    def replace(self, objects: list[dict[str, Any]]) -> None:
-        fresh = {s.key: s for s in (service_of(obj, self.kind) for obj in objects)}
+    def compact(self, obj: dict[str, Any]) -> Service:
+        return service_of(obj, self.kind)
+
+    def replace(self, objects: list[Service]) -> None:
+        fresh = {s.key: s for s in objects}
         for key in [k for k in self.caches.services if k[0] == self.kind and k not in fresh]:
             self.caches.set_service(key, None)
         for key, service in fresh.items():
             self.caches.set_service(key, service)
 
-    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
-        service = service_of(obj, self.kind)
+    def apply(self, event_type: str, service: Service) -> None:
         self.caches.set_service(service.key, None if event_type == "DELETED" else service)
-
-
-def rfc3339(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Rollouts:
@@ -221,34 +222,16 @@ class Rollouts:
             log.info(
                 "rolled out %s/%s/%s: %s", service.kind, service.namespace, service.name, describe(decision.changed)
             )
-            await self.event(service, describe(decision.changed), now)
+            await self.event(service, describe(decision.changed))
 
-    async def event(self, service: Service, why: str, now: datetime.datetime) -> None:
-        stamp = rfc3339(now)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{service.name}.", "namespace": service.namespace},
-            "involvedObject": {
-                "apiVersion": "apps/v1",
-                "kind": service.kind,
-                "name": service.name,
-                "namespace": service.namespace,
-                "uid": service.uid,
-            },
-            "reason": "SecretChanged",
-            "message": f"Rolled out: {why}",
-            "type": "Normal",
-            "source": {"component": "smll-secrets-controller"},
-            "reportingComponent": "smll.io/secrets-controller",
-            "reportingInstance": "smll-secrets-controller",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await json_request(self.api, "POST", f"/api/v1/namespaces/{service.namespace}/events", body=body)
-        except ApiException as error:  # an Event is best effort: the rollout itself happened
-            log.warning(
-                "could not record the rollout Event on %s/%s: %s", service.namespace, service.name, error.status
-            )
+    async def event(self, service: Service, why: str) -> None:
+        await record_event(
+            self.api,
+            api_version="apps/v1",
+            kind=service.kind,
+            name=service.name,
+            namespace=service.namespace,
+            uid=service.uid,
+            reason="SecretChanged",
+            message=f"Rolled out: {why}",
+        )

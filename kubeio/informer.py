@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,10 +24,14 @@ JsonObject = dict[str, Any]
 
 
 class Handler(Protocol):
-    def replace(self, objects: list[JsonObject]) -> None:
+    """What an informer feeds. A handler may also define ``compact(obj)``: then each object is reduced by it as
+    soon as it is decoded, and ``replace``/``apply`` receive what it returns — so a relist of 10,000 objects never
+    holds 10,000 whole objects at once."""
+
+    def replace(self, objects: list[Any]) -> None:
         """The full state after a (re)list."""
 
-    def apply(self, event_type: str, obj: JsonObject) -> None:
+    def apply(self, event_type: str, obj: Any) -> None:
         """One ADDED, MODIFIED or DELETED event."""
 
 
@@ -56,16 +60,17 @@ class Informer:
         self.max_backoff = max_backoff
         self.synced = asyncio.Event()
         self.resource_version = ""
+        self.compact: Callable[[JsonObject], Any] = getattr(handler, "compact", lambda obj: obj)
 
     async def list(self) -> None:
-        items: list[JsonObject] = []
+        items: list[Any] = []
         token = ""
         while True:
             query: dict[str, str | int | bool] = {**self.query, "limit": self.page_size}
             if token:
                 query["continue"] = token
             page = await json_request(self.api, "GET", self.path, query=query)
-            items.extend(page.get("items") or [])
+            items.extend(self.compact(obj) for obj in page.get("items") or [])
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or ""
             if not token:
@@ -93,7 +98,7 @@ class Informer:
             if version:
                 self.resource_version = str(version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self.handler.apply(kind, obj)
+                self.handler.apply(kind, self.compact(obj))
 
     async def run(self) -> None:
         backoff = 0.2

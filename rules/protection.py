@@ -13,7 +13,7 @@ REFERRER_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSe
 MESSAGE_LIMIT = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Referrer:
     """What the index keeps of one object that may reference Secrets: never the Secret values, only the uses."""
 

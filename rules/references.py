@@ -18,7 +18,7 @@ from rules.workloads import JsonObject, annotations_of, pod_spec, pod_template
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Use:
     """One use of one Secret. ``keys`` None means the whole Secret (envFrom, a volume without items)."""
 
