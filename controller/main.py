@@ -127,7 +127,7 @@ async def work(loop: Loop, metrics: ControllerMetrics) -> None:
             metrics.queue_depth.labels(loop.name).set(len(queue))
 
 
-async def serve_health(settings: Settings, metrics: ControllerMetrics, elector: LeaderElector) -> web.AppRunner:
+async def serve_health(settings: Settings, metrics: ControllerMetrics) -> web.AppRunner:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -207,7 +207,7 @@ async def run(settings: Settings) -> int:
         renew_deadline=settings.lease_seconds * 2 / 3,
         retry_period=max(1.0, settings.lease_seconds / 7.5),
     )
-    health = await serve_health(settings, metrics, elector)
+    health = await serve_health(settings, metrics)
     stopping = asyncio.create_task(stop.wait())
     code = 0
     try:

@@ -78,10 +78,6 @@ def parse_link(annotation: str, value: str) -> Link:
     return Link(var=var, secret=secret, key=key)
 
 
-def has_link_annotations(found: Mapping[str, str]) -> bool:
-    return any(name.startswith(LINK_PREFIX) or name in (CONTAINERS, MANAGED_ENV) for name in found)
-
-
 def parse_links(found: Mapping[str, str]) -> dict[str, Link]:
     """Every link annotation of one annotation set; LinkDenied lists every malformed one."""
     links: dict[str, Link] = {}

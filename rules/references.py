@@ -107,10 +107,6 @@ def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
     return tuple(sorted(uses))
 
 
-def uses_of(uses: Iterable[Use], secret: str) -> tuple[Use, ...]:
-    return tuple(use for use in uses if use.secret == secret)
-
-
 def used_keys(uses: Iterable[Use]) -> frozenset[str] | None:
     """The keys a set of uses reads; None when one of them reads the whole Secret."""
     keys: set[str] = set()
