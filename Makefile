@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo down test check unit e2e bench clean
+.PHONY: demo down test check unit e2e bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,7 +15,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
+# Debian packages the demo and the tests start (PostgreSQL, the Distribution registry): installed when missing.
+system-packages:
+	bash .ci/install-system-packages
+
+demo: system-packages $(VENV)/.installed
 	$(BIN)/python -m devenv up
 
 down: $(VENV)/.installed
@@ -30,11 +34,11 @@ check: $(VENV)/.installed
 unit: $(VENV)/.installed
 	$(BIN)/pytest -m "not e2e and not slow"
 
-e2e: $(VENV)/.installed
+e2e: system-packages $(VENV)/.installed
 	$(BIN)/pytest -m e2e
 
 # pytest exits 5 when it collected no test: make treats that, like any non-zero code, as a failure.
-test: check
+test: system-packages check
 	$(BIN)/pytest
 
 clean:
