@@ -30,7 +30,7 @@ from kubernetes_asyncio import client
 from controller.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
 from controller.queue import WorkQueue
 from kubeio.events import record_event
-from kubeio.rest import MERGE_PATCH, ApiException, json_request
+from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
 from rules.names import ROTATE, SECRET_TYPE_LABEL
 from rules.references import secret_uses
@@ -297,12 +297,7 @@ class Databases:
         return data["username"], data["password"]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await json_request(self.api, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await get_or_none(self.api, f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
     async def write_secret(
         self, obj: dict[str, Any], secret: dict[str, Any] | None, data: dict[str, str], annotations: dict[str, str]

@@ -24,7 +24,7 @@ from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
 from kubeio.events import record_event
 from kubeio.informer import Informer
-from kubeio.rest import MERGE_PATCH, ApiException, json_request
+from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import registry as rules
 from rules.names import SECRET_TYPE_LABEL
 
@@ -265,12 +265,7 @@ class Registry:
         )
 
     async def get(self, path: str) -> JsonObject | None:
-        try:
-            return await json_request(self.api, "GET", path)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await get_or_none(self.api, path)
 
     async def read(self, namespace: str) -> Snapshot:
         base = f"/api/v1/namespaces/{namespace}"

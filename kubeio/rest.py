@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["ApiException", "json_request", "raw_request", "stream_json_lines"]
+__all__ = ["ApiException", "get_or_none", "json_request", "raw_request", "stream_json_lines"]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -80,6 +80,16 @@ async def json_request(
     data = await raw_request(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
     decoded = json.loads(data) if data else {}
     return decoded if isinstance(decoded, dict) else {}
+
+
+async def get_or_none(api: client.ApiClient, path: str) -> dict[str, Any] | None:
+    """GET one object; None when it does not exist."""
+    try:
+        return await json_request(api, "GET", path)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 async def stream_json_lines(

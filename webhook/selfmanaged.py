@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 from kubernetes_asyncio import client
 
-from kubeio.rest import ApiException, json_request
+from kubeio.rest import ApiException, get_or_none, json_request
 from webhook.certs import KeyPair, make_ca, make_leaf
 from webhook.tls import ReloadingCertificate
 
@@ -341,12 +341,7 @@ class SelfManagedCertificate:
         return f"/api/v1/namespaces/{self.settings.secret_namespace}/secrets"
 
     async def _read(self, path: str) -> dict[str, Any] | None:
-        try:
-            return await json_request(self.api, "GET", path)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await get_or_none(self.api, path)
 
     async def _configurations(self) -> list[tuple[str, dict[str, Any]]]:
         found = []

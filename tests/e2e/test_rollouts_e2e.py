@@ -77,6 +77,17 @@ def recorded(cluster: ControlPlane, namespace: str, name: str = "web") -> bool:
     return "secrets.smll.io/rolled-for" in (deployment["metadata"].get("annotations") or {})
 
 
+def web_reading_one_of_two_keys(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    """Secret stripe with KEY and OTHER; Deployment web linked to KEY; a controller that has recorded it."""
+    keys = [f"--from-literal={key}={GUARD.canary()}" for key in ("KEY", "OTHER")]
+    cluster.kubectl("create", "secret", "generic", "stripe", *keys, "-n", namespace)
+    linked_deployment(cluster, namespace)
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+
+
 def quiet_period() -> None:
     """Long enough for a rollout that should not happen to have happened: the settling window and then some."""
     time.sleep(SETTLE + 3)
@@ -89,19 +100,7 @@ def lease() -> str:
 def test_updating_a_linked_key_rolls_the_deployment_once_with_an_event(
     cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
 ) -> None:
-    cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "stripe",
-        f"--from-literal=KEY={GUARD.canary()}",
-        f"--from-literal=OTHER={GUARD.canary()}",
-        "-n",
-        namespace,
-    )
-    linked_deployment(cluster, namespace)
-    start_controller(cluster, controllers, tmp_path, lease=lease())
-    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+    web_reading_one_of_two_keys(cluster, namespace, controllers, tmp_path)
     assert restarted_at(cluster, namespace) is None
 
     set_key(cluster, namespace, "KEY", "v2")
@@ -123,19 +122,7 @@ def test_updating_a_linked_key_rolls_the_deployment_once_with_an_event(
 def test_updating_a_key_the_service_does_not_use_rolls_nothing(
     cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
 ) -> None:
-    cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "stripe",
-        f"--from-literal=KEY={GUARD.canary()}",
-        f"--from-literal=OTHER={GUARD.canary()}",
-        "-n",
-        namespace,
-    )
-    linked_deployment(cluster, namespace)
-    start_controller(cluster, controllers, tmp_path, lease=lease())
-    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+    web_reading_one_of_two_keys(cluster, namespace, controllers, tmp_path)
 
     set_key(cluster, namespace, "OTHER", "o2")
     quiet_period()
