@@ -109,7 +109,16 @@ def test_deleting_a_used_secret_is_denied_until_the_reference_is_removed(
     assert code != 0
     assert 'admission webhook "protect.secrets.smll.io" denied the request: ' + expected in stderr
 
-    cluster.kubectl("delete", referrer["kind"].lower(), referrer["metadata"]["name"], "-n", namespace, "--wait=true")
+    # Foreground: the Deployment goes only after its ReplicaSet and Pods, which use the Secret too.
+    cluster.kubectl(
+        "delete",
+        referrer["kind"].lower(),
+        referrer["metadata"]["name"],
+        "-n",
+        namespace,
+        "--cascade=foreground",
+        "--wait=true",
+    )
     assert delete_secret(cluster, namespace, "stripe")[0] == 0
 
 
