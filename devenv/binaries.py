@@ -21,6 +21,7 @@ from pathlib import Path
 
 GOMOD_DIR = Path(__file__).parent / "gomod" / "kube"
 HELM_GOMOD_DIR = Path(__file__).parent / "gomod" / "helm"
+NODE_GOMOD_DIR = Path(__file__).parent / "gomod" / "node"
 CACHE_ROOT = Path(os.environ.get("SMLL_CACHE_DIR", Path.home() / ".cache" / "smll-secrets"))
 
 # name of the binary -> Go package that builds it
@@ -28,9 +29,16 @@ KUBE_TOOLS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    # the node: the kubelet, kube-proxy (Services), kube-scheduler (Deployments' pods get a node)
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
 }
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
 HELM_MODULE = "helm.sh/helm/v4"
+CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
+# containerd without the snapshotters this machine has no use for (and whose C libraries it lacks)
+CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     kubectl: Path
+    kubelet: Path
+    kube_proxy: Path
+    kube_scheduler: Path
     kube_version: str
 
 
@@ -75,15 +86,29 @@ def _binaries(bin_dir: Path) -> Binaries:
         kube_apiserver=bin_dir / "kube-apiserver",
         kube_controller_manager=bin_dir / "kube-controller-manager",
         kubectl=bin_dir / "kubectl",
+        kubelet=bin_dir / "kubelet",
+        kube_proxy=bin_dir / "kube-proxy",
+        kube_scheduler=bin_dir / "kube-scheduler",
         kube_version=kube_version(),
     )
 
 
-def _go_build(out: Path, packages: list[str], ldflags: str, what: str, *, gomod_dir: Path = GOMOD_DIR) -> None:
+def _go_build(
+    out: Path,
+    packages: list[str],
+    ldflags: str,
+    what: str,
+    *,
+    gomod_dir: Path = GOMOD_DIR,
+    tags: str = "",
+    cgo: bool = True,
+) -> None:
     """Run ``go build -v`` and report progress: -v names each package as it is compiled."""
-    cmd = ["go", "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), *packages]
+    cmd = ["go", "build", "-v", "-trimpath", f"-ldflags={ldflags}", *([f"-tags={tags}"] if tags else [])]
+    cmd += ["-o", str(out), *packages]
+    env = {**os.environ, "CGO_ENABLED": "1" if cgo else "0"}
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=gomod_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=gomod_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     tail: list[str] = []
     last_report = started
@@ -151,7 +176,43 @@ def ensure_helm() -> Path:
     return bin_dir / "helm"
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    """containerd and its runc shim (built here), and ctr to import and list images."""
+
+    containerd: Path
+    shim: Path
+    ctr: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.containerd.parent
+
+
+def containerd_version() -> str:
+    return _required_version(NODE_GOMOD_DIR, CONTAINERD_MODULE)
+
+
+def ensure_node_binaries() -> NodeBinaries:
+    """Return the cached containerd binaries, building them first when they are missing (~1 min cold)."""
+    version = containerd_version()
+    bin_dir = _cache_dir(NODE_GOMOD_DIR, version, prefix="containerd-")
+    commands = ("containerd", "containerd-shim-runc-v2", "ctr")
+
+    def build(staging: Path) -> None:
+        ldflags = f"-s -w -X {CONTAINERD_MODULE}/version.Version={version}"
+        packages = [f"{CONTAINERD_MODULE}/cmd/{command}" for command in commands]
+        _go_build(
+            staging, packages, ldflags, "containerd", gomod_dir=NODE_GOMOD_DIR, tags=CONTAINERD_TAGS, cgo=False
+        )
+
+    _build_once(bin_dir, f"containerd {version}", build)
+    return NodeBinaries(*(bin_dir / command for command in commands))
+
+
 if __name__ == "__main__":
     print(ensure_binaries())
     if "--helm" in sys.argv[1:]:
         print(ensure_helm())
+    if "--node" in sys.argv[1:]:
+        print(ensure_node_binaries())
