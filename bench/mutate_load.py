@@ -40,7 +40,7 @@ import jsonpatch
 import orjson
 
 from bench.common import admission_review, linked_deployment, load_average, machine, secret_objects, summary_ms, table
-from devenv.cluster import free_port
+from devenv.process import free_port
 from rules.links import link_object
 from webhook.admission import json_patch, mutate, parse_review, review
 from webhook.certs import make_ca, make_leaf

@@ -1,20 +1,21 @@
 """A real control plane on loopback: etcd, kube-apiserver and kube-controller-manager, each its own process.
 
 Everything lives in one throwaway directory: data, PKI, kubeconfig, encryption config and the components' logs.
-Each component listens on a free loopback port. There is no kubelet, so Pods stay Pending, and that is fine.
+Each component listens on a free loopback port. Without a node (the default) Pods stay Pending, which most tests
+want: they are quick and touch nothing on the host. With ``with_node=True`` the plane also runs kube-scheduler and a
+real node (devenv/node.py: containerd, kubelet, kube-proxy); the apiserver then listens on the node bridge's gateway
+address instead of loopback, so that pods reach it through the ``kubernetes`` Service.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import datetime
 import json
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -27,92 +28,18 @@ from pathlib import Path
 
 import yaml
 
-from devenv.binaries import Binaries, ensure_binaries
-from webhook.certs import KeyPair, make_ca, make_leaf
+from devenv.binaries import Binaries, ensure_binaries, ensure_node_binaries
+from devenv.node import GATEWAY, Node
+from devenv.process import Component, free_port, write_kubeconfig
+from webhook.certs import make_ca, make_leaf
 
 SERVICE_CIDR = "10.0.0.0/24"
 ENCRYPTION_KEY_NAME = "key1"
 ENCRYPTED_PREFIX = b"k8s:enc:secretbox:v1:" + ENCRYPTION_KEY_NAME.encode() + b":"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: ask the kernel to SIGKILL it when the process that started it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def write_kubeconfig(path: Path, *, server: str, ca_pem: bytes, client: KeyPair, user: str) -> None:
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(client.cert_pem), "client-key-data": b64(client.key_pem)},
-            }
-        ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
-        "current-context": "local",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-
-
 class KubectlError(RuntimeError):
     pass
-
-
-@dataclass
-class Component:
-    name: str
-    args: list[str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
-
-    def start(self, *, detach: bool) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=None if detach else _die_with_parent,
-                user=self.user,
-            )
-
-    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
 
 
 @dataclass
@@ -122,11 +49,14 @@ class ControlPlane:
     workdir: Path
     binaries: Binaries
     detach: bool = False
+    with_node: bool = False
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     controller_manager_port: int = field(default_factory=free_port)
+    scheduler_port: int = field(default_factory=free_port)
     components: dict[str, Component] = field(default_factory=dict)
+    node: Node | None = None
     # What kubectl printed on stderr: webhook denials and warnings land there, so tests can check them for leaks.
     stderr_seen: list[str] = field(default_factory=list)
 
@@ -139,8 +69,13 @@ class ControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     @property
+    def host(self) -> str:
+        """Where the apiserver listens: loopback, or the node bridge's gateway address when there is a node."""
+        return GATEWAY if self.with_node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.host}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -160,7 +95,7 @@ class ControlPlane:
             ca,
             "kube-apiserver",
             valid_for=year,
-            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            ip_addresses=("127.0.0.1", "10.0.0.1", GATEWAY),
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
         )
         admin = make_leaf(ca, "admin", valid_for=year, organization="system:masters", client=True)
@@ -208,20 +143,25 @@ class ControlPlane:
         apiserver = [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self.apiserver_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki / 'sa.crt'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--encryption-provider-config={pki / 'encryption-config.yaml'}",
-            "--endpoint-reconciler-type=none",
+            # With a node, the `kubernetes` Service points at the gateway address; without, pods never run.
+            f"--endpoint-reconciler-type={'lease' if self.with_node else 'none'}",
             "--enable-aggregator-routing=true",
+            # `kubectl logs` and `exec` reach the kubelet by its address: its name does not resolve here.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
@@ -244,14 +184,20 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ]
-        return {
-            name: Component(name, args, logs / f"{name}.log")
-            for name, args in (
-                ("etcd", etcd),
-                ("kube-apiserver", apiserver),
-                ("kube-controller-manager", controller_manager),
-            )
-        }
+        scheduler = [
+            str(self.binaries.kube_scheduler),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.scheduler_port}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        components = [("etcd", etcd), ("kube-apiserver", apiserver), ("kube-controller-manager", controller_manager)]
+        if self.with_node:
+            components.append(("kube-scheduler", scheduler))
+        return {name: Component(name, args, logs / f"{name}.log") for name, args in components}
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -260,10 +206,24 @@ class ControlPlane:
         if not self.kubeconfig.exists():
             self._write_pki()
         self.components = self._components()
+        if self.with_node:
+            self.node = Node(
+                self.workdir / "node",
+                self.binaries,
+                ensure_node_binaries(),
+                pki=self.pki,
+                server=self.server,
+                service_cidr=SERVICE_CIDR,
+                detach=self.detach,
+            )
+            self.node.prepare_host()
         try:
             self._start("etcd", self._etcd_ready, timeout=30)
             self.start_apiserver()
             self._start("kube-controller-manager", self._controller_manager_ready, timeout=60)
+            if self.node is not None:
+                self._start("kube-scheduler", lambda: self._healthy(self.scheduler_port), timeout=60)
+                self.node.start(lambda *args: self.kubectl(*args, check=False).stdout)
         except BaseException:
             self.stop()
             raise
@@ -275,12 +235,15 @@ class ControlPlane:
         self.components["kube-apiserver"].stop(sig=sig)
 
     def stop(self) -> None:
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        if self.node is not None:
+            self.node.stop()
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.components:
                 self.components[name].stop()
 
     def pids(self) -> dict[str, int]:
-        return {name: c.process.pid for name, c in self.components.items() if c.process is not None}
+        pids = {name: c.process.pid for name, c in self.components.items() if c.process is not None}
+        return {**pids, **(self.node.pids() if self.node is not None else {})}
 
     def _start(self, name: str, ready: Callable[[], bool], *, timeout: float) -> None:
         component = self.components[name]
@@ -328,11 +291,15 @@ class ControlPlane:
         return status == 200
 
     def _controller_manager_ready(self) -> bool:
+        return self._healthy(self.controller_manager_port)
+
+    @staticmethod
+    def _healthy(port: int) -> bool:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         try:
-            url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+            url = f"https://127.0.0.1:{port}/healthz"
             with urllib.request.urlopen(url, context=context, timeout=2) as response:
                 return bool(response.status == 200)
         except OSError:
@@ -365,12 +332,12 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def running_control_plane(workdir: Path | None = None) -> Iterator[ControlPlane]:
+def running_control_plane(workdir: Path | None = None, *, with_node: bool = False) -> Iterator[ControlPlane]:
     """Build (if needed) and start a control plane; stop it and remove its directory afterwards."""
     binaries = ensure_binaries()
     owned = workdir is None
     directory = Path(tempfile.mkdtemp(prefix="smll-cp-")) if workdir is None else workdir
-    plane = ControlPlane(directory, binaries)
+    plane = ControlPlane(directory, binaries, with_node=with_node)
     try:
         plane.start()
         yield plane

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from devenv.cluster import Component, ControlPlane, free_port
+from devenv.cluster import ControlPlane
 from devenv.postgres import LocalPostgres
+from devenv.process import Component, free_port
 
 CONTROLLER_NAMESPACE = "smll-system"
 CRD = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"

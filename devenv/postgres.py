@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devenv.cluster import Component, free_port
+from devenv.process import Component, free_port
 
 SERVICE_USER = "postgres"
 
@@ -36,6 +36,8 @@ class LocalPostgres:
     admin_user: str = "postgres"
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smll-pg-")))
+    # Also listen on this address and accept password logins from this network (pods on the local node).
+    pod_network: tuple[str, str] | None = None  # (address to listen on, CIDR of clients)
     component: Component | None = None
 
     @property
@@ -75,6 +77,9 @@ class LocalPostgres:
                 user=self.run_as,
             )
             password_file.unlink()
+            if self.pod_network is not None:
+                with (data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.pod_network[1]} scram-sha-256\n")
         args = [
             str(binaries / "postgres"),
             "-D",
@@ -84,7 +89,7 @@ class LocalPostgres:
             "-k",
             str(self.directory),
             "-c",
-            "listen_addresses=127.0.0.1",
+            "listen_addresses=" + ",".join(["127.0.0.1", *self.pod_network[:1]] if self.pod_network else ["127.0.0.1"]),
             "-c",
             "fsync=off",
             "-c",

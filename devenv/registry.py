@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from devenv.cluster import Component, ControlPlane, free_port
+from devenv.cluster import ControlPlane
+from devenv.process import Component, free_port
 
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 INSTALL_HINT = "apt-get install -y docker-registry (or run .ci/install-system-packages)"
@@ -42,11 +43,20 @@ class LocalRegistry:
     workdir: Path
     port: int = field(default_factory=free_port)
     realm: str = "smll-registry"
+    # Where it listens: loopback, or the node bridge's gateway address so that pods (the controller) reach it too.
+    address: str = "127.0.0.1"
+    # Basic auth from the htpasswd file; an open registry (for the product's own images) has none.
+    auth: bool = True
     component: Component | None = None
 
     @property
+    def host(self) -> str:
+        """What `docker login` and image references name: host and port."""
+        return f"{self.address}:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}"
 
     @property
     def htpasswd(self) -> Path:
@@ -60,8 +70,8 @@ class LocalRegistry:
             "version": 0.1,
             "log": {"level": "warn"},
             "storage": {"filesystem": {"rootdirectory": str(self.workdir / "data")}},
-            "http": {"addr": f"127.0.0.1:{self.port}"},
-            "auth": {"htpasswd": {"realm": self.realm, "path": str(self.htpasswd)}},
+            "http": {"addr": self.host},
+            **({"auth": {"htpasswd": {"realm": self.realm, "path": str(self.htpasswd)}}} if self.auth else {}),
         }
         path = self.workdir / "config.yml"
         path.write_text(yaml.safe_dump(config))
@@ -73,7 +83,7 @@ class LocalRegistry:
         while time.monotonic() < deadline:
             if not self.component.alive():
                 raise RuntimeError(f"docker-registry exited:\n{self.component.log_tail()}")
-            if self.status(None, None) == 401:
+            if self.status(None, None) == (401 if self.auth else 200):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"docker-registry did not answer within {timeout:.0f}s:\n{self.component.log_tail()}")

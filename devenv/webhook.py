@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from devenv.cluster import Component, ControlPlane, free_port
+from devenv.cluster import ControlPlane
+from devenv.process import Component, free_port
 from webhook.certs import make_ca, make_leaf
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"

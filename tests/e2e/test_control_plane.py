@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from devenv.cluster import ENCRYPTED_PREFIX, ControlPlane, free_port, wait_for
+from devenv.cluster import ENCRYPTED_PREFIX, ControlPlane, wait_for
+from devenv.process import free_port
 from webhook.certs import make_ca, make_leaf
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,8 @@ import pytest
 from cryptography import x509
 from kubernetes_asyncio import client
 
-from devenv.cluster import Component, ControlPlane, free_port, wait_for
+from devenv.cluster import ControlPlane, wait_for
+from devenv.process import Component, free_port
 from webhook.selfmanaged import (
     Material,
     Policy,

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from devenv.cluster import free_port
+from devenv.process import free_port
 from tests.factories import admission_review, container, pod_spec, secret, workload
 from webhook.certs import make_ca, make_leaf
 
