@@ -1,7 +1,9 @@
 # The one image of smll-secrets: `python -m webhook` or `python -m controller`, chosen by the chart's args.
 #
-# Not built in this repository's CI or development environment (there is no container engine here); build it with
+# Build it with
 #   docker build -t ghcr.io/smll-io/smll-secrets:0.1.0 .
+# The local environment builds it with buildah on a base made from Debian packages (devenv/images.py), because no
+# upstream image registry is reachable there: the base is a build argument, its default the usual upstream image.
 # Every dependency installs from a binary wheel (aiohttp, asyncpg, orjson, cryptography, bcrypt ship manylinux
 # wheels), so neither stage needs a compiler.
 #
@@ -18,10 +20,8 @@ COPY rules rules
 COPY kubeio kubeio
 COPY webhook webhook
 COPY controller controller
-COPY devenv devenv
-# devenv (the local control plane) is part of the Python package but never of the product: drop it after install.
+# devenv (the local control plane) is part of the source tree but never of the image: it is not copied.
 RUN /opt/venv/bin/pip install --prefer-binary --no-compile . \
-    && rm -rf /opt/venv/lib/python3.11/site-packages/devenv \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
 
 FROM ${PYTHON_IMAGE}
