@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo down test check unit e2e bench clean system-packages
+.PHONY: demo dev down test check unit e2e bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ system-packages:
 
 demo: system-packages $(VENV)/.installed
 	$(BIN)/python -m devenv up
+
+# The quick developer mode: webhook and controller as host processes, a control plane without a node.
+dev: system-packages $(VENV)/.installed
+	$(BIN)/python -m devenv dev
 
 down: $(VENV)/.installed
 	$(BIN)/python -m devenv down

@@ -1,5 +1,7 @@
-"""``python -m devenv up`` runs the product locally on the embedded control plane and shows it working;
-``python -m devenv down`` stops everything it started."""
+"""``python -m devenv up`` installs the product into a local cluster with a real node, as a user would (its image,
+its chart, Helm), and shows it working; ``python -m devenv down`` stops everything it started and cleans the host.
+``python -m devenv dev`` is the quick developer mode: the webhook and controller run as host processes beside a
+control plane without a node."""
 
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from devenv.binaries import CACHE_ROOT, ensure_binaries
-from devenv.cluster import Component, ControlPlane
+from devenv.binaries import CACHE_ROOT, ensure_binaries, ensure_helm, ensure_node_binaries
+from devenv.cluster import ControlPlane
 from devenv.controller import LocalController, install_database_support
+from devenv.incluster import Platform, install
+from devenv.node import clean_host
 from devenv.postgres import LocalPostgres
+from devenv.process import Component
 from devenv.registry import LocalRegistry
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
@@ -58,10 +63,74 @@ def down(grace: float = 15) -> None:
         say(f"stopped {name} (pid {pid})")
     if state.get("postgres_dir"):
         shutil.rmtree(state["postgres_dir"], ignore_errors=True)
+    if state.get("node_dir"):
+        for removed in clean_host(Path(state["node_dir"])):
+            say(f"removed {removed}")
     STATE.unlink()
 
 
 def up() -> None:
+    """The product as a user installs it: a cluster with a node, the image in a registry, the chart by Helm."""
+    if STATE.exists():
+        down()
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir(parents=True)
+    binaries = ensure_binaries()
+    ensure_node_binaries()
+    ensure_helm()
+    plane = ControlPlane(DEMO_DIR / "cluster", binaries, detach=True, with_node=True)
+    say(
+        f"==> starting the cluster {binaries.kube_version}: control plane, and a node (containerd, kubelet, kube-proxy)"
+    )
+    state: dict[str, object] = {
+        "pids": {},
+        "kubeconfig": str(plane.kubeconfig),
+        "node_dir": str(plane.workdir / "node"),
+    }
+    STATE.write_text(json.dumps(state))
+    try:
+        plane.start()
+    finally:
+        state["pids"] = plane.pids()
+        STATE.write_text(json.dumps(state))
+    pids: dict[str, int] = plane.pids()
+    say("==> starting PostgreSQL and two registries beside it (images; a VPC registry with basic auth)")
+    platform = Platform(DEMO_DIR / "platform", detach=True)
+    state["postgres_dir"] = str(platform.postgres.directory)
+    try:
+        platform.start(plane)
+    finally:
+        for component in (platform.postgres.component, platform.images.component, platform.vpc_registry.component):
+            if component is not None and component.process is not None:
+                pids[component.name + "-" + str(len(pids))] = component.process.pid
+        state["pids"] = pids
+        STATE.write_text(json.dumps(state))
+    say("==> building the product's image, pushing it, and installing the chart with Helm")
+    installed = install(plane, platform)
+    say(plane.kubectl("-n", "smll-system", "get", "pods", "-o", "wide").stdout)
+    tour(
+        plane,
+        say,
+        registry=platform.vpc_registry,
+        sync_htpasswd=lambda: platform.sync_htpasswd(plane),
+        image=installed.test_app_image,
+        pods_run=True,
+    )
+    say(
+        "\nEverything is still running. Explore with:\n"
+        f"  export KUBECONFIG={plane.kubeconfig}\n"
+        f"  export PATH={binaries.kubectl.parent}:{ensure_helm().parent}:$PATH\n"
+        "  kubectl get nodes\n"
+        "  kubectl -n smll-system get pods\n"
+        "  kubectl -n demo get deployments,pods,secrets,databases\n"
+        f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/cluster/node/logs\n"
+        "  kubectl -n smll-system logs deploy/smll-secrets -c controller\n"
+        "Stop everything with: make down"
+    )
+
+
+def dev() -> None:
+    """The developer mode: the webhook and the controller as host processes, a control plane without a node."""
     if STATE.exists():
         down()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
@@ -106,7 +175,7 @@ def up() -> None:
     controller.start(detach=True)
     track(controller.component)
     controller.wait_leading()
-    tour(plane, say, registry=registry, htpasswd_secret=HTPASSWD_SECRET)
+    tour(plane, say, registry=registry, sync_htpasswd=lambda: registry.sync_htpasswd(plane, HTPASSWD_SECRET))
     say(
         "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"
@@ -120,11 +189,13 @@ def up() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devenv")
-    parser.add_argument("command", choices=["up", "down", "build"])
+    parser.add_argument("command", choices=["up", "dev", "down", "build"])
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             up()
+        elif args.command == "dev":
+            dev()
         elif args.command == "down":
             down()
         else:

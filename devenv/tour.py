@@ -19,7 +19,18 @@ class TourFailed(RuntimeError):
     pass
 
 
-def tour(plane: ControlPlane, say: Callable[[str], None], *, registry: LocalRegistry, htpasswd_secret: str) -> None:
+def tour(
+    plane: ControlPlane,
+    say: Callable[[str], None],
+    *,
+    registry: LocalRegistry,
+    sync_htpasswd: Callable[[], object],
+    image: str = "registry.invalid/web:1",
+    pods_run: bool = False,
+) -> None:
+    """Walk the features with kubectl. With ``pods_run`` (a cluster with a node) the tour also shows what the
+    containers receive: the linked value at startup, and the new value after the rollout."""
+
     def run(*args: str, expect_failure: bool = False, input: str | None = None) -> str:
         say("$ kubectl " + " ".join(args))
         result = plane.kubectl(*args, check=False, input=input)
@@ -35,17 +46,32 @@ def tour(plane: ControlPlane, say: Callable[[str], None], *, registry: LocalRegi
     say("\n==> linking: a Secret, a Deployment, one annotation")
     run("create", "namespace", NAMESPACE)
     run("-n", NAMESPACE, "create", "secret", "generic", "stripe", "--from-literal=STRIPE_SECRET_KEY=sk_test_demo")
-    run("-n", NAMESPACE, "create", "deployment", "web", "--image=registry.invalid/web:1")
+    run("-n", NAMESPACE, "create", "deployment", "web", f"--image={image}")
     run("-n", NAMESPACE, "annotate", "deployment/web", "env.secrets.smll.io/API_KEY=stripe/STRIPE_SECRET_KEY")
     env = run("-n", NAMESPACE, "get", "deployment/web", "-o", "jsonpath={.spec.template.spec.containers[0].env}")
     if json.loads(env)[0]["valueFrom"]["secretKeyRef"] != {"name": "stripe", "key": "STRIPE_SECRET_KEY"}:
         raise TourFailed("the Deployment was not linked")
+    if pods_run:
+        say("\n==> the container reads its value at startup")
+        run("-n", NAMESPACE, "rollout", "status", "deployment/web", "--timeout=120s")
+        if run("-n", NAMESPACE, "exec", "deployment/web", "--", "printenv", "API_KEY") != "sk_test_demo":
+            raise TourFailed("the container did not get the linked value")
     say("\n==> protection: the Secret is in use, so it cannot be deleted")
     refusal = run("-n", NAMESPACE, "delete", "secret", "stripe", expect_failure=True)
     if "deployment/web (env API_KEY)" not in refusal:
         raise TourFailed("the delete was not refused with the expected message")
-    say("\n==> a link to a Secret that does not exist yet is accepted, with a warning")
-    run("-n", NAMESPACE, "annotate", "deployment/web", "env.secrets.smll.io/DB_URL=orders-credentials/DATABASE_URL")
+    say("\n==> a link to a Secret that does not exist yet is accepted, with a warning (a dry run here: its pods could")
+    say("    not start until the Secret exists)")
+    warned = run(
+        "-n",
+        NAMESPACE,
+        "annotate",
+        "--dry-run=server",
+        "deployment/web",
+        "env.secrets.smll.io/DB_URL=orders-credentials/DATABASE_URL",
+    )
+    if "Warning" not in warned:
+        raise TourFailed("the link to a missing Secret was not warned about")
     say("\n==> rollouts: change the key web reads; the controller rolls web once, and says why")
     run("-n", NAMESPACE, "patch", "secret", "stripe", "-p", '{"stringData":{"STRIPE_SECRET_KEY":"sk_test_rotated"}}')
     annotation = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
@@ -61,6 +87,12 @@ def tour(plane: ControlPlane, say: Callable[[str], None], *, registry: LocalRegi
         what="the rollout Event",
     )
     run("-n", NAMESPACE, "get", "events", "--field-selector=reason=SecretChanged")
+    if pods_run:
+        say("\n==> the rolled pod reads the new value; the old one is gone")
+        run("-n", NAMESPACE, "rollout", "status", "deployment/web", "--timeout=120s")
+        if run("-n", NAMESPACE, "exec", "deployment/web", "--", "printenv", "API_KEY") != "sk_test_rotated":
+            raise TourFailed("the rolled pod did not get the new value")
+        run("-n", NAMESPACE, "get", "replicasets", "-l", "app=web")
 
     say("\n==> generated credentials: a Database on a real PostgreSQL server")
     database = {
@@ -98,7 +130,7 @@ def tour(plane: ControlPlane, say: Callable[[str], None], *, registry: LocalRegi
     )
     run("-n", NAMESPACE, "get", "secrets", "-l", "smll.io/secret-type=registry")
     run("-n", NAMESPACE, "get", "serviceaccount", "default", "-o", "jsonpath={.imagePullSecrets}")
-    registry.sync_htpasswd(plane, htpasswd_secret)  # what the kubelet does for a registry that mounts the Secret
+    sync_htpasswd()  # what the kubelet does for a registry that mounts the Secret
     user, password = (
         base64.b64decode(
             plane.kubectl(

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from devenv.cluster import ControlPlane
+from devenv.cluster import ControlPlane, running_control_plane
+from devenv.incluster import Installed, Platform, install
+from devenv.node import leftovers
 from devenv.webhook import LocalWebhook
 from tests.leaks import GUARD
 
@@ -33,3 +35,32 @@ def no_secret_value_leaks(cluster: ControlPlane, tmp_path_factory: pytest.TempPa
         GUARD.scan(stderr, f"kubectl stderr #{number}")
     assert scanned > 0, "the leak check found no log files to read"
     assert GUARD.findings == [], "\n".join(GUARD.findings)
+
+
+# ---- a cluster with a real node, and the product installed into it by its chart -------------------------------
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A second control plane, with kube-scheduler and a real node; started only by the tests that need pods. Its
+    teardown checks that the host is as it was: no bridge, nftables table, cgroup, iptables rule or netns left."""
+    with running_control_plane(tmp_path_factory.mktemp("node-cluster"), with_node=True) as plane:
+        yield plane
+    assert leftovers() == [], leftovers()
+
+
+@pytest.fixture(scope="session")
+def platform(node_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """PostgreSQL and two registries beside the cluster, reachable from its pods."""
+    services = Platform(tmp_path_factory.mktemp("platform"))
+    services.start(node_cluster)
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(node_cluster: ControlPlane, platform: Platform) -> Installed:
+    """The product's image built and pushed, and the chart installed with it (one replica)."""
+    return install(node_cluster, platform)

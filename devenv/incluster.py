@@ -1,0 +1,176 @@
+"""The product installed into the local cluster the way a user installs it: its image in a registry, the chart with
+Helm, a PostgreSQL server and a Distribution registry that pods reach on the node's bridge.
+
+``Platform`` starts the services beside the cluster (on the host, as a cloud's managed database and registry would
+be beside a real one); ``install`` builds and pushes the images and runs ``helm upgrade --install``. The demo and the
+e2e tests that need running pods use both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devenv.binaries import ensure_helm
+from devenv.cluster import ControlPlane, wait_for
+from devenv.images import BuiltImages, build_images, push
+from devenv.node import GATEWAY, POD_CIDR
+from devenv.postgres import LocalPostgres
+from devenv.registry import LocalRegistry
+
+CHART = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets"
+RELEASE = "smll-secrets"
+NAMESPACE = "smll-system"
+ADMIN_SECRET = "pg-admin"
+HTPASSWD_SECRET = "registry-htpasswd"
+
+
+@dataclass
+class Platform:
+    """PostgreSQL, an open registry for the platform's images and a VPC registry with basic auth, on the host."""
+
+    workdir: Path
+    detach: bool = False
+    postgres: LocalPostgres = field(init=False)
+    images: LocalRegistry = field(init=False)
+    vpc_registry: LocalRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.postgres = LocalPostgres(pod_network=(GATEWAY, POD_CIDR), directory=self.workdir / "postgres")
+        self.images = LocalRegistry(self.workdir / "images-registry", auth=False)
+        self.vpc_registry = LocalRegistry(self.workdir / "vpc-registry", address=GATEWAY)
+
+    def start(self, plane: ControlPlane) -> None:
+        assert plane.node is not None, "the platform's services are for a cluster with a node"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.postgres.directory.mkdir(parents=True, exist_ok=True)
+        self.postgres.start(detach=self.detach)
+        self.images.start(detach=self.detach)
+        self.vpc_registry.start(detach=self.detach)
+        for registry in (self.images, self.vpc_registry):
+            plane.node.trust_plain_http_registry(registry.host)
+
+    def stop(self) -> None:
+        self.vpc_registry.stop()
+        self.images.stop()
+        self.postgres.stop()
+
+    def sync_htpasswd(self, plane: ControlPlane) -> str:
+        """Play the kubelet that would mount the controller's htpasswd Secret into the registry's pod."""
+        return self.vpc_registry.sync_htpasswd(plane, f"{NAMESPACE}/{HTPASSWD_SECRET}")
+
+
+def helm(plane: ControlPlane, *args: str, values: dict[str, Any] | None = None, timeout: float = 300) -> str:
+    """Run helm against the local cluster; values (if any) arrive on stdin, never on the command line."""
+    command = [str(ensure_helm()), f"--kubeconfig={plane.kubeconfig}", *args, *(["-f", "-"] if values else [])]
+    result = subprocess.run(
+        command, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def chart_values(platform: Platform, image: str, *, replicas: int = 1, settle_seconds: float = 1) -> dict[str, Any]:
+    repository, tag = image.rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "replicaCount": replicas,
+        "logLevel": "INFO",
+        "controller": {
+            "settleSeconds": settle_seconds,
+            "registry": {"url": platform.vpc_registry.url, "htpasswdSecret": {"name": HTPASSWD_SECRET}},
+            "databases": {
+                "servers": {
+                    "default": {
+                        "host": GATEWAY,
+                        "port": platform.postgres.port,
+                        "sslmode": "disable",
+                        "adminSecret": ADMIN_SECRET,
+                    }
+                }
+            },
+        },
+    }
+
+
+@dataclass
+class Installed:
+    images: BuiltImages
+    product_image: str  # as the node pulls it
+    test_app_image: str  # as the node pulls it, from the open registry
+
+
+def push_images(platform: Platform) -> Installed:
+    built = build_images()
+    return Installed(
+        images=built,
+        product_image=push(built.product, platform.images.host),
+        test_app_image=push(built.test_app, platform.images.host),
+    )
+
+
+def install(plane: ControlPlane, platform: Platform, *, replicas: int = 1, settle_seconds: float = 1) -> Installed:
+    """Build and push the images, then install (or upgrade) the chart and wait until the product serves."""
+    installed = push_images(platform)
+    plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    admin = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ADMIN_SECRET, "namespace": NAMESPACE},
+        "stringData": {"username": platform.postgres.admin_user, "password": platform.postgres.admin_password},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(admin))
+    values = chart_values(platform, installed.product_image, replicas=replicas, settle_seconds=settle_seconds)
+    helm(plane, "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=5m", values=values)
+    wait_until_serving(plane)
+    return installed
+
+
+def uninstall(plane: ControlPlane) -> None:
+    helm(plane, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=2m")
+
+
+def wait_until_serving(plane: ControlPlane, *, timeout: float = 60) -> None:
+    """The apiserver calls the in-cluster webhook: a dry-run with a malformed link is refused by it."""
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "webhook-probe",
+            "namespace": "default",
+            "annotations": {"env.secrets.smll.io/PROBE": "not-a-link"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {"containers": [{"name": "probe", "image": "probe.invalid/probe"}]},
+            },
+        },
+    }
+
+    def refused() -> bool:
+        result = plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(deployment), check=False)
+        return "env.secrets.smll.io/PROBE" in result.stderr
+
+    wait_for(refused, timeout=timeout, what="the in-cluster webhook to judge requests")
+
+
+@contextlib.contextmanager
+def installed_product(plane: ControlPlane, workdir: Path) -> Iterator[tuple[Platform, Installed]]:
+    platform = Platform(workdir)
+    platform.start(plane)
+    try:
+        yield platform, install(plane, platform)
+    finally:
+        with contextlib.suppress(RuntimeError):
+            uninstall(plane)
+        platform.stop()
