@@ -43,14 +43,14 @@ class Platform:
     vpc_registry: LocalRegistry = field(init=False)
 
     def __post_init__(self) -> None:
-        self.postgres = LocalPostgres(pod_network=(GATEWAY, POD_CIDR), directory=self.workdir / "postgres")
+        # PostgreSQL keeps its own temporary directory: it runs as the postgres user, who may not enter workdir.
+        self.postgres = LocalPostgres(pod_network=(GATEWAY, POD_CIDR))
         self.images = LocalRegistry(self.workdir / "images-registry", auth=False)
         self.vpc_registry = LocalRegistry(self.workdir / "vpc-registry", address=GATEWAY)
 
     def start(self, plane: ControlPlane) -> None:
         assert plane.node is not None, "the platform's services are for a cluster with a node"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.postgres.directory.mkdir(parents=True, exist_ok=True)
         self.postgres.start(detach=self.detach)
         self.images.start(detach=self.detach)
         self.vpc_registry.start(detach=self.detach)
@@ -60,7 +60,7 @@ class Platform:
     def stop(self) -> None:
         self.vpc_registry.stop()
         self.images.stop()
-        self.postgres.stop()
+        self.postgres.remove()
 
     def sync_htpasswd(self, plane: ControlPlane) -> str:
         """Play the kubelet that would mount the controller's htpasswd Secret into the registry's pod."""

@@ -48,6 +48,8 @@ INSTALL_HINT = "run .ci/install-system-packages (runc, containernetworking-plugi
 
 HOST_STATE_DIR = Path("/run/smll-secrets")
 HOST_STATE = HOST_STATE_DIR / "node.json"
+# containerd's shims listen here: the path may be 42 characters at most, so not under the work directory.
+SHIM_SOCKETS = HOST_STATE_DIR / "shims"
 # Kernel settings the kubelet (setupKernelTunables) and the bridge plugin (isGateway) change.
 SYSCTLS = (
     "vm.overcommit_memory",
@@ -211,6 +213,9 @@ def clean_host(workdir: Path | None = None) -> list[str]:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(f"directory {path}")
         HOST_STATE.unlink()
+    shutil.rmtree(SHIM_SOCKETS, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        HOST_STATE_DIR.rmdir()
     return removed
 
 
@@ -347,7 +352,7 @@ disabled_plugins = {json.dumps(disabled)}
   address = '{containerd / "containerd.sock.ttrpc"}'
 
 [plugins.'io.containerd.shim.v1.manager']
-  socket_dir = '{state / "s"}'
+  socket_dir = '{SHIM_SOCKETS}'
 
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
@@ -512,7 +517,7 @@ disabled_plugins = {json.dumps(disabled)}
         env_path = f"{self.node_binaries.bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
         self.components = {name: Component(name, argv, logs / f"{name}.log") for name, argv in args.items()}
         try:
-            self._start("containerd", lambda: self.socket.exists(), env_path, timeout=30)
+            self._start("containerd", self._cri_serving, env_path, timeout=30)
             self._import_image(export_pause_image())
             self._start("kubelet", lambda: True, env_path, timeout=5)
             process = self.components["kubelet"].process
@@ -538,15 +543,19 @@ disabled_plugins = {json.dumps(disabled)}
             time.sleep(0.1)
         raise RuntimeError(f"{name} not ready after {timeout:.0f}s:\n{component.log_tail()}")
 
+    def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(self.node_binaries.ctr), f"--address={self.socket}", "--namespace=k8s.io", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    def _cri_serving(self) -> bool:
+        """containerd's socket answers and its CRI plugin is loaded (the kubelet gives up at once otherwise)."""
+        if not self.socket.exists():
+            return False
+        plugins = self._ctr("plugins", "ls").stdout.splitlines()
+        return any(line.split()[:2] == ["io.containerd.grpc.v1", "cri"] and "ok" in line.split() for line in plugins)
+
     def _import_image(self, archive: Path) -> None:
-        ctr = [str(self.node_binaries.ctr), f"--address={self.socket}", "--namespace=k8s.io"]
-        result = subprocess.run(
-            [*ctr, "images", "import", str(archive)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = self._ctr("images", "import", str(archive))
         if result.returncode != 0:
             raise RuntimeError(f"ctr could not import {archive}: {result.stderr.strip()}")
 

@@ -64,3 +64,17 @@ def platform(node_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactor
 def installed(node_cluster: ControlPlane, platform: Platform) -> Installed:
     """The product's image built and pushed, and the chart installed with it (one replica)."""
     return install(node_cluster, platform)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """When a test on the node fails, show the product's own logs from its pod (they never carry a value)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    plane = getattr(item, "funcargs", {}).get("node_cluster")
+    if report.when == "call" and report.failed and plane is not None:
+        for container in ("controller", "webhook"):
+            logs = plane.kubectl(
+                "-n", "smll-system", "logs", "deploy/smll-secrets", "-c", container, "--tail=40", check=False
+            )
+            report.sections.append((f"smll-secrets {container} log", logs.stdout + logs.stderr))

@@ -247,10 +247,9 @@ def test_a_vpc_namespace_pulls_from_the_registry_and_another_cannot(
 
     url, user, password = key("REGISTRY_URL"), key("REGISTRY_USER"), key("REGISTRY_PASSWORD")
     GUARD.register(password)
-    assert url == platform.vpc_registry.host, "REGISTRY_URL is what docker login and image references take"
     platform.sync_htpasswd(plane)
     # The VPC's own credentials push (as a CI job would), and its pods pull with the generated pull secret.
-    image = push(installed.images.test_app, url, creds=f"{user}:{password}")
+    image = push(installed.images.test_app, platform.vpc_registry.host, creds=f"{user}:{password}")
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -284,6 +283,7 @@ def test_a_vpc_namespace_pulls_from_the_registry_and_another_cannot(
         wait_for(refused, timeout=60, what="the pull outside the VPC to be refused")
     finally:
         plane.kubectl("delete", "namespace", outsider, "--wait=false", check=False)
+    assert url == platform.vpc_registry.host, "REGISTRY_URL is what docker login and image references take"
 
 
 def test_helm_upgrade_to_a_new_image_with_two_replicas_fails_no_admission_request(
