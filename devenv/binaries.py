@@ -1,5 +1,6 @@
-"""Build etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in ``gomod/kube``,
-and helm from its own module in ``gomod/helm`` (only for callers that ask for it).
+"""Build etcd, the Kubernetes components (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+kube-proxy) and kubectl from the Go modules pinned in ``gomod/kube``, containerd from ``gomod/node``, and helm from
+its own module in ``gomod/helm`` (each only for callers that ask for it).
 
 The binaries are cached under ``~/.cache/smll-secrets/bin/<version>-<digest>`` where the digest covers go.mod and
 go.sum, so a second run finds them at once and a change of pins builds anew.
@@ -202,9 +203,7 @@ def ensure_node_binaries() -> NodeBinaries:
     def build(staging: Path) -> None:
         ldflags = f"-s -w -X {CONTAINERD_MODULE}/version.Version={version}"
         packages = [f"{CONTAINERD_MODULE}/cmd/{command}" for command in commands]
-        _go_build(
-            staging, packages, ldflags, "containerd", gomod_dir=NODE_GOMOD_DIR, tags=CONTAINERD_TAGS, cgo=False
-        )
+        _go_build(staging, packages, ldflags, "containerd", gomod_dir=NODE_GOMOD_DIR, tags=CONTAINERD_TAGS, cgo=False)
 
     _build_once(bin_dir, f"containerd {version}", build)
     return NodeBinaries(*(bin_dir / command for command in commands))
