@@ -18,8 +18,9 @@ from pathlib import Path
 from devenv.binaries import CACHE_ROOT, ensure_binaries, ensure_helm, ensure_node_binaries
 from devenv.cluster import ControlPlane
 from devenv.controller import LocalController, install_database_support
+from devenv.images import push
 from devenv.incluster import Platform, install
-from devenv.node import clean_host
+from devenv.node import NODE_COMPONENTS, clean_host
 from devenv.postgres import LocalPostgres
 from devenv.process import Component
 from devenv.registry import LocalRegistry
@@ -51,9 +52,11 @@ def down(grace: float = 15) -> None:
         return
     state = json.loads(STATE.read_text())
     pids: dict[str, int] = state["pids"]
-    for name, pid in reversed(pids.items()):
+
+    def stop(name: str, pid: int) -> None:
+        # PostgreSQL's fast shutdown: SIGTERM would wait for its clients (the product's pod among them) to leave.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -61,11 +64,20 @@ def down(grace: float = 15) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         say(f"stopped {name} (pid {pid})")
-    if state.get("postgres_dir"):
-        shutil.rmtree(state["postgres_dir"], ignore_errors=True)
+
+    # The node first, then its containers and every trace on the host; then the rest, last started first (etcd
+    # last: the apiserver waits for it while it drains).
+    for name in NODE_COMPONENTS:
+        if name in pids:
+            stop(name, pids[name])
     if state.get("node_dir"):
         for removed in clean_host(Path(state["node_dir"])):
             say(f"removed {removed}")
+    for name, pid in reversed(pids.items()):
+        if name not in NODE_COMPONENTS:
+            stop(name, pid)
+    if state.get("postgres_dir"):
+        shutil.rmtree(state["postgres_dir"], ignore_errors=True)
     STATE.unlink()
 
 
@@ -102,7 +114,7 @@ def up() -> None:
     finally:
         for component in (platform.postgres.component, platform.images.component, platform.vpc_registry.component):
             if component is not None and component.process is not None:
-                pids[component.name + "-" + str(len(pids))] = component.process.pid
+                pids[component.name] = component.process.pid
         state["pids"] = pids
         STATE.write_text(json.dumps(state))
     say("==> building the product's image, pushing it, and installing the chart with Helm")
@@ -115,6 +127,10 @@ def up() -> None:
         sync_htpasswd=lambda: platform.sync_htpasswd(plane),
         image=installed.test_app_image,
         pods_run=True,
+        python_image=installed.product_image,
+        push_private=lambda user, password: push(
+            installed.images.test_app, platform.vpc_registry.host, creds=f"{user}:{password}"
+        ),
     )
     say(
         "\nEverything is still running. Explore with:\n"

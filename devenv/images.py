@@ -169,11 +169,14 @@ def build_product_image() -> str:
     return name
 
 
-TEST_APP_IMAGE = "localhost/smll-test-app:2"
+TEST_APP_IMAGE = "localhost/smll-test-app:3"
 # The pod sandbox ("pause") image: it only holds the pod's namespaces, and ends on SIGTERM as the upstream one does.
 PAUSE_IMAGE = "localhost/smll-pause:1"
 PAUSE_ENTRYPOINT = '["/bin/sh", "-c", "trap \'exit 0\' TERM INT; while :; do sleep 3600 & wait $!; done"]'
-TEST_APP_ENTRYPOINT = '["/bin/sh", "-c", "env | cut -d= -f1 | sort; echo test-app ready; exec sleep 2147483647"]'
+TEST_APP_ENTRYPOINT = (
+    '["/bin/sh", "-c", "env | cut -d= -f1 | sort; echo test-app ready; '
+    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done\"]"
+)
 
 
 def build_test_app_image() -> str:
@@ -211,7 +214,7 @@ def _busybox_image(name: str, entrypoint: str) -> str:
         (rootfs / "bin" / tool).symlink_to("busybox")
     # Debian's busybox has no printenv applet; `kubectl exec … -- printenv VAR` is what users type.
     printenv = rootfs / "bin" / "printenv"
-    printenv.write_text('#!/bin/sh\nfor name; do eval "printf \'%s\\n\' \"\\${$name}\""; done\n')
+    printenv.write_text('#!/bin/sh\nfor name; do eval "printf \'%s\\n\' "\\${$name}""; done\n')
     printenv.chmod(0o755)
     container = buildah("from", "scratch")
     try:

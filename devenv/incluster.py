@@ -8,10 +8,8 @@ e2e tests that need running pods use both.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +43,8 @@ class Platform:
     def __post_init__(self) -> None:
         # PostgreSQL keeps its own temporary directory: it runs as the postgres user, who may not enter workdir.
         self.postgres = LocalPostgres(pod_network=(GATEWAY, POD_CIDR))
-        self.images = LocalRegistry(self.workdir / "images-registry", auth=False)
-        self.vpc_registry = LocalRegistry(self.workdir / "vpc-registry", address=GATEWAY)
+        self.images = LocalRegistry(self.workdir / "images-registry", auth=False, name="registry-images")
+        self.vpc_registry = LocalRegistry(self.workdir / "vpc-registry", address=GATEWAY, name="registry-vpc")
 
     def start(self, plane: ControlPlane) -> None:
         assert plane.node is not None, "the platform's services are for a cluster with a node"
@@ -164,13 +162,31 @@ def wait_until_serving(plane: ControlPlane, *, timeout: float = 60) -> None:
     wait_for(refused, timeout=timeout, what="the in-cluster webhook to judge requests")
 
 
-@contextlib.contextmanager
-def installed_product(plane: ControlPlane, workdir: Path) -> Iterator[tuple[Platform, Installed]]:
-    platform = Platform(workdir)
-    platform.start(plane)
-    try:
-        yield platform, install(plane, platform)
-    finally:
-        with contextlib.suppress(RuntimeError):
-            uninstall(plane)
-        platform.stop()
+def database_client_pod(image: str, secret: str) -> dict[str, object]:
+    """A pod that connects with DATABASE_URL from ``secret`` and prints the login it got (the product's image has
+    Python and asyncpg)."""
+    script = (
+        "import asyncio, os, asyncpg\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(os.environ['DATABASE_URL'], timeout=10)\n"
+        "    print('connected as', await c.fetchval('SELECT session_user'))\n"
+        "    await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    reference = {"secretKeyRef": {"name": secret, "key": "DATABASE_URL"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "db-client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image,
+                    "command": ["python", "-c", script],
+                    "env": [{"name": "DATABASE_URL", "valueFrom": reference}],
+                }
+            ],
+        },
+    }

@@ -76,6 +76,7 @@ HOST_DIRS = (
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 
+NODE_COMPONENTS = ("kube-proxy", "kubelet", "containerd")  # in the order they stop
 KubectlFn = Callable[..., str]  # runs kubectl with these arguments, returns stdout ("" on failure)
 ReadyFn = Callable[[], bool]
 
@@ -578,7 +579,7 @@ disabled_plugins = {json.dumps(disabled)}
 
     def stop(self) -> None:
         """Stop kube-proxy, the kubelet and containerd, then remove every trace on the host."""
-        for name in ("kube-proxy", "kubelet", "containerd"):
+        for name in NODE_COMPONENTS:
             if name in self.components:
                 self.components[name].stop(timeout=10)
         clean_host(self.workdir)

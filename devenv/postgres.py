@@ -7,6 +7,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -117,8 +118,9 @@ class LocalPostgres:
         raise RuntimeError(f"PostgreSQL was not ready after {timeout:.0f}s:\n{self.component.log_tail()}")
 
     def stop(self) -> None:
+        """Fast shutdown (SIGINT): SIGTERM would wait for every client, pods of the local node among them."""
         if self.component is not None:
-            self.component.stop()
+            self.component.stop(sig=signal.SIGINT)
 
     def remove(self) -> None:
         self.stop()

@@ -47,6 +47,7 @@ class LocalRegistry:
     address: str = "127.0.0.1"
     # Basic auth from the htpasswd file; an open registry (for the product's own images) has none.
     auth: bool = True
+    name: str = "docker-registry"
     component: Component | None = None
 
     @property
@@ -76,7 +77,7 @@ class LocalRegistry:
         path = self.workdir / "config.yml"
         path.write_text(yaml.safe_dump(config))
         self.component = Component(
-            "docker-registry", [str(registry_binary()), "serve", str(path)], self.workdir / "registry.log"
+            self.name, [str(registry_binary()), "serve", str(path)], self.workdir / "registry.log"
         )
         self.component.start(detach=detach)
         deadline = time.monotonic() + timeout

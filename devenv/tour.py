@@ -10,6 +10,7 @@ from collections.abc import Callable
 import asyncpg
 
 from devenv.cluster import ControlPlane, wait_for
+from devenv.incluster import database_client_pod
 from devenv.registry import LocalRegistry
 
 NAMESPACE = "demo"
@@ -27,6 +28,8 @@ def tour(
     sync_htpasswd: Callable[[], object],
     image: str = "registry.invalid/web:1",
     pods_run: bool = False,
+    python_image: str | None = None,
+    push_private: Callable[[str, str], str] | None = None,
 ) -> None:
     """Walk the features with kubectl. With ``pods_run`` (a cluster with a node) the tour also shows what the
     containers receive: the linked value at startup, and the new value after the rollout."""
@@ -117,6 +120,26 @@ def tour(
     ).decode()
     user, database_name = asyncio.run(_whoami(url))
     say(f"  connected with DATABASE_URL: login {user}, database {database_name}")
+    if pods_run and python_image is not None:
+        say("\n==> and from inside a pod, with DATABASE_URL from the Secret")
+        run(
+            "-n",
+            NAMESPACE,
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(database_client_pod(python_image, "orders-credentials")),
+        )
+        wait_for(
+            lambda: (
+                plane.kubectl("-n", NAMESPACE, "get", "pod/db-client", "-o", "jsonpath={.status.phase}").stdout
+                in ("Succeeded", "Failed")
+            ),
+            timeout=120,
+            what="the database client pod",
+        )
+        if f"connected as {user}" not in run("-n", NAMESPACE, "logs", "db-client"):
+            raise TourFailed("the pod could not connect with DATABASE_URL")
 
     say("\n==> registry credentials: make the namespace a VPC")
     run("label", "namespace", NAMESPACE, "smll.io/vpc=main")
@@ -146,6 +169,12 @@ def tour(
     )
     if status != 200:
         raise TourFailed("the generated registry credentials did not log in")
+    if pods_run and push_private is not None:
+        say("\n==> a private image: pushed with the VPC's credentials, pulled through the default ServiceAccount")
+        private = push_private(user, password)
+        run("-n", NAMESPACE, "run", "private", f"--image={private}", "--restart=Never")
+        run("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/private", "--timeout=120s")
+        run("-n", NAMESPACE, "get", "pod/private", "-o", "jsonpath={.spec.imagePullSecrets}")
 
     say("\nThe tour passed: linking, warnings, protection, rollouts, database and registry credentials work here.")
 

@@ -18,7 +18,17 @@ import pytest
 
 from devenv.cluster import ControlPlane, wait_for
 from devenv.images import buildah, push
-from devenv.incluster import CHART, NAMESPACE, RELEASE, Installed, Platform, chart_values, helm, uninstall
+from devenv.incluster import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    Installed,
+    Platform,
+    chart_values,
+    database_client_pod,
+    helm,
+    uninstall,
+)
 from devenv.node import NODE_NAME
 from tests.leaks import GUARD
 
@@ -182,45 +192,17 @@ def test_a_pod_connects_to_postgresql_with_a_generated_database_url(
     }
     plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(database))
     plane.kubectl("-n", ns, "wait", "--for=condition=Ready", "database/orders", "--timeout=90s")
-    script = (
-        "import asyncio, os, asyncpg\n"
-        "async def main():\n"
-        "    c = await asyncpg.connect(os.environ['DATABASE_URL'], timeout=10)\n"
-        "    print('connected as', await c.fetchval('SELECT session_user'))\n"
-        "    await c.close()\n"
-        "asyncio.run(main())\n"
-    )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "client",
-                    "image": installed.product_image,
-                    "command": ["python", "-c", script],
-                    "env": [
-                        {
-                            "name": "DATABASE_URL",
-                            "valueFrom": {"secretKeyRef": {"name": "orders-credentials", "key": "DATABASE_URL"}},
-                        }
-                    ],
-                }
-            ],
-        },
-    }
+    pod = database_client_pod(installed.product_image, "orders-credentials")
     plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(pod))
     wait_for(
         lambda: (
-            plane.kubectl("-n", ns, "get", "pod/client", "-o", "jsonpath={.status.phase}").stdout
+            plane.kubectl("-n", ns, "get", "pod/db-client", "-o", "jsonpath={.status.phase}").stdout
             in ("Succeeded", "Failed")
         ),
         timeout=120,
         what="the client pod to finish",
     )
-    logs = plane.kubectl("-n", ns, "logs", "client").stdout
+    logs = plane.kubectl("-n", ns, "logs", "db-client").stdout
     user = base64.b64decode(
         plane.kubectl("-n", ns, "get", "secret", "orders-credentials", "-o", "jsonpath={.data.POSTGRES_USER}").stdout
     ).decode()
