@@ -48,8 +48,10 @@ INSTALL_HINT = "run .ci/install-system-packages (runc, containernetworking-plugi
 
 HOST_STATE_DIR = Path("/run/smll-secrets")
 HOST_STATE = HOST_STATE_DIR / "node.json"
-# containerd's shims listen here: the path may be 42 characters at most, so not under the work directory.
+# Where sockets live, a unix socket's path being short (104 bytes; 42 for containerd's shims): the kubelet's root
+# (its pod-resources socket, and the pods' volumes) and containerd's sockets, not under a deep work directory.
 SHIM_SOCKETS = HOST_STATE_DIR / "shims"
+KUBELET_ROOT = HOST_STATE_DIR / "kubelet"
 # Kernel settings the kubelet (setupKernelTunables) and the bridge plugin (isGateway) change.
 SYSCTLS = (
     "vm.overcommit_memory",
@@ -189,6 +191,9 @@ def clean_host(workdir: Path | None = None) -> list[str]:
         removed.append("kubepods cgroups")
     if workdir is not None and workdir.exists():
         _unmount_under(workdir)
+    if KUBELET_ROOT.exists():
+        _unmount_under(KUBELET_ROOT)
+        shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
     for family in ("ip", "ip6"):
         for table in (NFT_TABLE, KUBE_PROXY_TABLE):
             if _run("nft", "list", "table", family, table, check=False).returncode == 0:
@@ -215,6 +220,8 @@ def clean_host(workdir: Path | None = None) -> list[str]:
                 removed.append(f"directory {path}")
         HOST_STATE.unlink()
     shutil.rmtree(SHIM_SOCKETS, ignore_errors=True)
+    for socket in HOST_STATE_DIR.glob("containerd.sock*"):
+        socket.unlink()
     with contextlib.suppress(OSError):
         HOST_STATE_DIR.rmdir()
     return removed
@@ -267,7 +274,8 @@ class Node:
 
     @property
     def socket(self) -> Path:
-        return self.containerd_dir / "containerd.sock"
+        """A short path: unix sockets may not be longer than 104 bytes, and work directories can be deep."""
+        return HOST_STATE_DIR / "containerd.sock"
 
     @property
     def registry_hosts(self) -> Path:
@@ -350,7 +358,7 @@ disabled_plugins = {json.dumps(disabled)}
   address = '{self.socket}'
 
 [plugins.'io.containerd.server.v1.ttrpc']
-  address = '{containerd / "containerd.sock.ttrpc"}'
+  address = '{HOST_STATE_DIR / "containerd.sock.ttrpc"}'
 
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = '{SHIM_SOCKETS}'
@@ -454,7 +462,7 @@ disabled_plugins = {json.dumps(disabled)}
                 str(self.binaries.kubelet),
                 f"--config={self.workdir / 'kubelet.yaml'}",
                 f"--kubeconfig={kubelet_kubeconfig}",
-                f"--root-dir={self.workdir / 'kubelet'}",
+                f"--root-dir={KUBELET_ROOT}",
                 f"--cert-dir={self.workdir / 'kubelet-certs'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={GATEWAY}",
