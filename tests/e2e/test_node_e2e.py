@@ -329,3 +329,16 @@ def test_zz_helm_uninstall_leaves_nothing(node_cluster: ControlPlane, installed:
         "name",
     ).stdout.split()
     assert left + cluster_wide == []
+    # What the product wrote while it ran stays on purpose (docs/install.md), and nothing else. (The htpasswd
+    # Secret exists once a VPC did.)
+    remaining = node_cluster.kubectl("get", "secrets,leases,configmaps", "-n", NAMESPACE, "-o", "name").stdout.split()
+    assert set(remaining) <= set(
+        [
+            "secret/pg-admin",  # the admin's own, made before the install
+            "secret/registry-htpasswd",
+            f"secret/{RELEASE}-rollout-key",
+            f"secret/{RELEASE}-webhook-tls",
+            f"lease.coordination.k8s.io/{RELEASE}-controller",
+            "configmap/kube-root-ca.crt",
+        ]
+    ), remaining
