@@ -308,6 +308,46 @@ def test_helm_upgrade_to_a_new_image_with_two_replicas_fails_no_admission_reques
     assert images == {retagged}
 
 
+def test_a_separate_controller_works_like_the_sidecar_and_the_webhook_loses_its_write_rights(
+    node_cluster: ControlPlane, installed: Installed, platform: Platform, ns: str
+) -> None:
+    plane = node_cluster
+    values = chart_values(platform, installed.product_image, replicas=1)
+    values["controller"] = {**values["controller"], "separate": True, "replicaCount": 1}
+    helm(plane, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=5m", values=values)
+    plane.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-controller", "--timeout=180s")
+    plane.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s")
+
+    def can(account: str, *request: str) -> bool:
+        subject = f"--as=system:serviceaccount:{NAMESPACE}:{account}"
+        return plane.kubectl("auth", "can-i", subject, *request, check=False).stdout.strip() == "yes"
+
+    for request in (
+        ("patch", "deployments", "-n", ns),
+        ("create", "secrets", "-n", ns),
+        ("delete", "secrets", "-n", ns),
+    ):
+        assert not can(RELEASE, *request), f"the webhook's account may {' '.join(request)}"
+        assert can(f"{RELEASE}-controller", *request), f"the controller's account may not {' '.join(request)}"
+    assert can(RELEASE, "list", "secrets", "-n", ns), "the webhook keeps its index of key names"
+
+    # The controller, in its own pod, still rolls a service whose Secret changed.
+    value = GUARD.canary("separate")
+    plane.kubectl("-n", ns, "create", "secret", "generic", "token", f"--from-literal=TOKEN={value}")
+    app = deployment("app", installed.test_app_image, annotations={"env.secrets.smll.io/TOKEN": "token/TOKEN"})
+    plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(app))
+    rollout_status(plane, ns, "app")
+    plane.kubectl("-n", ns, "patch", "secret", "token", "-p", json.dumps({"stringData": {"TOKEN": value + "2"}}))
+    wait_for(
+        lambda: (
+            plane.kubectl("-n", ns, "exec", "deployment/app", "--", "printenv", "TOKEN", check=False).stdout.strip()
+            == value + "2"
+        ),
+        timeout=120,
+        what="the separate controller to roll app",
+    )
+
+
 def test_zz_helm_uninstall_leaves_nothing(node_cluster: ControlPlane, installed: Installed) -> None:
     uninstall(node_cluster)
     left = node_cluster.kubectl(

@@ -40,6 +40,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "network-policy": {"networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]}},
     "no-rbac-own-service-account": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}},
     "no-secret-writer-no-tests": {"secretWriter": {"create": False}, "tests": {"enabled": False}},
+    "controller-separate": {
+        "controller": {"separate": True, "databases": {"servers": SERVERS}, "registry": {"url": "registry.example.com"}}
+    },
     "everything": {
         "replicaCount": 3,
         "logLevel": "DEBUG",
@@ -135,6 +138,8 @@ def test_every_combination_renders_one_deployment_with_the_webhook_and_its_contr
 ) -> None:
     name, values = combination
     docs = render(helm, values)
+    if name == "controller-separate":
+        return  # its own test below
     deployment = one(docs, "Deployment")
     containers = deployment["spec"]["template"]["spec"]["containers"]
     if name == "dev-url":
@@ -146,6 +151,31 @@ def test_every_combination_renders_one_deployment_with_the_webhook_and_its_contr
     assert container(deployment, "controller")["args"][0] == "controller"
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE, doc["kind"]
+
+
+def test_a_separate_controller_runs_alone_as_its_own_service_account_with_the_controller_rights(helm: Path) -> None:
+    docs = render(helm, COMBINATIONS["controller-separate"])
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    webhook, controller = deployments[RELEASE], deployments[f"{RELEASE}-controller"]
+    assert [c["name"] for c in webhook["spec"]["template"]["spec"]["containers"]] == ["webhook"]
+    assert [c["name"] for c in controller["spec"]["template"]["spec"]["containers"]] == ["controller"]
+    webhook_sa = webhook["spec"]["template"]["spec"]["serviceAccountName"]
+    controller_sa = controller["spec"]["template"]["spec"]["serviceAccountName"]
+    assert webhook_sa != controller_sa
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"} == {webhook_sa, controller_sa}
+    # The webhook Service never selects the controller's pods.
+    service = one(docs, "Service")
+    pod_labels = controller["spec"]["template"]["metadata"]["labels"]
+    assert not set(service["spec"]["selector"].items()) <= set(pod_labels.items())
+    # The controller's roles are bound to the controller's account alone; the webhook's to the webhook's.
+    for doc in docs:
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            subjects = {s["name"] for s in doc["subjects"]}
+            expected = controller_sa if doc["roleRef"]["name"].endswith("-controller") else webhook_sa
+            assert subjects == {expected}, doc["metadata"]["name"]
+    volumes = {v["name"] for v in controller["spec"]["template"]["spec"]["volumes"]}
+    assert "databases" in volumes
+    assert "databases" not in {v["name"] for v in webhook["spec"]["template"]["spec"]["volumes"]}
 
 
 def test_defaults_render_what_the_issue_asks_for(helm: Path) -> None:

@@ -124,3 +124,54 @@ depends on the mode, so `helm template --show-only` fails too.
 {{- $s := .Values.controller.registry.htpasswdSecret }}
 {{- printf "%s/%s" (default .Release.Namespace $s.namespace) $s.name }}
 {{- end }}
+
+{{/* Every container: no privileges, nothing written outside the emptyDirs. */}}
+{{- define "smll-secrets.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/* Pod settings shared by the webhook's Deployment and the controller's own (controller.separate). */}}
+{{- define "smll-secrets.podSettings" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pod.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+terminationGracePeriodSeconds: {{ .Values.pod.terminationGracePeriodSeconds }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.pod.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pod.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The controller's ServiceAccount: the pod's own, or (controller.separate) one of its own. */}}
+{{- define "smll-secrets.controllerServiceAccountName" -}}
+{{- if .Values.controller.separate }}
+{{- printf "%s-controller" (include "smll-secrets.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "smll-secrets.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
+{{/* The controller's own Deployment selects its pods by these (the webhook Service must never select them). */}}
+{{- define "smll-secrets.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "smll-secrets.name" . }}-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
