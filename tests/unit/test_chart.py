@@ -4,6 +4,7 @@ fail guards, and the flags the chart passes to the real command lines."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -467,3 +468,17 @@ def test_the_secret_writer_role_writes_and_never_reads(helm: Path) -> None:
     ]
     assert role["metadata"]["labels"]["smll.io/aggregate-to-secret-writer"] == "true"
     assert role["metadata"]["labels"]["example.com/aggregate-to-ci"] == "true"
+
+
+def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_development_mode(helm: Path) -> None:
+    """devenv/webhook.py builds the configurations the local run registers; field by field they are the chart's
+    own (development mode, release namespace smll-system), so the two cannot drift apart."""
+    from devenv.webhook import PRODUCT_NAMESPACE, configurations
+
+    base_url = "https://127.0.0.1:8443"
+    docs = render(helm, {"webhook": {"url": base_url, "caBundle": CA_BUNDLE}}, namespace=PRODUCT_NAMESPACE)
+    local = configurations(base_url, base64.b64decode(CA_BUNDLE), PRODUCT_NAMESPACE)
+    for configuration in local:
+        rendered = one(docs, configuration["kind"])
+        assert configuration["apiVersion"] == rendered["apiVersion"]
+        assert configuration["webhooks"] == rendered["webhooks"], configuration["kind"]
