@@ -73,8 +73,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     plane = getattr(item, "funcargs", {}).get("node_cluster")
     if report.when == "call" and report.failed and plane is not None:
-        for container in ("controller", "webhook"):
+        for deployment, container in (
+            ("smll-secrets", "controller"),
+            ("smll-secrets-controller", "controller"),
+            ("smll-secrets", "webhook"),
+        ):
             logs = plane.kubectl(
-                "-n", "smll-system", "logs", "deploy/smll-secrets", "-c", container, "--tail=40", check=False
+                "-n", "smll-system", "logs", f"deploy/{deployment}", "-c", container, "--tail=40", check=False
             )
-            report.sections.append((f"smll-secrets {container} log", logs.stdout + logs.stderr))
+            report.sections.append((f"{deployment} {container} log", logs.stdout + logs.stderr))

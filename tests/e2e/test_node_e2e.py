@@ -317,6 +317,19 @@ def test_a_separate_controller_works_like_the_sidecar_and_the_webhook_loses_its_
     helm(plane, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=5m", values=values)
     plane.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-controller", "--timeout=180s")
     plane.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s")
+    # The old sidecar hands over the Lease when its pod ends; the new controller leads once it has synced.
+    holder = "jsonpath={.spec.holderIdentity}"
+    wait_for(
+        lambda: (
+            plane.kubectl("-n", NAMESPACE, "get", "lease", f"{RELEASE}-controller", "-o", holder).stdout.startswith(
+                f"{RELEASE}-controller-"
+            )
+            and "rollouts: caches synced"
+            in plane.kubectl("-n", NAMESPACE, "logs", f"deployment/{RELEASE}-controller", check=False).stdout
+        ),
+        timeout=120,
+        what="the separate controller to lead",
+    )
 
     def can(account: str, *request: str) -> bool:
         subject = f"--as=system:serviceaccount:{NAMESPACE}:{account}"
