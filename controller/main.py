@@ -32,6 +32,7 @@ from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import ApiException, json_request
 from rules.database import Server
+from rules.names import PRODUCT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ HMAC_SECRET_KEY = "key"
 
 @dataclass(frozen=True)
 class Settings:
-    namespace: str = "smll-system"
+    namespace: str = PRODUCT_NAMESPACE
     kubeconfig: Path | None = None
     identity: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_name: str = "smll-secrets-controller"

@@ -27,6 +27,7 @@ from devenv.process import Component
 from devenv.registry import LocalRegistry
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
+from rules.names import PRODUCT_NAMESPACE
 
 # SMLL_DEMO_DIR lets a test run the demo without touching a developer's own.
 DEMO_DIR = Path(os.environ.get("SMLL_DEMO_DIR", CACHE_ROOT / "demo"))
@@ -118,7 +119,7 @@ def up() -> None:
         STATE.write_text(json.dumps(state))
     say("==> building the product's image, pushing it, and installing the chart with Helm")
     installed = install(plane, platform)
-    say(plane.kubectl("-n", "smll-system", "get", "pods", "-o", "wide").stdout)
+    say(plane.kubectl("-n", PRODUCT_NAMESPACE, "get", "pods", "-o", "wide").stdout)
     tour(
         plane,
         say,

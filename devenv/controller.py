@@ -14,8 +14,9 @@ import yaml
 from devenv.cluster import ControlPlane
 from devenv.postgres import LocalPostgres
 from devenv.process import Component, free_port
+from rules.names import PRODUCT_NAMESPACE
 
-CONTROLLER_NAMESPACE = "smll-system"
+CONTROLLER_NAMESPACE = PRODUCT_NAMESPACE
 CRD = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"
 ADMIN_SECRET = "pg-admin"
 

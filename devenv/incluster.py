@@ -22,10 +22,11 @@ from devenv.images import BuiltImages, build_images, push
 from devenv.node import GATEWAY, POD_CIDR
 from devenv.postgres import LocalPostgres
 from devenv.registry import LocalRegistry
+from rules.names import PRODUCT_NAMESPACE
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets"
 RELEASE = "smll-secrets"
-NAMESPACE = "smll-system"
+NAMESPACE = PRODUCT_NAMESPACE
 ADMIN_SECRET = "pg-admin"
 HTPASSWD_SECRET = "registry-htpasswd"
 

@@ -21,10 +21,10 @@ import yaml
 
 from devenv.cluster import ControlPlane
 from devenv.process import Component, free_port
+from rules.names import PRODUCT_NAMESPACE
 from webhook.certs import make_ca, make_leaf
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"
-PRODUCT_NAMESPACE = "smll-system"
 CONFIGURATION_NAME = "smll-secrets"
 
 

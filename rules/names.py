@@ -14,6 +14,9 @@ AUTO_ROLLOUT = ANNOTATION_PREFIX + "auto-rollout"
 RESTARTED_AT = ANNOTATION_PREFIX + "restarted-at"
 ROTATE = ANNOTATION_PREFIX + "rotate"
 
+# Where the product runs by default (the chart's release namespace in the docs; the controller's --namespace).
+PRODUCT_NAMESPACE = "smll-system"
+
 SECRET_TYPE_LABEL = "smll.io/secret-type"
 VPC_LABEL = "smll.io/vpc"
 

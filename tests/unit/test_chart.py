@@ -473,7 +473,8 @@ def test_the_secret_writer_role_writes_and_never_reads(helm: Path) -> None:
 def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_development_mode(helm: Path) -> None:
     """devenv/webhook.py builds the configurations the local run registers; field by field they are the chart's
     own (development mode, release namespace smll-system), so the two cannot drift apart."""
-    from devenv.webhook import PRODUCT_NAMESPACE, configurations
+    from devenv.webhook import configurations
+    from rules.names import PRODUCT_NAMESPACE
 
     base_url = "https://127.0.0.1:8443"
     docs = render(helm, {"webhook": {"url": base_url, "caBundle": CA_BUNDLE}}, namespace=PRODUCT_NAMESPACE)
