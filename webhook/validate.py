@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from rules.protection import (
     Referrer,
+    Usage,
     delete_refusal,
+    dormant_warnings,
     is_exempt,
     key_removal_refusal,
     referrer_of,
@@ -76,17 +78,14 @@ class ProtectionView:
     consistent_read: ConsistentRead | None = None
 
 
-async def _users(
-    view: ProtectionView, namespace: str, secret: str, keys: frozenset[str] | None
-) -> tuple[Mapping[str, tuple[str, ...]], list[Referrer]]:
-    """Who uses ``secret`` (needing one of ``keys``, if given), as a usage report by top owner, and the referrers
-    behind it: from the index, or, when the index finds none, from a consistent read."""
-    found = view.referrers.referrers(namespace, secret)
-    report = usage(secret, found, view.referrers.by_uid, keys=keys)
-    if report or view.consistent_read is None:
-        return report, found
+async def _users(view: ProtectionView, namespace: str, secret: str, keys: frozenset[str] | None) -> Usage:
+    """Who uses ``secret`` (needing one of ``keys``, if given): from the index when it finds a user, otherwise
+    from a consistent read, so that an allow (and what it warns about) is judged on current objects."""
+    found = usage(secret, view.referrers.referrers(namespace, secret), view.referrers.by_uid, keys=keys)
+    if found.report or view.consistent_read is None:
+        return found
     fresh = referrers_in(await view.consistent_read(namespace), secret)
-    return usage(secret, fresh, {r.uid: r for r in fresh}, keys=keys), fresh
+    return usage(secret, fresh, {r.uid: r for r in fresh}, keys=keys)
 
 
 def referrers_in(snapshot: Snapshot, secret: str) -> list[Referrer]:
@@ -116,23 +115,27 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
     if kind == "Secret" and operation == "DELETE":
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
-        refusal = delete_refusal(name, (await _users(view, namespace, name, None))[0])
+        users = await _users(view, namespace, name, None)
+        refusal = delete_refusal(name, users.report)
+        subject = f'secret "{name}"'
     elif kind == "Secret" and operation == "UPDATE":
         removed = removed_keys(old, new)
         if not removed or is_exempt(new, namespace_terminating=terminating):
             return allow(uid)
-        report, referrers = await _users(view, namespace, name, removed)
-        in_use = frozenset(
-            key for r in referrers for use in r.uses if use.secret == name for key in use.required_keys & removed
-        )
-        refusal = key_removal_refusal(name, in_use, report)
+        users = await _users(view, namespace, name, removed)
+        refusal = key_removal_refusal(name, users.needed, users.report)
+        subject = f'{"key" if len(removed) == 1 else "keys"} {", ".join(sorted(removed))} of secret "{name}"'
     elif kind == "Database" and operation == "DELETE":
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
         secret = str((old.get("status") or {}).get("secretName") or f"{name}{CREDENTIALS_SUFFIX}")
-        refusal = delete_refusal(secret, (await _users(view, namespace, secret, None))[0])
+        users = await _users(view, namespace, secret, None)
+        refusal = delete_refusal(secret, users.report)
         if refusal:
             refusal = f'database "{name}": its credentials {refusal}'
+        subject = f'secret "{secret}" (the credentials of database "{name}")'
     else:
         return allow(uid)
-    return deny(uid, refusal) if refusal else allow(uid)
+    if refusal:
+        return deny(uid, refusal)
+    return allow(uid, warnings=dormant_warnings(subject, users.dormant))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
-from devenv.cluster import ControlPlane
+from devenv.cluster import ControlPlane, wait_for
+from devenv.controller import LocalController
 from kubeio.rest import ApiException, json_request
 from tests.leaks import GUARD
 
@@ -202,3 +206,134 @@ async def test_a_referrer_created_an_instant_before_the_delete_always_blocks_it(
 
     assert false_allows == []
     assert refusals == [(403, True)] * rounds
+
+
+# Pods never become available on this plane (no kubelet), so a rolling update that waits for availability never
+# scales its old ReplicaSets down. This strategy does not wait: the Deployment controller scales the old ReplicaSet
+# down first, and an unscheduled pod is deleted at once — a rollout the Deployment controller completes by itself.
+NO_WAIT = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+@pytest.fixture
+def rollout_controller(cluster: ControlPlane, tmp_path: Path) -> Iterator[LocalController]:
+    controller = LocalController(
+        cluster, tmp_path / "controller", settle_seconds=1, lease_seconds=6, lease_name=f"lease-{uuid.uuid4().hex[:8]}"
+    )
+    controller.start()
+    try:
+        controller.wait_leading()
+        yield controller
+    finally:
+        controller.stop()
+
+
+def replicasets(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(
+        cluster.kubectl("get", "replicasets", "-n", namespace, "-o", "json").stdout
+    )["items"]
+    return sorted(items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+
+
+def names_stripe(rs: dict[str, Any]) -> bool:
+    return "stripe" in json.dumps(rs["spec"]["template"])
+
+
+def rollout_done(cluster: ControlPlane, namespace: str) -> bool:
+    """The Deployment's controller has caught up with its template and every old ReplicaSet runs no pod."""
+    web = json.loads(cluster.kubectl("get", "deployment/web", "-n", namespace, "-o", "json").stdout)
+    revision = web["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
+    sets = replicasets(cluster, namespace)
+    old = [rs for rs in sets if rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] != revision]
+    return (
+        web["status"].get("observedGeneration") == web["metadata"]["generation"]
+        and web["status"].get("updatedReplicas") == 1
+        and all(rs["spec"]["replicas"] == 0 and not rs.get("status", {}).get("replicas") for rs in old)
+    )
+
+
+def history_warning(sets: list[dict[str, Any]]) -> str:
+    targets = " or ".join(
+        f"revision {rs['metadata']['annotations']['deployment.kubernetes.io/revision']} "
+        f"(ReplicaSet {rs['metadata']['name']})"
+        for rs in sets
+    )
+    return (
+        'Warning: the revision history of deployment/web still names secret "stripe": rolling back with kubectl '
+        f"rollout undo to {targets} would fail to start"
+    )
+
+
+def test_link_change_the_key_unlink_and_after_the_rollout_the_secret_can_be_deleted(
+    cluster: ControlPlane, namespace: str, rollout_controller: LocalController
+) -> None:
+    create_secret(cluster, namespace, "stripe", "STRIPE_SECRET_KEY")
+    web = deployment("web", {"containers": containers()})
+    web["spec"]["strategy"] = NO_WAIT
+    apply(cluster, namespace, web)
+    link = "env.secrets.smll.io/API_KEY=stripe/STRIPE_SECRET_KEY"
+    cluster.kubectl("annotate", "deployment/web", link, "-n", namespace)
+    wait_for(
+        lambda: (
+            "secrets.smll.io/rolled-for"
+            in cluster.kubectl("get", "deployment/web", "-n", namespace, "-o", "json").stdout
+        ),
+        timeout=20,
+        what="the controller to record what web reads",
+    )
+    patch = json.dumps({"stringData": {"STRIPE_SECRET_KEY": GUARD.canary()}})
+    cluster.kubectl("patch", "secret", "stripe", "-n", namespace, "-p", patch)
+    wait_for(
+        lambda: sum(names_stripe(rs) for rs in replicasets(cluster, namespace)) == 2,
+        timeout=30,
+        what="the rollout for the changed key: a second ReplicaSet that reads stripe",
+    )
+    assert delete_secret(cluster, namespace, "stripe")[0] != 0
+
+    cluster.kubectl("annotate", "deployment/web", "env.secrets.smll.io/API_KEY-", "-n", namespace)
+    wait_for(lambda: rollout_done(cluster, namespace), timeout=60, what="the rollout that drops the link")
+
+    history = [rs for rs in replicasets(cluster, namespace) if names_stripe(rs)]
+    assert len(history) == 2  # the revision history still names the Secret...
+    code, stderr = delete_secret(cluster, namespace, "stripe")
+    assert code == 0, stderr  # ...and no longer blocks the delete,
+    assert history_warning(history) in stderr  # but the user learns that rolling back to it would fail.
+
+
+def test_an_old_replicaset_still_running_pods_blocks_the_delete_and_is_named_for_what_it_is(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    create_secret(cluster, namespace, "stripe", "STRIPE_SECRET_KEY")
+    # The default strategy waits for new pods to be available, which never happens here: the rollout that drops
+    # the link stays where a slow rollout would be, with the linked ReplicaSet's pod still running.
+    cluster.kubectl("create", "deployment", "web", "--image=registry.invalid/web:1", "-n", namespace)
+    cluster.kubectl(
+        "annotate", "deployment/web", "env.secrets.smll.io/API_KEY=stripe/STRIPE_SECRET_KEY", "-n", namespace
+    )
+
+    def linked_set_runs_a_pod() -> bool:
+        return any(
+            names_stripe(rs) and rs.get("status", {}).get("replicas") == 1 for rs in replicasets(cluster, namespace)
+        )
+
+    wait_for(linked_set_runs_a_pod, timeout=30, what="a pod of the linked ReplicaSet")
+    cluster.kubectl("annotate", "deployment/web", "env.secrets.smll.io/API_KEY-", "-n", namespace)
+    (linked,) = [rs for rs in replicasets(cluster, namespace) if names_stripe(rs)]
+
+    code, stderr = delete_secret(cluster, namespace, "stripe")
+
+    assert code != 0
+    assert (
+        f'secret "stripe" is used by deployment/web (old ReplicaSet {linked["metadata"]["name"]}, 1 pod, rolling out); '
+        "remove these references first"
+    ) in stderr
+    assert "env API_KEY" not in stderr  # web no longer has that use
+
+    # Let the rollout complete: allow the one pod to be unavailable, and the Deployment controller scales the old
+    # ReplicaSet down.
+    patch = json.dumps({"spec": {"strategy": NO_WAIT}})
+    cluster.kubectl("patch", "deployment/web", "-n", namespace, "-p", patch)
+    wait_for(lambda: rollout_done(cluster, namespace), timeout=60, what="the rollout to complete")
+
+    code, stderr = delete_secret(cluster, namespace, "stripe")
+    assert code == 0, stderr
+    assert history_warning([linked]) in stderr

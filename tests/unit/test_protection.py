@@ -159,6 +159,37 @@ async def test_a_referrer_the_index_has_not_seen_yet_still_blocks_the_delete(
     assert "deployment/new (env K)" in response["status"]["message"]
 
 
+async def test_a_delete_that_only_revision_history_names_is_allowed_with_a_warning_unless_a_pod_of_it_runs(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    unlinked = with_uid(workload("Deployment", "web", spec=pod_spec(container("web"))), "d1")
+    history = owned(workload("ReplicaSet", "web-7d9", spec=WEB["spec"]["template"]["spec"]), unlinked, "rs1")
+    history["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "2"}
+    history["spec"]["replicas"] = 0
+    history["status"] = {"replicas": 0}
+    client = await app_for(make_state([unlinked, history]))
+
+    response = await judge(client, delete_of(secret("stripe")))
+
+    assert response["allowed"] is True
+    assert response["warnings"] == [
+        'the revision history of deployment/web still names secret "stripe": rolling back with kubectl rollout '
+        "undo to revision 2 (ReplicaSet web-7d9) would fail to start"
+    ]
+
+    # The index has not seen a pod of that ReplicaSet yet; the consistent read does, and it still runs.
+    late_pod = owned(workload("Pod", "web-7d9-x", spec=WEB["spec"]["template"]["spec"]), history, "p9")
+    client = await app_for(make_state([unlinked, history], fresh=[unlinked, history, late_pod]))
+
+    response = await judge(client, delete_of(secret("stripe")))
+
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        'secret "stripe" is used by deployment/web (old ReplicaSet web-7d9, 1 pod, rolling out); '
+        "remove these references first"
+    )
+
+
 async def test_the_message_is_capped_with_and_n_more(app_for: Callable[[WebhookState], Awaitable[Client]]) -> None:
     many = [
         with_uid(
