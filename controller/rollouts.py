@@ -30,8 +30,10 @@ from rules.rollout import (
     current_state,
     decide,
     describe,
+    describe_missing,
     format_state,
     key_digests,
+    missing_needs,
     opted_in,
     parse_state,
 )
@@ -128,9 +130,9 @@ class Caches:
     def service_handler(self, kind: str) -> ServiceHandler:
         return ServiceHandler(self, kind)
 
-    def state_of(self, service: Service) -> dict[str, dict[str, str]]:
-        secrets = {use.secret: self.digests.get((service.namespace, use.secret)) for use in service.uses}
-        return current_state(service.uses, secrets)
+    def secrets_of(self, service: Service) -> dict[str, dict[str, str] | None]:
+        """The digests of each Secret the service uses; None for one that does not exist."""
+        return {use.secret: self.digests.get((service.namespace, use.secret)) for use in service.uses}
 
 
 class SecretHandler:
@@ -190,13 +192,21 @@ class Rollouts:
         self.caches = caches
         self.metrics = metrics
         self.now = now
+        # Services whose rollout is held, with the reason last told in an Event: told once, not per reconcile.
+        self.held: dict[ServiceKey, str] = {}
 
     async def reconcile(self, key: ServiceKey) -> None:
         service = self.caches.services.get(key)
         if service is None or not service.opted_in:
+            self.held.pop(key, None)
             return
-        current = self.caches.state_of(service)
-        decision = decide(parse_state(service.stored), current)
+        secrets = self.caches.secrets_of(service)
+        current = current_state(service.uses, secrets)
+        decision = decide(parse_state(service.stored), current, missing_needs(service.uses, secrets))
+        if decision.held:
+            await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")
+            return
+        self.held.pop(key, None)
         if not decision.record:
             return
         patch: dict[str, Any] = {
@@ -223,6 +233,24 @@ class Rollouts:
                 "rolled out %s/%s/%s: %s", service.kind, service.namespace, service.name, describe(decision.changed)
             )
             await self.event(service, describe(decision.changed))
+
+    async def hold(self, service: Service, why: str) -> None:
+        """A change that would roll the service into pods that cannot start: say so once, roll nothing."""
+        if self.held.get(service.key) == why:
+            return
+        self.held[service.key] = why
+        log.warning("held the rollout of %s/%s/%s: %s", service.kind, service.namespace, service.name, why)
+        await record_event(
+            self.api,
+            api_version="apps/v1",
+            kind=service.kind,
+            name=service.name,
+            namespace=service.namespace,
+            uid=service.uid,
+            reason="RolloutHeld",
+            message=f"Not rolled out: {why}; new pods could not start, the running ones keep their values",
+            warning=True,
+        )
 
     async def event(self, service: Service, why: str) -> None:
         await record_event(

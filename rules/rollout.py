@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rules.names import AUTO_ROLLOUT, LINK_PREFIX
 from rules.references import Use
@@ -91,24 +91,52 @@ def format_state(state: State) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
 
 
+# secret name → the keys new pods would miss and fail on; () when the whole Secret is missing
+Missing = Mapping[str, tuple[str, ...]]
+
+
+def missing_needs(uses: Iterable[Use], secrets: Mapping[str, Mapping[str, str] | None]) -> dict[str, tuple[str, ...]]:
+    """What a pod started now could not start without: a Secret that does not exist, or a key it lacks, for a use
+    that is not optional. (``secrets`` as for ``current_state``.) An optional use starts without them."""
+    missing: dict[str, set[str] | None] = {}
+    for use in uses:
+        if use.optional:
+            continue
+        digests = secrets.get(use.secret)
+        if digests is None:
+            missing[use.secret] = None
+        elif use.keys is not None and (lacking := use.keys - set(digests)):
+            found = missing.get(use.secret, set())
+            if found is not None:
+                missing[use.secret] = found | lacking
+    return {secret: tuple(sorted(keys or ())) for secret, keys in sorted(missing.items())}
+
+
 @dataclass(frozen=True)
 class Decision:
-    """``roll``: roll out for ``changed``; ``record``: store ``state`` without rolling; neither: nothing to do."""
+    """``roll``: roll out for ``changed``; ``record``: store ``state`` without rolling; neither: nothing to do.
+
+    ``held``: the data changed, but new pods could not start for what is ``missing`` — nothing rolls and nothing
+    is recorded, so the change is still seen (and rolled) once what is missing is back with new values.
+    """
 
     roll: bool
     record: bool
     changed: Mapping[str, tuple[str, ...]]
+    held: Missing = field(default_factory=dict)
 
 
 NOTHING = Decision(roll=False, record=False, changed={})
 
 
-def decide(stored: State | None, current: State) -> Decision:
+def decide(stored: State | None, current: State, missing: Missing | None = None) -> Decision:
     """Compare what the service was last rolled for with what it reads now.
 
     Only a key present in both whose digest differs is a change (a key that appears or disappears from the
     Secret counts too: its digest is ABSENT on one side). A Secret or key the service starts or stops reading is
-    not a change of data: the template change that made it so rolls the service already.
+    not a change of data: the template change that made it so rolls the service already. A change never rolls a
+    service into pods that cannot start: while a Secret or key that a non-optional use needs is ``missing`` (see
+    ``missing_needs``), the rollout is held — a Secret that disappears rolls only services whose use is optional.
     """
     if stored is None:
         return Decision(roll=False, record=True, changed={})
@@ -124,6 +152,8 @@ def decide(stored: State | None, current: State) -> Decision:
             names = set(keys) & set(before)
         if differing := tuple(sorted(k for k in names if keys.get(k, ABSENT) != before.get(k, ABSENT))):
             changed[secret] = differing
+    if changed and missing:
+        return Decision(roll=False, record=False, changed=changed, held=missing)
     if changed:
         return Decision(roll=True, record=True, changed=changed)
     return Decision(roll=False, record=stored != current, changed={})
@@ -132,3 +162,13 @@ def decide(stored: State | None, current: State) -> Decision:
 def describe(changed: Mapping[str, tuple[str, ...]]) -> str:
     """For the Event: names of Secrets and keys, never values."""
     return "; ".join(f"secret {secret!r} changed keys {', '.join(keys)}" for secret, keys in sorted(changed.items()))
+
+
+def describe_missing(missing: Missing) -> str:
+    """For the Event of a held rollout: names of Secrets and keys, never values."""
+    return "; ".join(
+        f"secret {secret!r} has no key{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+        if keys
+        else f"secret {secret!r} does not exist"
+        for secret, keys in sorted(missing.items())
+    )

@@ -229,3 +229,93 @@ def test_every_change_is_rolled_exactly_once_across_an_apiserver_crash(
     )
     quiet_period()
     assert [len(rollout_events(cluster, namespace, f"d{i}")) for i in (1, 2, 3)] == [1, 1, 0]
+
+
+def apply_deployment(cluster: ControlPlane, namespace: str, name: str, pod_spec: dict[str, Any]) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": {"secrets.smll.io/auto-rollout": "true"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+        },
+    }
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(deployment))
+
+
+def held_events(cluster: ControlPlane, namespace: str, name: str) -> list[str]:
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    return [
+        e["message"]
+        for e in events
+        if e["reason"] == "RolloutHeld" and e["involvedObject"]["name"] == name and e["type"] == "Warning"
+    ]
+
+
+def test_a_secret_that_disappears_rolls_only_the_services_whose_use_is_optional(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "stripe", f"--from-literal=KEY={GUARD.canary()}", "-n", namespace)
+    linked_deployment(cluster, namespace)  # web: a link, never optional
+    image = "registry.invalid/app:1"
+    optional_ref = {"name": "K", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "KEY", "optional": True}}}
+    apply_deployment(
+        cluster, namespace, "opt-env", {"containers": [{"name": "c", "image": image, "env": [optional_ref]}]}
+    )
+    optional_from = [{"secretRef": {"name": "stripe", "optional": True}}]
+    apply_deployment(
+        cluster, namespace, "opt-from", {"containers": [{"name": "c", "image": image, "envFrom": optional_from}]}
+    )
+    apply_deployment(
+        cluster,
+        namespace,
+        "opt-volume",
+        {
+            "containers": [{"name": "c", "image": image}],
+            "volumes": [{"name": "s", "secret": {"secretName": "stripe", "optional": True}}],
+        },
+    )
+    required_from = [{"secretRef": {"name": "stripe"}}]
+    apply_deployment(
+        cluster, namespace, "from", {"containers": [{"name": "c", "image": image, "envFrom": required_from}]}
+    )
+    optional = ["opt-env", "opt-from", "opt-volume"]
+    required = ["web", "from"]
+    start_controller(cluster, controllers, tmp_path, lease=lease())
+    wait_for(
+        lambda: all(recorded(cluster, namespace, name) for name in optional + required),
+        timeout=20,
+        what="the controller to record what every service reads",
+    )
+
+    # Protection disabled (the escape hatch): the Secret goes although web and from need it.
+    cluster.kubectl("annotate", "secret/stripe", "secrets.smll.io/protection=disabled", "-n", namespace)
+    cluster.kubectl("delete", "secret", "stripe", "-n", namespace)
+
+    wait_for(
+        lambda: all(restarted_at(cluster, namespace, name) for name in optional),
+        timeout=20,
+        what="the services whose use is optional to roll",
+    )
+    wait_for(
+        lambda: all(held_events(cluster, namespace, name) for name in required),
+        timeout=20,
+        what="a RolloutHeld Event on the services that need the Secret",
+    )
+    quiet_period()
+    assert [restarted_at(cluster, namespace, name) for name in required] == [None, None]
+    assert held_events(cluster, namespace, "web") == [
+        "Not rolled out: secret 'stripe' changed keys KEY, but secret 'stripe' does not exist; new pods could not "
+        "start, the running ones keep their values"
+    ]
+
+    # Back with a new value: the held change is still seen, and rolls once.
+    cluster.kubectl("create", "secret", "generic", "stripe", f"--from-literal=KEY={GUARD.canary()}", "-n", namespace)
+    wait_for(
+        lambda: all(restarted_at(cluster, namespace, name) for name in required),
+        timeout=20,
+        what="the services that need the Secret to roll once it is back",
+    )
+    quiet_period()
+    assert [len(rollout_events(cluster, namespace, name)) for name in required] == [1, 1]

@@ -7,7 +7,19 @@ import base64
 import pytest
 
 from rules.references import Use
-from rules.rollout import ABSENT, WHOLE, Decision, State, current_state, decide, key_digests, opted_in, parse_state
+from rules.rollout import (
+    ABSENT,
+    WHOLE,
+    Decision,
+    State,
+    current_state,
+    decide,
+    describe_missing,
+    key_digests,
+    missing_needs,
+    opted_in,
+    parse_state,
+)
 
 HMAC_KEY = b"k" * 32
 
@@ -96,3 +108,92 @@ def test_decide(stored: State | None, current: State, expected: Decision) -> Non
 @pytest.mark.parametrize("text", [None, "", "not json", "[1]", '{"s": 3}'])
 def test_an_unreadable_stored_state_counts_as_none_or_empty(text: str | None) -> None:
     assert parse_state(text) in (None, {})
+
+
+@pytest.mark.parametrize(
+    ("uses", "secrets", "expected"),
+    [
+        pytest.param([Use("s", "env A", frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-secretKeyRef"),
+        pytest.param([Use("s", "link A", frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-link"),
+        pytest.param([Use("s", "envFrom")], {"s": None}, {"s": ()}, id="secret-gone-envFrom"),
+        pytest.param([Use("s", "volume v")], {"s": None}, {"s": ()}, id="secret-gone-volume"),
+        pytest.param([Use("s", "env A", frozenset({"A"}), optional=True)], {"s": None}, {}, id="optional-secretKeyRef"),
+        pytest.param([Use("s", "envFrom", None, optional=True)], {"s": None}, {}, id="optional-envFrom"),
+        pytest.param([Use("s", "volume v", None, optional=True)], {"s": None}, {}, id="optional-volume"),
+        pytest.param(
+            [Use("s", "env A", frozenset({"A"})), Use("s", "volume v", frozenset({"B", "C"}))],
+            {"s": {"C": "1"}},
+            {"s": ("A", "B")},
+            id="keys-gone-from-a-secret-that-exists",
+        ),
+        pytest.param([Use("s", "envFrom")], {"s": {}}, {}, id="envFrom-of-an-empty-secret-starts"),
+        pytest.param(
+            [Use("s", "env A", frozenset({"A"})), Use("s", "envFrom")],
+            {"s": None},
+            {"s": ()},
+            id="a-missing-secret-is-named-once",
+        ),
+    ],
+)
+def test_what_new_pods_would_miss(
+    uses: list[Use], secrets: dict[str, dict[str, str] | None], expected: dict[str, tuple[str, ...]]
+) -> None:
+    assert missing_needs(uses, secrets) == expected
+
+
+@pytest.mark.parametrize(
+    ("uses", "secrets", "roll"),
+    [
+        pytest.param([Use("s", "link A", frozenset({"A"}))], {"s": None}, False, id="linked-secret-deleted-holds"),
+        pytest.param([Use("s", "envFrom")], {"s": None}, False, id="envFrom-secret-deleted-holds"),
+        pytest.param(
+            [Use("s", "env A", frozenset({"A"}), optional=True)], {"s": None}, True, id="optional-ref-secret-deleted"
+        ),
+        pytest.param([Use("s", "envFrom", None, optional=True)], {"s": None}, True, id="optional-envFrom-deleted"),
+        pytest.param(
+            [Use("s", "volume v", None, optional=True)], {"s": None}, True, id="optional-volume-secret-deleted"
+        ),
+        pytest.param(
+            [Use("s", "env A", frozenset({"A"})), Use("t", "envFrom", None, optional=True)],
+            {"s": {"A": "2"}, "t": None},
+            True,
+            id="a-change-with-only-an-optional-secret-gone",
+        ),
+        pytest.param(
+            [Use("s", "env A", frozenset({"A"})), Use("t", "env B", frozenset({"B"}))],
+            {"s": {"A": "2"}, "t": None},
+            False,
+            id="a-change-while-a-needed-secret-is-gone",
+        ),
+        pytest.param([Use("s", "env A", frozenset({"A"}))], {"s": {"B": "1"}}, False, id="needed-key-removed-holds"),
+    ],
+)
+def test_a_change_rolls_only_into_pods_that_can_start(
+    uses: list[Use], secrets: dict[str, dict[str, str] | None], roll: bool
+) -> None:
+    before = {"s": {"A": "1"}, "t": {"B": "1"}}
+    stored = current_state(uses, {name: before[name] for name in secrets})
+
+    decision = decide(stored, current_state(uses, secrets), missing_needs(uses, secrets))
+
+    assert decision.changed  # there is a change of data every time
+    assert decision.roll is roll
+    assert decision.record is roll  # a held change is not recorded: it is still seen once the Secret is back
+    assert bool(decision.held) is not roll
+
+
+def test_a_held_change_is_rolled_once_the_secret_is_back_with_new_values_and_not_with_the_same() -> None:
+    uses = [Use("s", "link A", frozenset({"A"}))]
+    stored = current_state(uses, {"s": {"A": "1"}})
+    assert decide(stored, current_state(uses, {"s": None}), missing_needs(uses, {"s": None})).held == {"s": ()}
+
+    same = {"s": {"A": "1"}}
+    assert decide(stored, current_state(uses, same), missing_needs(uses, same)) == NO_CHANGE
+    new = {"s": {"A": "2"}}
+    assert decide(stored, current_state(uses, new), missing_needs(uses, new)) == Decision(True, True, {"s": ("A",)})
+
+
+def test_a_held_rollout_is_described_by_names_only() -> None:
+    assert describe_missing({"s": (), "t": ("A", "B"), "u": ("C",)}) == (
+        "secret 's' does not exist; secret 't' has no keys A, B; secret 'u' has no key C"
+    )
