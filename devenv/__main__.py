@@ -40,14 +40,15 @@ def say(text: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie: a detached process that ended waits as one until init reaps it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return "\nState:\tZ" not in status
 
 
-def down(grace: float = 15) -> None:
+def down(grace: float = 5) -> None:
     """Stop what the demo started, last started first (etcd last: the apiserver waits for it while it drains)."""
     if not STATE.exists():
         say("nothing is running")
@@ -57,6 +58,7 @@ def down(grace: float = 15) -> None:
 
     def stop(name: str, pid: int) -> None:
         # PostgreSQL's fast shutdown: SIGTERM would wait for its clients (the product's pod among them) to leave.
+        started = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -65,19 +67,19 @@ def down(grace: float = 15) -> None:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        say(f"stopped {name} (pid {pid})")
+        say(f"stopped {name} (pid {pid}, {time.monotonic() - started:.1f}s)")
 
-    # The node first, then its containers and every trace on the host; then the rest, last started first (etcd
-    # last: the apiserver waits for it while it drains).
+    # The node first, then the rest, last started first (etcd last: the apiserver waits for it while it drains),
+    # then the containers and every trace on the host (the apiserver needs its address on the bridge to drain).
     for name in NODE_COMPONENTS:
         if name in pids:
             stop(name, pids[name])
-    if state.get("node_dir"):
-        for removed in clean_host(Path(state["node_dir"])):
-            say(f"removed {removed}")
     for name, pid in reversed(pids.items()):
         if name not in NODE_COMPONENTS:
             stop(name, pid)
+    if state.get("node_dir"):
+        for removed in clean_host(Path(state["node_dir"])):
+            say(f"removed {removed}")
     if state.get("postgres_dir"):
         shutil.rmtree(state["postgres_dir"], ignore_errors=True)
     STATE.unlink()

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from devenv.binaries import Binaries, ensure_binaries, ensure_node_binaries
-from devenv.node import GATEWAY, Node
+from devenv.node import GATEWAY, Node, clean_host
 from devenv.process import Component, free_port, write_kubeconfig
 from webhook.certs import make_ca, make_leaf
 
@@ -235,11 +235,15 @@ class ControlPlane:
         self.components["kube-apiserver"].stop(sig=sig)
 
     def stop(self) -> None:
+        # The node's processes first, the control plane next, the host last: the apiserver still reaches its own
+        # address (on the node's bridge) while it drains.
         if self.node is not None:
-            self.node.stop()
+            self.node.stop_processes()
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.components:
                 self.components[name].stop()
+        if self.node is not None:
+            clean_host(self.node.workdir)
 
     def pids(self) -> dict[str, int]:
         pids = {name: c.process.pid for name, c in self.components.items() if c.process is not None}

@@ -585,9 +585,13 @@ disabled_plugins = {json.dumps(disabled)}
     def pids(self) -> dict[str, int]:
         return {name: c.process.pid for name, c in self.components.items() if c.process is not None}
 
-    def stop(self) -> None:
-        """Stop kube-proxy, the kubelet and containerd, then remove every trace on the host."""
+    def stop_processes(self) -> None:
+        """Stop kube-proxy, the kubelet and containerd (the containers go on until ``clean_host``)."""
         for name in NODE_COMPONENTS:
             if name in self.components:
                 self.components[name].stop(timeout=10)
+
+    def stop(self) -> None:
+        """Stop the node's processes, then remove every trace on the host."""
+        self.stop_processes()
         clean_host(self.workdir)
