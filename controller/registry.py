@@ -1,7 +1,8 @@
 """Per-VPC registry credentials: the edge that reads and writes what ``rules.registry`` decides.
 
-Four informers feed one queue keyed by namespace name: namespaces, the htpasswd Secret, the registry Secrets
-(label-selected) and the ``default`` ServiceAccounts. A namespace whose cached state needs no write costs no API
+Five informers feed one queue keyed by namespace name: namespaces, the htpasswd Secret, the registry Secrets
+(label-selected), the rotation Secrets in the controller's namespace (a password on its way in) and the ``default``
+ServiceAccounts. A namespace whose cached state needs no write costs no API
 call. One that does is read afresh, then ``next_step`` is asked for one write at a time until it answers None;
 every write is guarded (POST for creation, resourceVersion for updates, uid for deletes), so a stale view ends in a
 409 and a quiet retry, never in a lost password or a lost htpasswd entry.
@@ -35,15 +36,21 @@ log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 BLOCKED_RETRY_SECONDS = 60.0
-MAX_STEPS = 12  # a full rotation takes four writes; more than this is a bug, not progress
+MAX_STEPS = 12  # a full rotation takes five writes; more than this is a bug, not progress
 HTPASSWD_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    url: str
+    url: str  # as configured: ``https://host[:port]`` or ``host[:port]``
     htpasswd_namespace: str
     htpasswd_name: str
+    rotation_namespace: str  # the controller's own: where a password on its way in is kept
+
+    @property
+    def host(self) -> str:
+        """What REGISTRY_URL says and what the pull secret is keyed by."""
+        return rules.registry_host(self.url)
 
 
 def parse_secret_ref(value: str) -> tuple[str, str]:
@@ -67,6 +74,7 @@ class Caches:
     namespaces: dict[str, JsonObject] = field(default_factory=dict)
     secrets: dict[tuple[str, str], JsonObject] = field(default_factory=dict)  # (namespace, name) → Secret
     service_accounts: dict[str, JsonObject] = field(default_factory=dict)  # namespace → default ServiceAccount
+    rotations: dict[str, JsonObject] = field(default_factory=dict)  # VPC namespace → its rotation Secret
     htpasswd: JsonObject | None = None
 
     def entries(self) -> dict[str, str]:
@@ -125,6 +133,34 @@ class SecretHandler:
         self.caches.queue.add(key[0])
 
 
+class RotationHandler:
+    """The rotation Secrets in the controller's namespace (label-selected): each names the namespace it is for."""
+
+    def __init__(self, caches: Caches) -> None:
+        self.caches = caches
+
+    def replace(self, objects: list[JsonObject]) -> None:
+        fresh = {}
+        for obj in objects:
+            namespace = rules.namespace_of_rotation_secret(_name_of(obj)[1])
+            if namespace is not None:
+                fresh[namespace] = obj
+        gone = set(self.caches.rotations) - set(fresh)
+        self.caches.rotations = fresh
+        for namespace in [*fresh, *gone]:
+            self.caches.queue.add(namespace)
+
+    def apply(self, event_type: str, obj: JsonObject) -> None:
+        namespace = rules.namespace_of_rotation_secret(_name_of(obj)[1])
+        if namespace is None:
+            return
+        if event_type == "DELETED":
+            self.caches.rotations.pop(namespace, None)
+        else:
+            self.caches.rotations[namespace] = obj
+        self.caches.queue.add(namespace)
+
+
 class ServiceAccountHandler:
     def __init__(self, caches: Caches) -> None:
         self.caches = caches
@@ -181,6 +217,7 @@ class Snapshot:
     pull_secret: JsonObject | None
     service_account: JsonObject | None
     htpasswd: JsonObject | None
+    rotation: JsonObject | None
 
     def observed(self) -> rules.Observed:
         entry = htpasswd_entries(self.htpasswd).get(rules.username(self.namespace))
@@ -193,6 +230,7 @@ class Snapshot:
             pull_secret=rules.secret_state(self.pull_secret),
             pull_secrets_of_service_account=rules.image_pull_secret_names(self.service_account),
             entry=entry,
+            pending=rules.pending_state(self.rotation),
         )
 
 
@@ -262,16 +300,22 @@ class Registry:
             secrets.get((namespace, rules.PULL_SECRET)),
             self.caches.service_accounts.get(namespace),
             self.caches.htpasswd,
+            self.caches.rotations.get(namespace),
         )
 
     async def get(self, path: str) -> JsonObject | None:
         return await get_or_none(self.api, path)
 
+    @property
+    def rotations_path(self) -> str:
+        return f"/api/v1/namespaces/{self.config.rotation_namespace}/secrets"
+
     async def read(self, namespace: str) -> Snapshot:
         base = f"/api/v1/namespaces/{namespace}"
         namespace_object = await self.get(base)
+        rotation = await self.get(f"{self.rotations_path}/{rules.rotation_secret_name(namespace)}")
         if namespace_object is None:
-            return Snapshot(namespace, None, None, None, None, await self.get(self.htpasswd_path))
+            return Snapshot(namespace, None, None, None, None, await self.get(self.htpasswd_path), rotation)
         return Snapshot(
             namespace,
             namespace_object,
@@ -279,15 +323,16 @@ class Registry:
             await self.get(f"{base}/secrets/{rules.PULL_SECRET}"),
             await self.get(f"{base}/serviceaccounts/{rules.SERVICE_ACCOUNT}"),
             await self.get(self.htpasswd_path),
+            rotation,
         )
 
     async def step(self, snapshot: Snapshot) -> rules.Step | None:
         observed = snapshot.observed()
-        password = rules.effective_password(observed.credentials)
+        password = rules.live_password(observed)
         if observed.member and password is not None and observed.entry is not None:
             await self.verify.prime(password, observed.entry)
         return rules.next_step(
-            observed, registry_url=self.config.url, verify=self.verify, new_password=self.new_password
+            observed, registry_host=self.config.host, verify=self.verify, new_password=self.new_password
         )
 
     # ---- the reconcile of one namespace -----------------------------------------------------------------
@@ -316,15 +361,25 @@ class Registry:
         secrets = f"/api/v1/namespaces/{namespace}/secrets"
         user = rules.username(namespace)
         match step:
+            case rules.StorePending(password=password, rotation_seen=seen):
+                body = self.secret_body(
+                    self.config.rotation_namespace,
+                    rules.rotation_secret_name(namespace),
+                    {rules.ROTATION_KEY: password},
+                    rotation_seen=seen,
+                    labels=rules.ROTATION_LABELS,
+                )
+                snapshot.rotation = await self.create(self.rotations_path, body)
+                log.info("registry: a new password for %s (namespace %s) is on its way in", user, namespace)
+            case rules.DeletePending():
+                if snapshot.rotation is not None:
+                    await self.delete(snapshot.rotation)
+                snapshot.rotation = None
+                log.info("registry: the new password of %s is in place", user)
             case rules.CreateCredentials(data=data, rotation_seen=seen):
                 body = self.secret_body(namespace, rules.CREDENTIALS, data, rotation_seen=seen)
                 snapshot.credentials = await self.create(secrets, body)
                 log.info("registry: created %s/%s for user %s", namespace, rules.CREDENTIALS, user)
-            case rules.BeginRotation(password=password, rotation_seen=seen):
-                snapshot.credentials = await self.patch_secret(
-                    snapshot.credentials, {rules.PENDING_KEY: password}, rotation_seen=seen
-                )
-                log.info("registry: rotating the password of %s (namespace %s)", user, namespace)
             case rules.SetEntry(user=entry_user, password=password):
                 hashed = await asyncio.to_thread(rules.hash_password, password)
                 snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, hashed)
@@ -335,8 +390,8 @@ class Registry:
             case rules.WritePullSecret(dockerconfigjson=config, replace=replace):
                 snapshot.pull_secret = await self.write_pull_secret(snapshot.pull_secret, namespace, config, replace)
                 log.info("registry: wrote %s/%s for user %s", namespace, rules.PULL_SECRET, user)
-            case rules.UpdateCredentials(changes=changes):
-                snapshot.credentials = await self.patch_secret(snapshot.credentials, changes)
+            case rules.UpdateCredentials(changes=changes, rotation_seen=seen):
+                snapshot.credentials = await self.patch_secret(snapshot.credentials, changes, rotation_seen=seen)
                 log.info("registry: updated %s/%s (%s)", namespace, rules.CREDENTIALS, ", ".join(sorted(changes)))
             case rules.AddToServiceAccount() | rules.RemoveFromServiceAccount():
                 add = isinstance(step, rules.AddToServiceAccount)
@@ -359,10 +414,17 @@ class Registry:
 
     def remember(self, secret: JsonObject | None, key: tuple[str, str], *, deleted: bool = False) -> None:
         """Write-through: the next reconcile's cheap check sees our own write before its watch event arrives."""
+        namespace, name = key
+        for_namespace = rules.namespace_of_rotation_secret(name)
+        if namespace == self.config.rotation_namespace and for_namespace is not None:
+            cache: dict[Any, JsonObject] = self.caches.rotations
+            cache_key: Any = for_namespace
+        else:
+            cache, cache_key = self.caches.secrets, key
         if deleted:
-            self.caches.secrets.pop(key, None)
+            cache.pop(cache_key, None)
         elif secret is not None:
-            self.caches.secrets[key] = secret
+            cache[cache_key] = secret
 
     def secret_body(
         self,
@@ -372,8 +434,9 @@ class Registry:
         *,
         rotation_seen: str | None = None,
         secret_type: str = "Opaque",
+        labels: Mapping[str, str] = rules.LABELS,
     ) -> JsonObject:
-        metadata: JsonObject = {"name": name, "namespace": namespace, "labels": dict(rules.LABELS)}
+        metadata: JsonObject = {"name": name, "namespace": namespace, "labels": dict(labels)}
         if rotation_seen is not None:
             metadata["annotations"] = {rules.ROTATION_SEEN: rotation_seen}
         return {
@@ -548,6 +611,12 @@ def registry_informers(api: client.ApiClient, config: RegistryConfig, caches: Ca
         ),
         Informer(
             api,
+            f"/api/v1/namespaces/{config.rotation_namespace}/secrets",
+            RotationHandler(caches),
+            query={"labelSelector": f"{rules.COMPONENT_LABEL}={rules.ROTATION_COMPONENT}"},
+        ),
+        Informer(
+            api,
             "/api/v1/serviceaccounts",
             ServiceAccountHandler(caches),
             query={"fieldSelector": f"metadata.name={rules.SERVICE_ACCOUNT}"},
@@ -562,7 +631,7 @@ def registry_loop(api: client.ApiClient, settings: Settings, metrics: Controller
     if settings.registry_url is None or settings.htpasswd_secret is None:
         raise ValueError("the registry loop needs registry_url and htpasswd_secret")
     namespace, name = parse_secret_ref(settings.htpasswd_secret)
-    config = RegistryConfig(settings.registry_url, namespace, name)
+    config = RegistryConfig(settings.registry_url, namespace, name, settings.namespace)
     queue: WorkQueue[str] = WorkQueue()
     caches = Caches(queue)
     return Loop("registry", queue, registry_informers(api, config, caches), Registry(api, config, caches).reconcile)

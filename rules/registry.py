@@ -3,15 +3,17 @@
 Plain functions over plain dicts; the controller's edge reads the objects, asks ``next_step`` what to do, does it,
 and asks again until the answer is ``None``.
 
-The password lives in the namespace's ``registry-credentials`` Secret and nowhere else; the registry's htpasswd
-Secret holds only its bcrypt hash. Every change of password goes through a pending key, in this order, so that a
-crash between any two writes neither loses a password nor leaves credentials that do not log in for longer than
-it takes the controller to come back:
+``registry-credentials`` holds exactly ``REGISTRY_URL``, ``REGISTRY_USER`` and ``REGISTRY_PASSWORD`` from its first
+write on. A password on its way in is kept meanwhile in a Secret of the controller's own namespace (one per VPC
+namespace, ``registry-rotation-<namespace>``), never in the user's Secret; the registry's htpasswd Secret holds only
+its bcrypt hash. Every new password — the first one included — goes through it, in this order, so that a crash
+between any two writes never loses a password the registry accepts:
 
-1. the new password is written into ``registry-credentials`` under ``REGISTRY_PASSWORD_PENDING``;
+1. the new password is stored in the rotation Secret (a create: an existing one is never overwritten);
 2. the htpasswd entry is set to its hash (the old password stops working here);
 3. ``registry-pull-secret`` is rewritten for it;
-4. it is committed: ``REGISTRY_PASSWORD`` takes its value and the pending key goes.
+4. ``registry-credentials`` is created with it, or updated to it (the commit);
+5. the rotation Secret is deleted.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ SERVICE_ACCOUNT = "default"
 URL_KEY = "REGISTRY_URL"
 USER_KEY = "REGISTRY_USER"
 PASSWORD_KEY = "REGISTRY_PASSWORD"
-PENDING_KEY = "REGISTRY_PASSWORD_PENDING"
+CONTRACT_KEYS = (URL_KEY, USER_KEY, PASSWORD_KEY)
+# Where earlier versions kept a password on its way in, inside registry-credentials; moved out on upgrade.
+LEGACY_PENDING_KEY = "REGISTRY_PASSWORD_PENDING"
+# A password on its way in, in the controller's namespace: Secret ROTATION_PREFIX + <namespace>, key ROTATION_KEY.
+ROTATION_PREFIX = "registry-rotation-"
+ROTATION_KEY = "password"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+ROTATION_COMPONENT = "registry-rotation"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 DOCKERCONFIGJSON_KEY = ".dockerconfigjson"
 HTPASSWD_KEY = "htpasswd"
@@ -52,6 +61,8 @@ PASSWORD_ALPHABET = string.ascii_letters + string.digits
 BCRYPT_COST = 10  # the registry checks the hash on every request: higher costs slow every pull
 
 LABELS = {SECRET_TYPE_LABEL: SECRET_TYPE, MANAGED_BY_LABEL: MANAGED_BY}
+ROTATION_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: ROTATION_COMPONENT}
+DEFAULT_PORTS = {"https": "443", "http": "80"}
 
 
 # ---- names and formats ------------------------------------------------------------------------------------
@@ -82,16 +93,38 @@ def verify_password(password: str, hashed: str) -> bool:
         return False
 
 
+def rotation_secret_name(namespace: str) -> str:
+    """The Secret in the controller's namespace that holds a VPC namespace's password on its way in."""
+    return ROTATION_PREFIX + namespace
+
+
+def namespace_of_rotation_secret(name: str) -> str | None:
+    return (
+        name[len(ROTATION_PREFIX) :] if name.startswith(ROTATION_PREFIX) and len(name) > len(ROTATION_PREFIX) else None
+    )
+
+
 def registry_host(url: str) -> str:
-    """The host[:port] a container runtime matches a pull against: ``https://r.example:5000/x`` → ``r.example:5000``."""
-    parsed = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
-    return parsed.netloc or url
+    """What ``docker login`` and image references take, and what a pull secret's ``auths`` is keyed by: the host,
+    with its port unless it is the scheme's default. ``https://r.example:5000/x`` → ``r.example:5000``,
+    ``https://r.example:443`` → ``r.example``; a bare ``host[:port]`` counts as https."""
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
+    host = parsed.hostname or url
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = parsed.port
+    except ValueError:
+        return parsed.netloc or url
+    if port is None or str(port) == DEFAULT_PORTS.get(parsed.scheme.lower()):
+        return host
+    return f"{host}:{port}"
 
 
-def dockerconfigjson(url: str, user: str, password: str) -> str:
+def dockerconfigjson(host: str, user: str, password: str) -> str:
     """The ``.dockerconfigjson`` of a pull secret for one registry user (deterministic, so it compares as text)."""
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    body = {"auths": {registry_host(url): {"username": user, "password": password, "auth": auth}}}
+    body = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
@@ -126,6 +159,14 @@ class SecretState:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A password on its way in (the rotation Secret), and the rotate request it answers, if any."""
+
+    password: str = field(repr=False)
+    rotation_seen: str | None = None
+
+
+@dataclass(frozen=True)
 class Observed:
     """One namespace as the controller sees it. ``entry`` is the user's htpasswd hash, if any."""
 
@@ -137,6 +178,7 @@ class Observed:
     pull_secret: SecretState | None
     pull_secrets_of_service_account: tuple[str, ...] | None  # None: no default ServiceAccount (yet)
     entry: str | None
+    pending: Pending | None = None
 
 
 def is_member(namespace: Mapping[str, Any] | None) -> bool:
@@ -180,6 +222,14 @@ def secret_state(secret: Mapping[str, Any] | None) -> SecretState | None:
     )
 
 
+def pending_state(secret: Mapping[str, Any] | None) -> Pending | None:
+    if secret is None:
+        return None
+    metadata = secret.get("metadata") or {}
+    password = decode_data(secret.get("data") or {}).get(ROTATION_KEY, "")
+    return Pending(password, (metadata.get("annotations") or {}).get(ROTATION_SEEN))
+
+
 def image_pull_secret_names(service_account: Mapping[str, Any] | None) -> tuple[str, ...] | None:
     if service_account is None:
         return None
@@ -190,16 +240,23 @@ def image_pull_secret_names(service_account: Mapping[str, Any] | None) -> tuple[
 
 
 @dataclass(frozen=True)
-class CreateCredentials:
-    """A new Secret holding a new password under the pending key only."""
+class StorePending:
+    """Keep a new password in the rotation Secret before anything depends on it."""
 
-    data: Mapping[str, str] = field(repr=False)
+    password: str = field(repr=False)
     rotation_seen: str | None
 
 
 @dataclass(frozen=True)
-class BeginRotation:
-    password: str = field(repr=False)
+class DeletePending:
+    pass
+
+
+@dataclass(frozen=True)
+class CreateCredentials:
+    """A new ``registry-credentials``, with exactly its contract keys."""
+
+    data: Mapping[str, str] = field(repr=False)
     rotation_seen: str | None
 
 
@@ -222,9 +279,10 @@ class WritePullSecret:
 
 @dataclass(frozen=True)
 class UpdateCredentials:
-    """Set the given keys; a None value removes the key."""
+    """Set the given keys; a None value removes the key. ``rotation_seen``: the rotate request this answers."""
 
     changes: Mapping[str, str | None] = field(repr=False)
+    rotation_seen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,8 +308,9 @@ class Blocked:
 
 
 Step = (
-    CreateCredentials
-    | BeginRotation
+    StorePending
+    | DeletePending
+    | CreateCredentials
     | SetEntry
     | RemoveEntry
     | WritePullSecret
@@ -263,11 +322,18 @@ Step = (
 )
 
 
-def effective_password(credentials: SecretState | None) -> str | None:
-    """The password the registry should accept: the pending one while a change is under way."""
-    if credentials is None:
+def live_password(observed: Observed) -> str | None:
+    """The password the registry should accept: the one on its way in while there is one."""
+    if observed.pending is not None and observed.pending.password:
+        return observed.pending.password
+    if observed.credentials is None:
         return None
-    return credentials.data.get(PENDING_KEY) or credentials.data.get(PASSWORD_KEY) or None
+    return observed.credentials.data.get(PASSWORD_KEY) or None
+
+
+def credentials_data(host: str, user: str, password: str) -> dict[str, str]:
+    """Exactly the contract keys of ``registry-credentials``."""
+    return {URL_KEY: host, USER_KEY: user, PASSWORD_KEY: password}
 
 
 def not_ours(name: str, namespace: str) -> str:
@@ -280,43 +346,63 @@ def not_ours(name: str, namespace: str) -> str:
 def next_step(
     observed: Observed,
     *,
-    registry_url: str,
+    registry_host: str,
     verify: Callable[[str, str], bool] = verify_password,
     new_password: Callable[[], str] = generate_password,
 ) -> Step | None:
     """The one write that brings the namespace closer to its desired state; None when it is there."""
     if observed.member:
-        return _member_step(observed, registry_url, verify, new_password)
+        return _member_step(observed, registry_host, verify, new_password)
     return _leaver_step(observed)
 
 
+def _start(observed: Observed, new_password: Callable[[], str]) -> StorePending | None:
+    """Whether a new password is due, with no other one on its way in."""
+    credentials = observed.credentials
+    if credentials is None:  # a rotate request made before the first password asks for nothing more
+        return StorePending(new_password(), observed.rotate)
+    legacy = credentials.data.get(LEGACY_PENDING_KEY)
+    if legacy:  # an earlier version's password on its way in: it may be live already, so it is finished, not lost
+        return StorePending(legacy, credentials.rotation_seen)
+    if not credentials.data.get(PASSWORD_KEY):  # removed by hand: nothing to keep
+        return StorePending(new_password(), credentials.rotation_seen)
+    if observed.rotate is not None and observed.rotate != credentials.rotation_seen:
+        return StorePending(new_password(), observed.rotate)
+    return None
+
+
 def _member_step(
-    observed: Observed, url: str, verify: Callable[[str, str], bool], new_password: Callable[[], str]
+    observed: Observed, host: str, verify: Callable[[str, str], bool], new_password: Callable[[], str]
 ) -> Step | None:
     namespace = observed.namespace
     user = username(namespace)
-    credentials, pull = observed.credentials, observed.pull_secret
+    credentials, pull, pending = observed.credentials, observed.pull_secret, observed.pending
     for name, secret in ((CREDENTIALS, credentials), (PULL_SECRET, pull)):
         if secret is not None and not secret.managed:
             return Blocked(not_ours(name, namespace))
-    if credentials is None:
-        data = {URL_KEY: url, USER_KEY: user, PENDING_KEY: new_password()}
-        return CreateCredentials(data, observed.rotate)
-    pending = credentials.data.get(PENDING_KEY) or None
-    password = effective_password(credentials)
-    if password is None:  # both keys removed by hand: nothing to keep
-        return BeginRotation(new_password(), credentials.rotation_seen)
-    if pending is None and observed.rotate is not None and observed.rotate != credentials.rotation_seen:
-        return BeginRotation(new_password(), observed.rotate)
+    if pending is not None and not pending.password:  # holds nothing the registry could accept
+        return DeletePending()
+    if pending is None and (start := _start(observed, new_password)) is not None:
+        return start
+    password = live_password(observed)
+    assert password is not None  # a pending password, or credentials with one (else _start answered)
     if observed.entry is None or not verify(password, observed.entry):
         return SetEntry(user, password)
-    wanted = dockerconfigjson(url, user, password)
+    wanted = dockerconfigjson(host, user, password)
     if pull is None or pull.type != DOCKERCONFIGJSON or pull.data.get(DOCKERCONFIGJSON_KEY) != wanted:
         return WritePullSecret(wanted, replace=pull is not None and pull.type != DOCKERCONFIGJSON)
-    desired: dict[str, str | None] = {URL_KEY: url, USER_KEY: user, PASSWORD_KEY: password, PENDING_KEY: None}
-    changes = {key: value for key, value in desired.items() if credentials.data.get(key) != value}
-    if changes:
-        return UpdateCredentials(changes)
+    desired = credentials_data(host, user, password)
+    seen = pending.rotation_seen if pending is not None else None
+    if credentials is None:
+        return CreateCredentials(desired, seen)
+    changes: dict[str, str | None] = {
+        key: value for key, value in desired.items() if credentials.data.get(key) != value
+    }
+    changes |= {key: None for key in credentials.data if key not in desired}  # exactly the contract keys
+    if changes or (seen is not None and seen != credentials.rotation_seen):
+        return UpdateCredentials(changes, seen)
+    if pending is not None:
+        return DeletePending()
     names = observed.pull_secrets_of_service_account
     if names is not None and PULL_SECRET not in names:
         return AddToServiceAccount()
@@ -326,6 +412,8 @@ def _member_step(
 def _leaver_step(observed: Observed) -> Step | None:
     if observed.entry is not None:  # revoke first: the rest is tidying up
         return RemoveEntry(username(observed.namespace))
+    if observed.pending is not None:  # a rotation that will not finish; it lives in our namespace, always writable
+        return DeletePending()
     if not observed.writable:
         return None
     pull, credentials = observed.pull_secret, observed.credentials

@@ -93,7 +93,7 @@ def wrong(password: str) -> str:
 
 def values(obj: dict[str, Any]) -> dict[str, str]:
     found = {key: base64.b64decode(value).decode() for key, value in (obj.get("data") or {}).items()}
-    for key in ("REGISTRY_PASSWORD", "REGISTRY_PASSWORD_PENDING"):
+    for key in ("REGISTRY_PASSWORD", rules.ROTATION_KEY):
         if key in found:
             GUARD.register(found[key])  # the leak check looks for it everywhere from now on
     return found
@@ -105,9 +105,9 @@ def credentials(cluster: ControlPlane, namespace: str) -> dict[str, str]:
 
 
 def committed(cluster: ControlPlane, namespace: str) -> bool:
-    """The credentials are complete and no rotation is under way."""
-    data = credentials(cluster, namespace)
-    return "REGISTRY_PASSWORD" in data and "REGISTRY_PASSWORD_PENDING" not in data
+    """The credentials are there and no new password is on its way in."""
+    rotation = secret(cluster, CONTROLLER_NAMESPACE, rules.rotation_secret_name(namespace))
+    return "REGISTRY_PASSWORD" in credentials(cluster, namespace) and rotation is None
 
 
 def pull_secrets_of_default(cluster: ControlPlane, namespace: str) -> list[str]:
@@ -155,7 +155,7 @@ def test_a_vpc_namespace_gets_credentials_that_log_in_and_survive_a_restart(
     data = values(creds)
     user, password = data["REGISTRY_USER"], data["REGISTRY_PASSWORD"]
     assert set(data) == {"REGISTRY_URL", "REGISTRY_USER", "REGISTRY_PASSWORD"}
-    assert data["REGISTRY_URL"] == registry.url
+    assert data["REGISTRY_URL"] == registry.host == f"127.0.0.1:{registry.port}"  # what docker login takes
     assert user == f"vpc-{namespace}"
     assert len(password) >= 32
     assert password.isalnum()
@@ -165,7 +165,7 @@ def test_a_vpc_namespace_gets_credentials_that_log_in_and_survive_a_restart(
     assert pull["type"] == "kubernetes.io/dockerconfigjson"
     auths = json.loads(values(pull)[".dockerconfigjson"])["auths"]
     assert auths == {
-        f"127.0.0.1:{registry.port}": {
+        data["REGISTRY_URL"]: {
             "username": user,
             "password": password,
             "auth": base64.b64encode(f"{user}:{password}".encode()).decode(),
@@ -289,7 +289,7 @@ async def test_concurrent_htpasswd_writers_never_lose_an_entry(
     """Two writers (two locks: as two replicas would be during a handover), all starting from the same stale read."""
     cluster.kubectl("create", "namespace", CONTROLLER_NAMESPACE, check=False)
     namespace, name = parse_secret_ref(htpasswd_secret)
-    config = RegistryConfig("registry.example", namespace, name)
+    config = RegistryConfig("registry.example", namespace, name, CONTROLLER_NAMESPACE)
     writers = [Registry(kube_api, config, Caches(WorkQueue())) for _ in range(2)]
     users = [f"vpc-n{i}" for i in range(8)]
 
