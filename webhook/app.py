@@ -1,7 +1,8 @@
 """The aiohttp edge: decode the body, call the pure admission functions, encode the answer.
 
 A body that is not a review we can judge gets HTTP 400 with the reason; a refused operation is a normal 200
-response with ``allowed: false``. Nothing here calls the Kubernetes API: what the handlers need is in memory.
+response with ``allowed: false``. Linking (``/mutate``) makes no API call: what it needs is in memory from watches.
+Protection (``/validate``) confirms a delete it would allow with a consistent read (webhook/validate.py).
 """
 
 from __future__ import annotations
