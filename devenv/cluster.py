@@ -250,20 +250,7 @@ class ControlPlane:
         return {**pids, **(self.node.pids() if self.node is not None else {})}
 
     def _start(self, name: str, ready: Callable[[], bool], *, timeout: float) -> None:
-        component = self.components[name]
-        component.start(detach=self.detach)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not component.alive():
-                raise RuntimeError(
-                    f"{name} exited during start-up; last lines of {component.log}:\n{component.log_tail()}"
-                )
-            if ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"{name} not ready after {timeout:.0f}s; last lines of {component.log}:\n{component.log_tail()}"
-        )
+        self.components[name].start_and_wait(ready, detach=self.detach, timeout=timeout)
 
     # ---- readiness ----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from devenv.images import BuiltImages, build_images, push
 from devenv.node import GATEWAY, POD_CIDR
 from devenv.postgres import LocalPostgres
 from devenv.registry import LocalRegistry
+from devenv.webhook import wait_until_judging
 from rules.names import PRODUCT_NAMESPACE
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets"
@@ -129,7 +130,7 @@ def install(plane: ControlPlane, platform: Platform, *, replicas: int = 1, settl
     plane.kubectl("apply", "-f", "-", input=json.dumps(admin))
     values = chart_values(platform, installed.product_image, replicas=replicas, settle_seconds=settle_seconds)
     helm(plane, "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=5m", values=values)
-    wait_until_serving(plane)
+    wait_until_judging(plane, timeout=60)
     return installed
 
 
@@ -137,30 +138,15 @@ def uninstall(plane: ControlPlane) -> None:
     helm(plane, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=2m")
 
 
-def wait_until_serving(plane: ControlPlane, *, timeout: float = 60) -> None:
-    """The apiserver calls the in-cluster webhook: a dry-run with a malformed link is refused by it."""
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": "webhook-probe",
-            "namespace": "default",
-            "annotations": {"env.secrets.smll.io/PROBE": "not-a-link"},
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": "probe"}},
-            "template": {
-                "metadata": {"labels": {"app": "probe"}},
-                "spec": {"containers": [{"name": "probe", "image": "probe.invalid/probe"}]},
-            },
-        },
-    }
-
-    def refused() -> bool:
-        result = plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(deployment), check=False)
-        return "env.secrets.smll.io/PROBE" in result.stderr
-
-    wait_for(refused, timeout=timeout, what="the in-cluster webhook to judge requests")
+def wait_pod_finished(plane: ControlPlane, namespace: str, pod: str, *, timeout: float = 120) -> str:
+    """Wait until a pod has Succeeded or Failed; return its log."""
+    phase = "jsonpath={.status.phase}"
+    wait_for(
+        lambda: plane.kubectl("-n", namespace, "get", f"pod/{pod}", "-o", phase).stdout in ("Succeeded", "Failed"),
+        timeout=timeout,
+        what=f"pod {namespace}/{pod} to finish",
+    )
+    return plane.kubectl("-n", namespace, "logs", pod).stdout
 
 
 def database_client_pod(image: str, secret: str) -> dict[str, object]:

@@ -539,18 +539,8 @@ disabled_plugins = {json.dumps(disabled)}
             raise
 
     def _start(self, name: str, ready: ReadyFn, env_path: str, *, timeout: float) -> None:
-        component = self.components[name]
-        component.start(detach=self.detach, env={**os.environ, "PATH": env_path})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not component.alive():
-                raise RuntimeError(
-                    f"{name} exited during start-up; last lines of {component.log}:\n{component.log_tail()}"
-                )
-            if ready():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} not ready after {timeout:.0f}s:\n{component.log_tail()}")
+        env = {**os.environ, "PATH": env_path}
+        self.components[name].start_and_wait(ready, detach=self.detach, timeout=timeout, env=env)
 
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [str(self.node_binaries.ctr), f"--address={self.socket}", "--namespace=k8s.io", *args]

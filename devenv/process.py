@@ -7,6 +7,8 @@ import ctypes
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,20 @@ class Component:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def start_and_wait(
+        self, ready: Callable[[], bool], *, detach: bool, timeout: float, env: dict[str, str] | None = None
+    ) -> None:
+        """Start, then wait until ``ready()``; fail with the log's last lines if it exits or is not ready in time."""
+        self.start(detach=detach, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up; last lines of {self.log}:\n{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s; last lines of {self.log}:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 25) -> str:
         try:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import asyncpg
 
 from devenv.cluster import ControlPlane, wait_for
-from devenv.incluster import database_client_pod
+from devenv.incluster import database_client_pod, wait_pod_finished
 from devenv.registry import LocalRegistry
 
 NAMESPACE = "demo"
@@ -130,14 +130,7 @@ def tour(
             "-",
             input=json.dumps(database_client_pod(python_image, "orders-credentials")),
         )
-        wait_for(
-            lambda: (
-                plane.kubectl("-n", NAMESPACE, "get", "pod/db-client", "-o", "jsonpath={.status.phase}").stdout
-                in ("Succeeded", "Failed")
-            ),
-            timeout=120,
-            what="the database client pod",
-        )
+        wait_pod_finished(plane, NAMESPACE, "db-client")
         if f"connected as {user}" not in run("-n", NAMESPACE, "logs", "db-client"):
             raise TourFailed("the pod could not connect with DATABASE_URL")
 

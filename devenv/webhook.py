@@ -70,6 +70,36 @@ def configurations(base_url: str, ca_pem: bytes, product_namespace: str = PRODUC
     ]
 
 
+def wait_until_judging(plane: ControlPlane, *, timeout: float = 30) -> None:
+    """The apiserver picks up webhook configurations (and a webhook becomes ready) a moment after: probe until it
+    calls the webhook. The probe is a dry-run create of a Deployment with a malformed link, which only the webhook
+    refuses; nothing is created."""
+
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "webhook-probe",
+            "namespace": "default",
+            "annotations": {"env.secrets.smll.io/PROBE": "not-a-link"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {"containers": [{"name": "probe", "image": "registry.invalid/probe"}]},
+            },
+        },
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
+        if "env.secrets.smll.io/PROBE" in result.stderr:
+            return
+        time.sleep(0.3)
+    raise RuntimeError("the apiserver did not start calling the webhook within the time allowed")
+
+
 @dataclass
 class LocalWebhook:
     """``python -m webhook`` on a loopback port, with a certificate signed by a CA of its own."""
@@ -138,33 +168,7 @@ class LocalWebhook:
         self.wait_registered()
 
     def wait_registered(self, timeout: float = 30) -> None:
-        """The apiserver picks up new webhook configurations a moment after they are stored: probe until it calls.
-
-        The probe is a dry-run create of a Deployment with a malformed link, which only the webhook refuses.
-        """
-        probe = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": "webhook-probe",
-                "namespace": "default",
-                "annotations": {"env.secrets.smll.io/PROBE": "not-a-link"},
-            },
-            "spec": {
-                "selector": {"matchLabels": {"app": "probe"}},
-                "template": {
-                    "metadata": {"labels": {"app": "probe"}},
-                    "spec": {"containers": [{"name": "probe", "image": "registry.invalid/probe"}]},
-                },
-            },
-        }
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self.plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
-            if "env.secrets.smll.io/PROBE" in result.stderr:
-                return
-            time.sleep(0.3)
-        raise RuntimeError("the apiserver did not start calling the webhook within the time allowed")
+        wait_until_judging(self.plane, timeout=timeout)
 
     def unregister(self) -> None:
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,10 +20,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield plane
 
 
-@pytest.fixture
-def namespace(cluster: ControlPlane) -> Iterator[str]:
-    """A namespace of its own for one test, with its default ServiceAccount in place; deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def fresh_namespace(cluster: ControlPlane, prefix: str = "t") -> Iterator[str]:
+    """A namespace of its own, with its default ServiceAccount in place; deleted afterwards, once what the product
+    wrote into it (Events, Database statuses) has been checked for Secret values."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     wait_for(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
@@ -30,11 +32,17 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
         what=f"the default ServiceAccount in {name}",
     )
     yield name
-    # What the product wrote into the namespace must not carry a Secret value.
     GUARD.scan(cluster.kubectl("get", "events", "-n", name, "-o", "json", check=False).stdout, f"events in {name}")
     databases = cluster.kubectl("get", "databases.smll.io", "-n", name, "-o", "json", check=False).stdout
     GUARD.scan(databases, f"Database statuses in {name}")
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane) -> Iterator[str]:
+    """A namespace of its own for one test."""
+    with fresh_namespace(cluster) as name:
+        yield name
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import base64
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -28,8 +27,10 @@ from devenv.incluster import (
     database_client_pod,
     helm,
     uninstall,
+    wait_pod_finished,
 )
 from devenv.node import NODE_NAME
+from tests.conftest import fresh_namespace
 from tests.leaks import GUARD
 
 pytestmark = pytest.mark.e2e
@@ -37,16 +38,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def ns(node_cluster: ControlPlane) -> Iterator[str]:
-    name = f"n-{uuid.uuid4().hex[:8]}"
-    node_cluster.kubectl("create", "namespace", name)
-    wait_for(
-        lambda: node_cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        timeout=30,
-        what=f"the default ServiceAccount in {name}",
-    )
-    yield name
-    GUARD.scan(node_cluster.kubectl("get", "events", "-n", name, "-o", "json").stdout, f"events in {name}")
-    node_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    """A namespace of its own on the cluster with a node."""
+    with fresh_namespace(node_cluster, "n") as name:
+        yield name
 
 
 def kubectl_json(plane: ControlPlane, *args: str) -> dict:  # type: ignore[type-arg]
@@ -194,15 +188,7 @@ def test_a_pod_connects_to_postgresql_with_a_generated_database_url(
     plane.kubectl("-n", ns, "wait", "--for=condition=Ready", "database/orders", "--timeout=90s")
     pod = database_client_pod(installed.product_image, "orders-credentials")
     plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(pod))
-    wait_for(
-        lambda: (
-            plane.kubectl("-n", ns, "get", "pod/db-client", "-o", "jsonpath={.status.phase}").stdout
-            in ("Succeeded", "Failed")
-        ),
-        timeout=120,
-        what="the client pod to finish",
-    )
-    logs = plane.kubectl("-n", ns, "logs", "db-client").stdout
+    logs = wait_pod_finished(plane, ns, "db-client")
     user = base64.b64decode(
         plane.kubectl("-n", ns, "get", "secret", "orders-credentials", "-o", "jsonpath={.data.POSTGRES_USER}").stdout
     ).decode()
@@ -241,14 +227,7 @@ def test_a_vpc_namespace_pulls_from_the_registry_and_another_cannot(
     plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(pod))
     plane.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/private", "--timeout=120s")
 
-    outsider = f"o-{uuid.uuid4().hex[:8]}"
-    plane.kubectl("create", "namespace", outsider)
-    try:
-        wait_for(
-            lambda: plane.kubectl("get", "serviceaccount", "default", "-n", outsider, check=False).returncode == 0,
-            timeout=30,
-            what="the outsider's ServiceAccount",
-        )
+    with fresh_namespace(plane, "o") as outsider:
         plane.kubectl("-n", outsider, "apply", "-f", "-", input=json.dumps(pod))
 
         def refused() -> bool:
@@ -263,8 +242,6 @@ def test_a_vpc_namespace_pulls_from_the_registry_and_another_cannot(
             return state in ("ErrImagePull", "ImagePullBackOff")
 
         wait_for(refused, timeout=60, what="the pull outside the VPC to be refused")
-    finally:
-        plane.kubectl("delete", "namespace", outsider, "--wait=false", check=False)
     assert url == platform.vpc_registry.host, "REGISTRY_URL is what docker login and image references take"
 
 
