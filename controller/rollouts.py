@@ -1,7 +1,8 @@
 """Rollouts: roll a Deployment, StatefulSet or DaemonSet once when a Secret key it reads changes.
 
 Two informer handlers keep what the decision needs, and nothing more: per Secret, keyed digests of its keys (never
-values); per service, its uses of Secrets, whether it opted in, and the state it was last rolled for. A change to a
+values) and whether it is generated credentials; per service, its uses of Secrets, whether it opted in or out, and
+the state it was last rolled for. A change to a
 Secret enqueues the services that use it after the settling window; the reconcile reads the caches, decides with
 the pure ``rules.rollout`` functions, and writes the new state — with the restart annotation when it rolls — in one
 PATCH guarded by the object's resourceVersion.
@@ -32,10 +33,13 @@ from rules.rollout import (
     describe,
     describe_missing,
     format_state,
+    is_generated,
     key_digests,
     missing_needs,
     opted_in,
+    opted_out,
     parse_state,
+    rolling_uses,
 )
 from rules.workloads import annotations_of, pod_template
 
@@ -60,6 +64,7 @@ class Service:
     uid: str
     resource_version: str
     opted_in: bool
+    opted_out: bool
     uses: tuple[Use, ...]
     stored: str | None
 
@@ -71,13 +76,15 @@ class Service:
 def service_of(obj: dict[str, Any], kind: str) -> Service:
     metadata = obj.get("metadata") or {}
     found = annotations_of(obj)
+    template = annotations_of(pod_template(obj, kind))
     return Service(
         kind=kind,
         namespace=sys.intern(str(metadata.get("namespace", ""))),
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         resource_version=str(metadata.get("resourceVersion", "")),
-        opted_in=opted_in(found, annotations_of(pod_template(obj, kind))),
+        opted_in=opted_in(found, template),
+        opted_out=opted_out(found, template),
         # A pull secret is read at image pull only: changing it is no reason to restart anything.
         uses=tuple(use for use in secret_uses(obj, kind) if use.how != "imagePullSecrets"),
         stored=found.get(ROLLOUT_STATE),
@@ -94,6 +101,7 @@ class Caches:
         self.digests: dict[SecretKey, dict[str, str]] = {}
         self.services: dict[ServiceKey, Service] = {}
         self.readers: dict[SecretKey, set[ServiceKey]] = defaultdict(set)
+        self.generated: set[SecretKey] = set()  # database and registry credentials: a rotation rolls every reader
         self.secrets_listed = False
 
     # ---- Secrets ------------------------------------------------------------------------------------------
@@ -102,8 +110,12 @@ class Caches:
         for service in self.readers.get(key, ()):
             self.queue.add_after(service, self.settle_seconds)
 
-    def set_digests(self, key: SecretKey, digests: dict[str, str] | None) -> None:
+    def set_digests(self, key: SecretKey, digests: dict[str, str] | None, *, generated: bool = False) -> None:
         before = self.digests.get(key)
+        if generated and digests is not None:
+            self.generated.add(key)
+        else:
+            self.generated.discard(key)
         if digests is None:
             self.digests.pop(key, None)
         else:
@@ -134,28 +146,34 @@ class Caches:
         """The digests of each Secret the service uses; None for one that does not exist."""
         return {use.secret: self.digests.get((service.namespace, use.secret)) for use in service.uses}
 
+    def rolling_uses(self, service: Service) -> tuple[Use, ...]:
+        generated = {use.secret for use in service.uses if (service.namespace, use.secret) in self.generated}
+        return rolling_uses(service.uses, opted_in=service.opted_in, opted_out=service.opted_out, generated=generated)
+
 
 class SecretHandler:
     def __init__(self, caches: Caches) -> None:
         self.caches = caches
 
-    def compact(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str]]:
-        """All that is kept of a Secret: its key and per-key digests; the values go as soon as it is decoded."""
+    def compact(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str], bool]:
+        """All that is kept of a Secret: its key, per-key digests and whether it is generated credentials; the
+        values go as soon as it is decoded."""
         metadata = obj.get("metadata") or {}
         key = (sys.intern(str(metadata.get("namespace", ""))), str(metadata.get("name", "")))
-        return key, key_digests(obj.get("data") or {}, self.caches.hmac_key)
+        labels = metadata.get("labels") or {}
+        return key, key_digests(obj.get("data") or {}, self.caches.hmac_key), is_generated(labels)
 
-    def replace(self, objects: list[tuple[SecretKey, dict[str, str]]]) -> None:
-        fresh = dict(objects)
+    def replace(self, objects: list[tuple[SecretKey, dict[str, str], bool]]) -> None:
+        fresh = {key: (digests, generated) for key, digests, generated in objects}
         for key in set(self.caches.digests) - set(fresh):
             self.caches.set_digests(key, None)
-        for key, digests in fresh.items():
-            self.caches.set_digests(key, digests)
+        for key, (digests, generated) in fresh.items():
+            self.caches.set_digests(key, digests, generated=generated)
         self.caches.secrets_listed = True
 
-    def apply(self, event_type: str, obj: tuple[SecretKey, dict[str, str]]) -> None:
-        key, digests = obj
-        self.caches.set_digests(key, None if event_type == "DELETED" else digests)
+    def apply(self, event_type: str, obj: tuple[SecretKey, dict[str, str], bool]) -> None:
+        key, digests, generated = obj
+        self.caches.set_digests(key, None if event_type == "DELETED" else digests, generated=generated)
 
 
 class ServiceHandler:
@@ -197,11 +215,12 @@ class Rollouts:
 
     async def reconcile(self, key: ServiceKey) -> None:
         service = self.caches.services.get(key)
-        if service is None or not service.opted_in:
+        uses = self.caches.rolling_uses(service) if service is not None else ()
+        if service is None or not uses:
             self.held.pop(key, None)
             return
         secrets = self.caches.secrets_of(service)
-        current = current_state(service.uses, secrets)
+        current = current_state(uses, secrets)
         decision = decide(parse_state(service.stored), current, missing_needs(service.uses, secrets))
         if decision.held:
             await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")

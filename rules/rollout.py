@@ -14,16 +14,17 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from rules.names import AUTO_ROLLOUT, LINK_PREFIX
+from rules.names import AUTO_ROLLOUT, LINK_PREFIX, SECRET_TYPE_LABEL
 from rules.references import Use
 
 ROLLOUT_STATE = "secrets.smll.io/rolled-for"
 ABSENT = "-"  # the digest of a key that does not exist
 WHOLE = "*"  # marks a Secret the service reads whole (envFrom, a volume without items): every key counts
 DIGEST_CHARS = 16
+GENERATED_TYPES = frozenset({"database", "registry"})  # smll.io/secret-type of the Secrets the product rotates
 
 # secret name → key → digest
 State = dict[str, dict[str, str]]
@@ -48,6 +49,31 @@ def opted_in(annotations: Mapping[str, str], template_annotations: Mapping[str, 
     if choice is not None:
         return choice.strip().lower() == "true"
     return any(k.startswith(LINK_PREFIX) for k in (*annotations, *template_annotations))
+
+
+def opted_out(annotations: Mapping[str, str], template_annotations: Mapping[str, str]) -> bool:
+    """``auto-rollout: "false"`` (on the workload, or else its pod template): the one way to keep even a rotation of
+    generated credentials from rolling the service."""
+    choice = annotations.get(AUTO_ROLLOUT, template_annotations.get(AUTO_ROLLOUT))
+    return choice is not None and choice.strip().lower() == "false"
+
+
+def is_generated(labels: Mapping[str, str]) -> bool:
+    """A Secret the product generates and rotates (database, registry credentials)."""
+    return labels.get(SECRET_TYPE_LABEL) in GENERATED_TYPES
+
+
+def rolling_uses(
+    uses: Iterable[Use], *, opted_in: bool, opted_out: bool, generated: Collection[str]
+) -> tuple[Use, ...]:
+    """The uses whose changes roll the service: all of them when it opted in (links, or auto-rollout "true"); else
+    only those of generated Secrets (``generated``: their names), since a rotation retires the old credentials and
+    a reader left unrolled would lose them — unless it opted out with auto-rollout "false"."""
+    if opted_out:
+        return ()
+    if opted_in:
+        return tuple(uses)
+    return tuple(use for use in uses if use.secret in generated)
 
 
 def current_state(uses: Iterable[Use], secrets: Mapping[str, Mapping[str, str] | None]) -> State:

@@ -15,10 +15,13 @@ from rules.rollout import (
     current_state,
     decide,
     describe_missing,
+    is_generated,
     key_digests,
     missing_needs,
     opted_in,
+    opted_out,
     parse_state,
+    rolling_uses,
 )
 
 HMAC_KEY = b"k" * 32
@@ -197,3 +200,71 @@ def test_a_held_rollout_is_described_by_names_only() -> None:
     assert describe_missing({"s": (), "t": ("A", "B"), "u": ("C",)}) == (
         "secret 's' does not exist; secret 't' has no keys A, B; secret 'u' has no key C"
     )
+
+
+@pytest.mark.parametrize(
+    ("annotations", "template", "expected"),
+    [
+        pytest.param({"secrets.smll.io/auto-rollout": "false"}, {}, True, id="false-on-the-workload"),
+        pytest.param({}, {"secrets.smll.io/auto-rollout": " False "}, True, id="false-on-the-template"),
+        pytest.param(
+            {"secrets.smll.io/auto-rollout": "true"},
+            {"secrets.smll.io/auto-rollout": "false"},
+            False,
+            id="the-workload-wins-over-its-template",
+        ),
+        pytest.param({}, {}, False, id="unset"),
+        pytest.param({"secrets.smll.io/auto-rollout": "no"}, {}, False, id="only-false-opts-out"),
+        pytest.param({"env.secrets.smll.io/A": "s/k"}, {}, False, id="links-are-not-an-opt-out"),
+    ],
+)
+def test_only_auto_rollout_false_opts_out(
+    annotations: dict[str, str], template: dict[str, str], expected: bool
+) -> None:
+    assert opted_out(annotations, template) is expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        pytest.param({"smll.io/secret-type": "database"}, True, id="database"),
+        pytest.param({"smll.io/secret-type": "registry"}, True, id="registry"),
+        pytest.param({"smll.io/secret-type": "custom"}, False, id="custom"),
+        pytest.param({}, False, id="unlabeled-is-custom"),
+    ],
+)
+def test_generated_secrets_are_told_by_their_type_label(labels: dict[str, str], expected: bool) -> None:
+    assert is_generated(labels) is expected
+
+
+DB = Use("orders-credentials", "env DATABASE_URL", frozenset({"DATABASE_URL"}))
+REGISTRY = Use("registry-credentials", "envFrom")
+CUSTOM = Use("stripe", "env API_KEY", frozenset({"API_KEY"}))
+GENERATED = {"orders-credentials", "registry-credentials"}
+
+
+@pytest.mark.parametrize(
+    ("opted_in_", "opted_out_", "expected"),
+    [
+        pytest.param(True, False, (DB, REGISTRY, CUSTOM), id="opted-in-rolls-for-every-secret"),
+        pytest.param(False, False, (DB, REGISTRY), id="a-plain-reader-rolls-for-generated-secrets-only"),
+        pytest.param(False, True, (), id="auto-rollout-false-rolls-for-nothing"),
+    ],
+)
+def test_a_rotation_of_generated_credentials_rolls_every_reader_that_did_not_opt_out(
+    opted_in_: bool, opted_out_: bool, expected: tuple[Use, ...]
+) -> None:
+    uses = (DB, REGISTRY, CUSTOM)
+
+    assert rolling_uses(uses, opted_in=opted_in_, opted_out=opted_out_, generated=GENERATED) == expected
+
+
+def test_a_plain_reader_of_database_credentials_rolls_once_per_rotation() -> None:
+    """First seen: recorded; the rotation: one rollout; the same data again: nothing."""
+    uses = rolling_uses([DB, CUSTOM], opted_in=False, opted_out=False, generated=GENERATED)
+    before = current_state(uses, {"orders-credentials": {"DATABASE_URL": "d1"}, "stripe": {"API_KEY": "a1"}})
+    after = current_state(uses, {"orders-credentials": {"DATABASE_URL": "d2"}, "stripe": {"API_KEY": "a2"}})
+
+    assert decide(None, before) == Decision(roll=False, record=True, changed={})
+    assert decide(before, after) == Decision(roll=True, record=True, changed={"orders-credentials": ("DATABASE_URL",)})
+    assert decide(after, after) == Decision(roll=False, record=False, changed={})
