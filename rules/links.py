@@ -262,22 +262,62 @@ def link_warnings(request: LinkRequest, secret_keys: SecretKeys, namespace: str)
     return warnings
 
 
+# What the built-in controllers make from a pod template of their own: kind → the (API group, kind) of such owners.
+# Those copies are never linked themselves: the owner's template was, and a copy that differed from it would be
+# undone or fought over by its controller.
+MADE_FROM_TEMPLATE: Mapping[str, frozenset[tuple[str, str]]] = {
+    "ReplicaSet": frozenset({("apps", "Deployment")}),
+    "Job": frozenset({("batch", "CronJob")}),
+    "Pod": frozenset({("apps", "ReplicaSet"), ("batch", "Job"), ("apps", "StatefulSet"), ("apps", "DaemonSet")}),
+}
+
+
+def template_owner(obj: JsonObject, kind: str) -> str | None:
+    """``deployment/web`` when ``obj`` is what a built-in controller makes from its own template; None otherwise
+    (no owner, or one of another controller — an operator's custom resource, say — whose objects are linked)."""
+    owner = controller_owner(obj)
+    if owner is None or owner[:2] not in MADE_FROM_TEMPLATE.get(kind, frozenset()):
+        return None
+    return f"{owner[1].lower()}/{owner[2]}"
+
+
+def _would_change(template: JsonObject, request: LinkRequest) -> bool:
+    probe = copy_json(template)
+    with contextlib.suppress(LinkDenied):
+        apply_links(probe, request)
+    return probe.get("spec") != template.get("spec")
+
+
 def link_object(
     obj: JsonObject, *, kind: str, namespace: str, secret_keys: SecretKeys, operation: str = "CREATE"
 ) -> Linked:
-    """Admission's view: the object as it should be stored, with warnings; LinkDenied when it cannot be."""
+    """Admission's view: the object as it should be stored, with warnings; LinkDenied when it cannot be.
+
+    Every supported object carrying link annotations is linked, whoever owns it, except what a built-in controller
+    makes from a template of its own. Wherever links cannot be applied, a warning says so.
+    """
     result = Linked(copy_json(obj))
     template = pod_template(result.obj, kind)
-    if template is None or controller_owner(result.obj) is not None:
-        # No pod spec, or one copied from an owner whose template was linked already.
+    if template is None:
+        return result
+    owner = template_owner(result.obj, kind)
+    if owner is not None:
+        # A copy of a template that was linked already; links of its own would be lost (its controller makes and
+        # replaces it from the owner's template), and a copy is never refused.
+        try:
+            unapplied = _would_change(template, wanted_links(result.obj, kind))
+        except LinkDenied:
+            unapplied = True
+        if unapplied:
+            result.warnings.append(
+                f"link annotations on this {kind} are not applied: {owner} makes it from its own pod template; "
+                f"annotate {owner} (or the workload that owns it) instead"
+            )
         return result
     request = wanted_links(result.obj, kind)
     if kind == "Pod" and operation != "CREATE":
         # A Pod's env cannot change after creation; say so instead of producing a patch the apiserver refuses.
-        probe = copy_json(template)
-        with contextlib.suppress(LinkDenied):
-            apply_links(probe, request)
-        if probe.get("spec") != template.get("spec"):
+        if _would_change(template, request):
             result.warnings.append("link annotations on an existing Pod take effect only when the Pod is re-created")
         return result
     apply_links(template, request)

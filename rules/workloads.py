@@ -69,15 +69,16 @@ def annotations_of(obj: JsonObject | None) -> dict[str, str]:
     return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def controller_owner(obj: JsonObject) -> tuple[str, str] | None:
-    """(kind, name) of the object's managing controller, if it has one."""
+def controller_owner(obj: JsonObject) -> tuple[str, str, str] | None:
+    """(API group, kind, name) of the object's managing controller, if it has one."""
     metadata = _child(obj, "metadata") or {}
     references = metadata.get("ownerReferences")
     if not isinstance(references, list):
         return None
     for reference in references:
         if isinstance(reference, dict) and reference.get("controller") is True:
-            return str(reference.get("kind", "")), str(reference.get("name", ""))
+            group = str(reference.get("apiVersion", "")).rpartition("/")[0]
+            return group, str(reference.get("kind", "")), str(reference.get("name", ""))
     return None
 
 

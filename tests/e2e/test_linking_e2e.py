@@ -137,3 +137,80 @@ def test_objects_without_link_annotations_are_not_sent_to_the_webhook(
     wait_for(lambda: bool(get(cluster, namespace, "pods")["items"]), timeout=30, what="the pod of the Deployment")
 
     assert mutate_reviews() == before
+
+
+# A custom resource kind of the kind an operator brings, to own workloads the way an operator does.
+SHOP_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "shops.e2e.smll.io"},
+    "spec": {
+        "group": "e2e.smll.io",
+        "names": {"kind": "Shop", "plural": "shops", "singular": "shop"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+@pytest.mark.usefixtures("webhook")
+def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_replicaset_is_reported_unapplied(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    cluster.kubectl(
+        "create", "secret", "generic", "stripe", f"--from-literal=STRIPE_SECRET_KEY={GUARD.canary()}", "-n", namespace
+    )
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(SHOP_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/shops.e2e.smll.io", "--timeout=30s")
+    shop = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "metadata": {"name": "shop"}}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(shop))
+    uid = get(cluster, namespace, "shop.e2e.smll.io/shop")["metadata"]["uid"]
+    owner = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "name": "shop", "uid": uid, "controller": True}
+    web = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "ownerReferences": [owner],
+            "annotations": {"env.secrets.smll.io/API_KEY": "stripe/STRIPE_SECRET_KEY"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }
+
+    applied = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(web))
+
+    assert "Warning" not in applied.stderr
+    deployment = get(cluster, namespace, "deployment/web")
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "Shop"
+    assert env_of_template(deployment) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
+
+    # The Deployment's ReplicaSet is a copy of its linked template: a link put on it cannot be applied, and says so.
+    wait_for(lambda: bool(get(cluster, namespace, "replicasets")["items"]), timeout=30, what="web's ReplicaSet")
+    (replicaset,) = get(cluster, namespace, "replicasets")["items"]
+    annotated = cluster.kubectl(
+        "annotate",
+        f"replicaset/{replicaset['metadata']['name']}",
+        "env.secrets.smll.io/OTHER=stripe/STRIPE_SECRET_KEY",
+        "-n",
+        namespace,
+    )
+
+    assert (
+        "Warning: link annotations on this ReplicaSet are not applied: deployment/web makes it from its own pod "
+        "template; annotate deployment/web (or the workload that owns it) instead"
+    ) in annotated.stderr
+    after = get(cluster, namespace, f"replicaset/{replicaset['metadata']['name']}")
+    assert env_of_template(after) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]

@@ -12,6 +12,7 @@ import jsonpatch
 import pytest
 from aiohttp.test_utils import TestClient
 
+from rules.links import link_object
 from rules.names import MANAGED_ENV
 from rules.workloads import pod_spec, pod_template
 from tests.factories import JsonObject, admission_review, container, secret, workload
@@ -189,14 +190,89 @@ async def test_an_object_without_links_gets_no_patch(webhook: Client) -> None:
     assert response == {"uid": response["uid"], "allowed": True}
 
 
-async def test_pods_made_by_a_controller_are_left_to_their_template(webhook: Client) -> None:
-    pod = workload("Pod", annotations={LINK + "API_KEY": "stripe/STRIPE_SECRET_KEY"})
-    pod["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-1", "controller": True, "uid": "u"}]
+def owned_by(kind: str, api_version: str, owner_kind: str, *, linked: bool = False, **extra: Any) -> JsonObject:
+    """A ``kind`` carrying a link, controlled by an owner; ``linked``: its pod template already has the env."""
+    spec = make_pod_spec(container("web", env=[ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")] if linked else None))
+    template_annotations = {MANAGED_ENV: '{"web":["API_KEY"]}'} if linked else None
+    obj = workload(
+        kind,
+        annotations={LINK + "API_KEY": "stripe/STRIPE_SECRET_KEY", **extra},
+        template_annotations=template_annotations,
+        spec=spec,
+    )
+    if kind == "Pod" and template_annotations:
+        obj["metadata"]["annotations"].update(template_annotations)
+    reference = {"apiVersion": api_version, "kind": owner_kind, "name": "owner", "uid": "u", "controller": True}
+    obj["metadata"]["ownerReferences"] = [reference]
+    return obj
 
-    response = await send(webhook, admission_review(pod))
 
-    assert response["allowed"]
-    assert "patch" not in response
+NOT_APPLIED = "are not applied"
+
+
+@pytest.mark.parametrize(
+    ("obj", "patched", "warning"),
+    [
+        pytest.param(
+            owned_by("Deployment", "example.com/v1", "Shop"), True, None, id="deployment-owned-by-a-custom-resource"
+        ),
+        pytest.param(
+            owned_by("Deployment", "example.com/v1", "Deployment"),
+            True,
+            None,
+            id="a-custom-kind-named-like-a-built-in-one",
+        ),
+        pytest.param(owned_by("StatefulSet", "example.com/v1", "Shop"), True, None, id="statefulset-of-an-operator"),
+        pytest.param(
+            owned_by("ReplicaSet", "argoproj.io/v1alpha1", "Rollout"), True, None, id="replicaset-of-a-rollout"
+        ),
+        pytest.param(owned_by("Job", "example.com/v1", "Pipeline"), True, None, id="job-of-an-operator"),
+        pytest.param(owned_by("Pod", "argoproj.io/v1alpha1", "Workflow"), True, None, id="pod-of-a-workflow"),
+        pytest.param(
+            owned_by("ReplicaSet", "apps/v1", "Deployment", linked=True), False, None, id="deployment-replicaset"
+        ),
+        pytest.param(owned_by("Job", "batch/v1", "CronJob", linked=True), False, None, id="cronjob-job"),
+        pytest.param(owned_by("Pod", "apps/v1", "ReplicaSet", linked=True), False, None, id="replicaset-pod"),
+        pytest.param(owned_by("Pod", "batch/v1", "Job", linked=True), False, None, id="job-pod"),
+        pytest.param(owned_by("Pod", "apps/v1", "StatefulSet", linked=True), False, None, id="statefulset-pod"),
+        pytest.param(owned_by("Pod", "apps/v1", "DaemonSet", linked=True), False, None, id="daemonset-pod"),
+        pytest.param(
+            owned_by("ReplicaSet", "apps/v1", "Deployment"),
+            False,
+            "link annotations on this ReplicaSet are not applied: deployment/owner makes it from its own pod "
+            "template; annotate deployment/owner (or the workload that owns it) instead",
+            id="a-link-put-on-a-deployment-replicaset",
+        ),
+        pytest.param(owned_by("Pod", "apps/v1", "ReplicaSet"), False, NOT_APPLIED, id="a-link-its-template-lacks"),
+        pytest.param(
+            owned_by("Job", "batch/v1", "CronJob", linked=True, **{LINK + "BAD": "no-key"}),
+            False,
+            NOT_APPLIED,
+            id="a-copy-is-never-refused",
+        ),
+    ],
+)
+def test_links_apply_whoever_owns_the_object_except_copies_of_a_built_in_controllers_template(
+    obj: JsonObject, patched: bool, warning: str | None
+) -> None:
+    result = link_object(obj, kind=obj["kind"], namespace="shop", secret_keys=lambda _namespace, _name: None)
+
+    assert (env_of(result.obj) != env_of(obj)) is patched
+    if patched:
+        assert env_of(result.obj) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
+    unapplied = [w for w in result.warnings if NOT_APPLIED in w]
+    if warning is None:
+        assert unapplied == []
+    else:
+        assert len(unapplied) == 1
+        assert warning in unapplied[0]
+
+
+async def test_a_deployment_owned_by_a_custom_resource_is_linked_through_the_webhook(webhook: Client) -> None:
+    result, response = await linked(webhook, owned_by("Deployment", "example.com/v1", "Shop"))
+
+    assert env_of(result) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
+    assert "warnings" not in response
 
 
 @pytest.mark.parametrize(
