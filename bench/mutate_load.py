@@ -41,9 +41,9 @@ import orjson
 
 from bench.common import admission_review, linked_deployment, load_average, machine, secret_objects, summary_ms, table
 from devenv.process import free_port
+from rules.certs import make_ca, make_leaf
 from rules.links import link_object
 from webhook.admission import json_patch, mutate, parse_review, review
-from webhook.certs import make_ca, make_leaf
 from webhook.secret_keys import SecretKeyIndex
 
 HISTOGRAM_BUCKET = re.compile(r'smll_admission_review_duration_seconds_bucket\{le="([^"]+)",webhook="mutate"\} (\S+)')

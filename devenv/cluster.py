@@ -31,7 +31,7 @@ import yaml
 from devenv.binaries import Binaries, ensure_binaries, ensure_node_binaries
 from devenv.node import GATEWAY, Node, clean_host
 from devenv.process import Component, free_port, write_kubeconfig
-from webhook.certs import make_ca, make_leaf
+from rules.certs import make_ca, make_leaf
 
 SERVICE_CIDR = "10.0.0.0/24"
 ENCRYPTION_KEY_NAME = "key1"

@@ -34,7 +34,7 @@ import yaml
 from devenv.binaries import Binaries, NodeBinaries
 from devenv.images import PAUSE_IMAGE, export_pause_image
 from devenv.process import Component, free_port, write_kubeconfig
-from webhook.certs import KeyPair, make_leaf
+from rules.certs import KeyPair, make_leaf
 
 NODE_NAME = "smll-node"
 BRIDGE = "smll0"

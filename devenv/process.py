@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from webhook.certs import KeyPair
+from rules.certs import KeyPair
 
 
 def free_port() -> int:

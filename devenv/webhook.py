@@ -21,8 +21,8 @@ import yaml
 
 from devenv.cluster import ControlPlane
 from devenv.process import Component, free_port
+from rules.certs import make_ca, make_leaf
 from rules.names import PRODUCT_NAMESPACE
-from webhook.certs import make_ca, make_leaf
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"
 CONFIGURATION_NAME = "smll-secrets"

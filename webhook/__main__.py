@@ -9,7 +9,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from webhook.selfmanaged import Policy, SelfManagedSettings, SubjectNames
+from rules.tls import Policy, SubjectNames
+from webhook.selfmanaged import SelfManagedSettings
 from webhook.server import Settings, serve
 
 DURATION = re.compile(r"^(\d+)([smhd])$")

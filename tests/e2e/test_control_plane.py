@@ -15,7 +15,7 @@ from aiohttp import web
 
 from devenv.cluster import ENCRYPTED_PREFIX, ControlPlane, wait_for
 from devenv.process import free_port
-from webhook.certs import make_ca, make_leaf
+from rules.certs import make_ca, make_leaf
 
 pytestmark = pytest.mark.e2e
 

@@ -23,17 +23,8 @@ from kubernetes_asyncio import client
 
 from devenv.cluster import ControlPlane, wait_for
 from devenv.process import Component, free_port
-from webhook.selfmanaged import (
-    Material,
-    Policy,
-    SelfManagedCertificate,
-    SelfManagedSettings,
-    Step,
-    SubjectNames,
-    fingerprint,
-    signed_by,
-    take_step,
-)
+from rules.tls import Material, Policy, Step, SubjectNames, fingerprint, signed_by, take_step
+from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 
 pytestmark = pytest.mark.e2e
 

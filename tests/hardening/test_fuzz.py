@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 
 from devenv.process import free_port
+from rules.certs import make_ca, make_leaf
 from tests.factories import admission_review, container, pod_spec, secret, workload
-from webhook.certs import make_ca, make_leaf
 
 pytestmark = pytest.mark.slow
 

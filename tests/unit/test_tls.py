@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from webhook.certs import KeyPair, make_ca, make_leaf
+from rules.certs import KeyPair, make_ca, make_leaf
 from webhook.tls import ReloadingCertificate
 
 DAY = datetime.timedelta(days=1)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from cryptography import x509
 
-from webhook.certs import make_ca, make_leaf
-from webhook.selfmanaged import (
+from rules.certs import make_ca, make_leaf
+from rules.tls import (
     Material,
     Policy,
     Step,
