@@ -155,12 +155,13 @@ def _kill_cgroup_tree() -> None:
 
 
 def _unmount_under(root: Path) -> None:
-    """Unmount everything mounted below ``root`` (container root filesystems, shm, network namespaces)."""
+    """Unmount everything mounted at or below ``root`` (container root filesystems, shm, network namespaces, and the
+    kubelet's root, which it bind-mounts onto itself)."""
     for _ in range(5):
         mounts = [
             line.split()[4]
             for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(str(root) + "/")
+            if line.split()[4] == str(root) or line.split()[4].startswith(str(root) + "/")
         ]
         if not mounts:
             return
@@ -178,14 +179,28 @@ def _kill_processes_using(marker: str) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
+def _processes_named(names: tuple[str, ...]) -> list[str]:
+    """Running (not zombie) processes whose program is one of ``names``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            status = (proc / "status").read_text()
+            program = status.split("\n", 1)[0].removeprefix("Name:").strip()
+            if program.startswith(names) and "\nState:\tZ" not in status:
+                found.append(f"{proc.name} {program}")
+    return found
+
+
 def clean_host(workdir: Path | None = None) -> list[str]:
     """Remove everything a node made on this host and put its settings back. Safe to run twice, and after a
     crash. Returns what it removed, for the record."""
     removed: list[str] = []
     state = json.loads(HOST_STATE.read_text()) if HOST_STATE.exists() else None
     workdir = workdir or (Path(state["owner"]) if state else None)
-    if workdir is not None:
-        _kill_processes_using(str(workdir / "containerd"))
+    # containerd's shims outlive it; they name its socket on their command line.
+    _kill_processes_using(f"-address\0{HOST_STATE_DIR / 'containerd.sock'}")
     if (CGROUP_ROOT / "memory" / KUBEPODS).exists() or (CGROUP_ROOT / "pids" / KUBEPODS).exists():
         _kill_cgroup_tree()
         removed.append("kubepods cgroups")
@@ -242,6 +257,9 @@ def leftovers() -> list[str]:
     netns = _run("ip", "netns", "list", check=False).stdout.strip()
     if netns:
         found.append(f"network namespaces: {netns}")
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    found += [f"mount {m}" for m in mounts if str(HOST_STATE_DIR) in m or "io.containerd" in m or "/kubelet/pods/" in m]
+    found += [f"process {p}" for p in _processes_named(("containerd-shim", "kubelet", "kube-proxy"))]
     if HOST_STATE.exists():
         found.append(f"{HOST_STATE} (settings not yet put back)")
     return found
