@@ -2,7 +2,8 @@
 
 List (paged), hand the handler the whole state, then watch from the list's resourceVersion. Bookmarks keep the
 resourceVersion fresh; a 410 Gone (or an ERROR event saying so) relists; a broken connection reconnects with
-exponential backoff and jitter. ``synced`` is set after the first complete list.
+exponential backoff and jitter; any other failure ends ``run`` (see there). ``synced`` is set after the first
+complete list.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import aiohttp
 from kubernetes_asyncio import client
 
+from kubeio.errors import describe, transient
 from kubeio.rest import ApiException, json_request, stream_json_lines
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,10 @@ class Informer:
                 self.handler.apply(kind, self.compact(obj))
 
     async def run(self) -> None:
+        """List and watch until cancelled. A transient failure (see ``kubeio.errors.transient``) reconnects with
+        backoff; anything else — a terminal answer such as 403 (RBAC) or 404 (a CRD not installed), or an error in
+        the handler — ends it with that exception, so the process that runs it can stop instead of serving from an
+        index that silently stopped changing."""
         backoff = 0.2
         need_list = True
         while True:
@@ -113,16 +118,13 @@ class Informer:
             except Gone:
                 log.info("watch of %s expired (410 Gone); relisting", self.path)
                 need_list = True
-            except ApiException as error:
-                if error.status == 410:
+            except Exception as error:
+                if isinstance(error, ApiException) and error.status == 410:
                     need_list = True
                     continue
-                log.warning(
-                    "watch of %s failed: %s %s; retrying in %.1fs", self.path, error.status, error.reason, backoff
-                )
-                await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter, not secrecy
-                backoff = min(backoff * 2, self.max_backoff)
-            except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError) as error:
-                log.warning("watch of %s broke: %s; retrying in %.1fs", self.path, type(error).__name__, backoff)
+                if not transient(error):
+                    log.error("watch of %s failed for good: %s", self.path, describe(error))
+                    raise
+                log.warning("watch of %s broke: %s; retrying in %.1fs", self.path, describe(error), backoff)
                 await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter, not secrecy
                 backoff = min(backoff * 2, self.max_backoff)
