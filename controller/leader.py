@@ -1,8 +1,12 @@
 """Leader election on a coordination.k8s.io/v1 Lease, with optimistic concurrency.
 
-The leader renews every ``retry_period``; a replica takes over when the holder has not renewed for
-``lease_seconds``. A leader that cannot renew within ``renew_deadline`` steps down (the process then exits so that it
-starts clean). On a graceful stop the leader releases the lease so that a standby takes over at once.
+The leader renews every ``retry_period``. A candidate takes over when the Lease record has not changed for
+``lease_seconds`` as measured by its own monotonic clock since it saw the record change (``rules.lease``): the
+holder's ``renewTime`` is never compared with our clock, so clock skew between replicas neither steals a live
+lease nor keeps a dead one. A leader that cannot renew within ``renew_deadline`` (each attempt is cut off at the
+deadline, so a dropped connection cannot hold it past it) steps down; the process then exits so that it starts
+clean. Only transient errors (``kubeio.errors.transient``) are waited out; a refusal such as 403 ends acquiring
+(with the error) or leading at once. On a graceful stop the leader releases the lease so a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -10,33 +14,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
 
+from kubeio.errors import conflict, describe, transient
 from kubeio.rest import ApiException, json_request
+from rules.lease import lease_free
 
 log = logging.getLogger(__name__)
 
 
 def _micro(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(stamp: str | None) -> datetime.datetime | None:
-    if not stamp:
-        return None
-    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
-
-
-def expired(spec: dict[str, Any], now: datetime.datetime) -> bool:
-    """Whether a lease is free to take: no holder, or no renewal for its duration."""
-    if not spec.get("holderIdentity"):
-        return True
-    renewed = _parse(spec.get("renewTime"))
-    duration = datetime.timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
-    return renewed is None or renewed + duration < now
 
 
 class LeaderElector:
@@ -51,6 +43,7 @@ class LeaderElector:
         renew_deadline: float = 10,
         retry_period: float = 2,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -60,8 +53,11 @@ class LeaderElector:
         self.lease_seconds = lease_seconds
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
-        self.now = now
+        self.now = now  # wall clock: only written into the Lease, for people reading it
+        self.clock = clock  # monotonic: every decision
         self.leading = asyncio.Event()
+        self.observed: dict[str, Any] | None = None  # the Lease record as last seen to change…
+        self.observed_at = 0.0  # …and when, on self.clock
 
     def _spec(self, acquired: str | None, transitions: int) -> dict[str, Any]:
         stamp = _micro(self.now())
@@ -73,63 +69,93 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
+    def _observe(self, spec: dict[str, Any]) -> None:
+        if spec != self.observed:
+            self.observed = dict(spec)
+            self.observed_at = self.clock()
+
     async def try_acquire_or_renew(self) -> bool:
+        """One attempt: True when this replica holds the Lease afterwards. Raises what the API raised, but for a
+        conflict (another replica wrote first), which is a plain False."""
         try:
             lease = await json_request(self.api, "GET", f"{self.path}/{self.name}")
         except ApiException as error:
             if error.status != 404:
                 raise
-            body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec(None, 0)}
+            spec = self._spec(None, 0)
+            body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
             try:
                 await json_request(self.api, "POST", self.path, body=body)
-            except ApiException as conflict:
-                if conflict.status == 409:
+            except ApiException as raced:
+                if conflict(raced):
                     return False
                 raise
+            self._observe(spec)
             return True
         spec = lease.get("spec") or {}
+        self._observe(spec)
         mine = spec.get("holderIdentity") == self.identity
-        if not mine and not expired(spec, self.now()):
+        free = lease_free(
+            spec,
+            identity=self.identity,
+            observed_at=self.observed_at,
+            now=self.clock(),
+            default_seconds=self.lease_seconds,
+        )
+        if not free:
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         lease["spec"] = self._spec(spec.get("acquireTime") if mine else None, transitions)
         try:
             await json_request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
-        except ApiException as conflict:
-            if conflict.status == 409:
+        except ApiException as raced:
+            if conflict(raced):
                 return False
             raise
+        self._observe(lease["spec"])
         return True
 
     async def acquire(self) -> None:
-        """Wait until this replica leads."""
+        """Wait until this replica leads. Transient errors are retried; any other error is raised, and then this
+        replica does not lead."""
         while True:
             try:
                 if await self.try_acquire_or_renew():
                     self.leading.set()
                     log.info("%s leads (lease %s/%s)", self.identity, self.namespace, self.name)
                     return
-            except (TimeoutError, ApiException, OSError) as error:
-                log.warning("leader election: %s", error)
+            except Exception as error:
+                if not transient(error):
+                    log.error("leader election: the Lease %s/%s: %s", self.namespace, self.name, describe(error))
+                    raise
+                log.warning("leader election: %s; trying again", describe(error))
             await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
-        """Renew while leading; returns when the lease is lost."""
-        last_renewed = asyncio.get_running_loop().time()
+        """Renew while leading; returns (no longer leading) when the lease went to another replica, a renewal was
+        refused for good, or no renewal succeeded within ``renew_deadline``."""
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()
         while True:
             await asyncio.sleep(self.retry_period)
+            deadline = renewed_at + self.renew_deadline
             try:
-                if await self.try_acquire_or_renew():
-                    last_renewed = asyncio.get_running_loop().time()
-                    continue
+                async with asyncio.timeout_at(deadline):
+                    renewed = await self.try_acquire_or_renew()
+            except Exception as error:
+                if not transient(error):
+                    log.error("renewing the lease was refused: %s", describe(error))
+                    break
+                if loop.time() >= deadline:
+                    log.error("could not renew the lease within %.1fs: %s", self.renew_deadline, describe(error))
+                    break
+                log.warning("could not renew the lease yet: %s", describe(error))
+                continue
+            if not renewed:
                 log.error("%s lost the lease to another replica", self.identity)
-            except (TimeoutError, ApiException, OSError) as error:
-                if asyncio.get_running_loop().time() - last_renewed < self.renew_deadline:
-                    log.warning("could not renew the lease yet: %s", error)
-                    continue
-                log.error("could not renew the lease within %.0fs: %s", self.renew_deadline, error)
-            self.leading.clear()
-            return
+                break
+            renewed_at = loop.time()
+        self.leading.clear()
 
     async def release(self) -> None:
         if not self.leading.is_set():
@@ -139,6 +165,6 @@ class LeaderElector:
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = ""
                 await json_request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
-        except (TimeoutError, ApiException, OSError) as error:
-            log.warning("could not release the lease: %s", error)
+        except Exception as error:  # best effort: the lease then expires on its own
+            log.warning("could not release the lease: %s", describe(error))
         self.leading.clear()
