@@ -253,6 +253,24 @@ class Rollouts:
             )
             await self.event(service, describe(decision.changed))
 
+    async def failed(self, key: ServiceKey, message: str) -> None:
+        """A reconcile refused for good (an RBAC rule missing, another admission webhook denying the patch): one
+        Warning Event on the service; its next change tries again."""
+        service = self.caches.services.get(key)
+        if service is None:
+            return
+        await record_event(
+            self.api,
+            api_version="apps/v1",
+            kind=service.kind,
+            name=service.name,
+            namespace=service.namespace,
+            uid=service.uid,
+            reason="RolloutFailed",
+            message=f"Could not roll out or record the Secrets this service reads: {message}",
+            warning=True,
+        )
+
     async def hold(self, service: Service, why: str) -> None:
         """A change that would roll the service into pods that cannot start: say so once, roll nothing."""
         if self.held.get(service.key) == why:

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import logging
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -87,12 +88,12 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return Settings(cert_file=managed.cert_file, key_file=managed.key_file, self_managed=managed, **common)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     arguments = parser()
     args = arguments.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(settings_from(args, arguments))
+    return serve(settings_from(args, arguments))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kubeio.errors import describe
 from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, deny, mutate, parse_review, review
 from webhook.metrics import Metrics
 from webhook.secret_keys import SecretKeyIndex
@@ -30,7 +34,10 @@ BODY_TIMEOUT_SECONDS = 10.0
 
 @dataclass
 class WebhookState:
-    """What the handlers read: the in-memory indexes (kept by watches elsewhere) and the readiness checks."""
+    """What the handlers read: the in-memory indexes (kept by watches elsewhere) and the readiness checks.
+
+    ``failure`` says which background task ended (none should, while the process runs); from then on the process
+    is neither ready nor live, and ``failed`` tells whoever runs the server to stop it with a non-zero code."""
 
     secret_keys: SecretKeyIndex = field(default_factory=SecretKeyIndex)
     protection: ProtectionView = field(default_factory=ProtectionView)
@@ -38,6 +45,29 @@ class WebhookState:
     ready_checks: list[Callable[[], bool]] = field(default_factory=list)
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT_SECONDS
+    failure: str | None = None
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def fail(self, failure: str) -> None:
+        if self.failure is None:
+            self.failure = failure
+            log.error("%s; the webhook is not ready any more and stops", failure)
+        self.failed.set()
+
+
+def background(state: WebhookState, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """Start a task meant to run as long as the server: the watches behind the indexes, certificate renewal. If it
+    ends — with an error, or at all — the state fails (see ``WebhookState``). Cancelling it is not a failure."""
+    task = asyncio.create_task(work, name=name)
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        state.fail(f"{name} ended" + (f": {describe(error)}" if error is not None else ""))
+
+    task.add_done_callback(ended)
+    return task
 
 
 STATE = web.AppKey("state", WebhookState)
@@ -82,11 +112,17 @@ def admission_handler(name: str, decide: Decide) -> Callable[[web.Request], Awai
 
 
 async def healthz(request: web.Request) -> web.Response:
+    failure = request.app[STATE].failure
+    if failure is not None:
+        return web.Response(status=503, text=failure)
     return web.Response(text="ok")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if all(check() for check in request.app[STATE].ready_checks):
+    state = request.app[STATE]
+    if state.failure is not None:
+        return web.Response(status=503, text=state.failure)
+    if all(check() for check in state.ready_checks):
         return web.Response(text="ok")
     return web.Response(status=503, text="caches not synced yet")
 
@@ -102,6 +138,40 @@ async def _mutate(state: WebhookState, admission: AdmissionRequest) -> Admission
 
 async def _validate(state: WebhookState, admission: AdmissionRequest) -> AdmissionResponse:
     return await validate(admission, state.protection)
+
+
+async def serve_until_stopped(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> int:
+    """Serve until a signal (exit code 0) or until a background task ends (1), then shut down gracefully."""
+    state = app[STATE]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        log.info("serving on %s", site.name)
+        stopping = asyncio.ensure_future(stop.wait())
+        failing = asyncio.ensure_future(state.failed.wait())
+        try:
+            await asyncio.wait([stopping, failing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            failing.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    return 1 if state.failure is not None else 0
 
 
 def create_app(state: WebhookState | None = None) -> web.Application:

@@ -15,7 +15,7 @@ from kubernetes_asyncio import client
 from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import raw_request
-from webhook.app import STATE, WebhookState, create_app
+from webhook.app import STATE, WebhookState, background, create_app, serve_until_stopped
 from webhook.referrers import REFERRER_PATHS
 from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 from webhook.tls import ReloadingCertificate
@@ -53,7 +53,7 @@ def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[Non
         ]
         state.ready_checks.extend(informer.synced.is_set for informer in informers)
         state.protection.consistent_read = CoalescedReads(partial(consistent_snapshot, api))
-        tasks = [asyncio.create_task(informer.run(), name=informer.path) for informer in informers]
+        tasks = [background(state, informer.run(), f"the watch of {informer.path}") for informer in informers]
         try:
             yield
         finally:
@@ -98,7 +98,7 @@ def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.A
     """A cleanup context: load the certificate files again whenever they change."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(tls.watch(settings.cert_reload_seconds))
+        task = background(app[STATE], tls.watch(settings.cert_reload_seconds), "the certificate file watch")
         try:
             yield
         finally:
@@ -119,7 +119,7 @@ def self_managed_certificate(
         try:
             await manager.reconcile()
             tls.reload()
-            task = asyncio.create_task(manager.run(tls))
+            task = background(app[STATE], manager.run(tls), "the certificate renewal")
             try:
                 yield
             finally:
@@ -141,15 +141,10 @@ def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
     return app
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Serve until stopped; the exit code is 1 when a background task ended (see ``WebhookState``)."""
     tls = ReloadingCertificate(settings.cert_file, settings.key_file)
     if settings.self_managed is None:
         tls.reload()  # the files must be there at start; in self-managed mode they are written before listening
-    web.run_app(
-        build_app(settings, tls),
-        host=settings.host,
-        port=settings.port,
-        ssl_context=tls.context,
-        access_log=None,
-        print=lambda message: log.info("%s", message),
-    )
+    app = build_app(settings, tls)
+    return asyncio.run(serve_until_stopped(app, host=settings.host, port=settings.port, ssl_context=tls.context))
