@@ -34,8 +34,8 @@ from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
 from rules.names import ROTATE, SECRET_TYPE_LABEL
 from rules.references import secret_uses
-from rules.rollout import ROLLOUT_STATE, current_state, key_digests, parse_state
-from rules.workloads import rollout_complete
+from rules.rollout import ROLLOUT_STATE, current_state, key_digests, opted_out, parse_state
+from rules.workloads import annotations_of, pod_template, rollout_complete
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ DEPENDENT_PATHS = {
     "StatefulSet": "/apis/apps/v1/namespaces/{namespace}/statefulsets",
     "DaemonSet": "/apis/apps/v1/namespaces/{namespace}/daemonsets",
 }
+READER_KINDS = {kind.lower(): kind for kind in DEPENDENT_PATHS}
+COMPONENT_LABEL = "app.kubernetes.io/component"
+DATABASE_ANNOTATION = "secrets.smll.io/database"  # on a rotation Secret: the Database it is for
 
 
 class ConfigError(ValueError):
@@ -100,6 +103,8 @@ class Databases:
         self.grace = grace
         self.now = now
         self.objects: dict[DatabaseKey, dict[str, Any]] = {}
+        # Readers that opted out of rollouts, told of the rotation: Database → (the previous login, readers told).
+        self.warned: dict[DatabaseKey, tuple[str, set[str]]] = {}
 
     # ---- informer handler ---------------------------------------------------------------------------------
 
@@ -170,13 +175,10 @@ class Databases:
         spec = obj.get("spec") or {}
         owner = rules.owner_role(namespace, name)
         secret = await self.read_secret(namespace, rules.secret_name(name))
-        data = _decoded(secret)
+        stored = await get_or_none(self.api, self.rotation_path(namespace, name))
         annotations = dict(((secret or {}).get("metadata") or {}).get("annotations") or {})
         now = self.now()
-        login = data.get("POSTGRES_USER") or rules.login_role(namespace, name, 1)
-        password = data.get("POSTGRES_PASSWORD") or rules.generate_password()
         request = (obj["metadata"].get("annotations") or {}).get(ROTATE)
-        previous = annotations.get(rules.PREVIOUS_USER)
         plan = rules.rotation(
             rotate_every=spec.get("rotateEvery"),
             rotate_request=request,
@@ -184,73 +186,120 @@ class Databases:
             rotated_at=rules.parse_time(annotations.get(rules.ROTATED_AT)) or _created(secret),
             now=now,
         )
-        rotating = secret is not None and plan.due and previous is None
-        if rotating:
-            previous = login
-            login = rules.login_role(namespace, name, rules.generation_of(login) + 1)
-            password = rules.generate_password()
-            annotations[rules.ROTATED_AT] = rules.format_time(now)
-            if request:
-                annotations[rules.ROTATION_SEEN] = request
+        target = rules.target(
+            namespace=namespace,
+            name=name,
+            current=_decoded(secret) if secret is not None else None,
+            previous=annotations.get(rules.PREVIOUS_USER),
+            pending=_pending(stored),
+            due=plan.due,
+            request=request,
+        )
+        if target.new and _pending(stored) != target.pending:
+            # The password is kept before the server accepts it, so that no crash can lose a live one.
+            if stored is not None:
+                await self.delete_rotation_secret(stored)
+            stored = await self.store_rotation_secret(obj, target.pending)
 
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
             await ensure_database(admin, owner)
-            if rotating or secret is None or not await logs_in(server, user=login, password=password, database=owner):
-                await ensure_login(admin, login=login, owner=owner, password=password)
+            if target.new or not await logs_in(server, user=target.user, password=target.password, database=owner):
+                await ensure_login(admin, login=target.user, owner=owner, password=target.password)
         finally:
             await admin.close()
-        if secret is None and request:
-            annotations[rules.ROTATION_SEEN] = request  # a request made before the first password means nothing
-        if previous:
-            annotations[rules.PREVIOUS_USER] = previous
-        desired = rules.credentials(user=login, password=password, server=server, database=owner)
+        if target.rotation_seen:
+            annotations[rules.ROTATION_SEEN] = target.rotation_seen
+        if target.rotation:
+            annotations[rules.ROTATED_AT] = rules.format_time(now)
+        if target.previous:
+            annotations[rules.PREVIOUS_USER] = target.previous
+        desired = rules.credentials(user=target.user, password=target.password, server=server, database=owner)
         await self.write_secret(obj, secret, desired, annotations)
-        if rotating:
+        if stored is not None:
+            await self.delete_rotation_secret(stored)
+        if target.rotation:
             await self.event(
                 obj,
                 "Rotated",
-                f"new login {login} ({plan.reason}); {previous} is kept until the "
-                f"services using {rules.secret_name(name)} have rolled",
+                f"new login {target.user}; {target.previous} is kept until the services using "
+                f"{rules.secret_name(name)} have rolled",
             )
 
         message = f"database {owner} on server {server.name}"
-        if previous:
-            waiting = await self.unrolled_dependents(namespace, rules.secret_name(name), desired)
-            rotated_at = rules.parse_time(annotations.get(rules.ROTATED_AT)) or now
-            if not waiting or now - rotated_at >= self.grace:
-                admin = await connect(server, user=admin_user, password=admin_password)
-                try:
-                    await drop_login(
-                        server, admin, admin_user=admin_user, admin_password=admin_password, login=previous, owner=owner
-                    )
-                finally:
-                    await admin.close()
-                annotations.pop(rules.PREVIOUS_USER, None)
-                await self.write_secret(
-                    obj, await self.read_secret(namespace, rules.secret_name(name)), desired, annotations
-                )
-                await self.event(
-                    obj,
-                    "OldLoginDropped",
-                    f"dropped {previous}: "
-                    + (
-                        "every service using the credentials has rolled"
-                        if not waiting
-                        else "the grace period after the rotation has passed"
-                    ),
-                )
-            else:
-                message += f"; rotation: {previous} kept until {', '.join(waiting[:5])} have rolled"
-                self.queue.add_after(self._key(obj), 5)
+        if target.previous:
+            retiring = await self.retire(obj, server, admin_user, admin_password, target.previous, desired, annotations)
+            if retiring:
+                message += f"; {retiring}"
         await self.status(obj, "True", "Provisioned", message, secret_name=rules.secret_name(name))
         if plan.next_check is not None:
             self.queue.add_after(self._key(obj), max(1.0, plan.next_check.total_seconds()))
 
-    async def unrolled_dependents(self, namespace: str, secret: str, data: dict[str, str]) -> list[str]:
-        """Services reading the Secret that have not yet rolled out, completely, to its current data."""
+    async def retire(
+        self,
+        obj: dict[str, Any],
+        server: rules.Server,
+        admin_user: str,
+        admin_password: str,
+        previous: str,
+        desired: dict[str, str],
+        annotations: dict[str, str],
+    ) -> str:
+        """Drop the previous login once its readers have rolled (or the grace period is over). Readers that opted out
+        of rollouts are told first, with a Warning Event each, and named in the status. Returns the status's note
+        while the login is kept."""
+        namespace, name = self._key(obj)
+        secret_name = rules.secret_name(name)
+        now = self.now()
+        readers = await self.readers(namespace, secret_name, desired)
+        rotated_at = rules.parse_time(annotations.get(rules.ROTATED_AT)) or now
+        plan = rules.retirement(readers, rotated_at=rotated_at, grace=self.grace, now=now)
+        await self.warn_opted_out(obj, previous, plan)
+        if not plan.drop:
+            self.queue.add_after(self._key(obj), 5)
+            return rules.retirement_message(previous, plan)
+        owner = rules.owner_role(namespace, name)
+        admin = await connect(server, user=admin_user, password=admin_password)
+        try:
+            await drop_login(
+                server, admin, admin_user=admin_user, admin_password=admin_password, login=previous, owner=owner
+            )
+        finally:
+            await admin.close()
+        annotations.pop(rules.PREVIOUS_USER, None)
+        await self.write_secret(obj, await self.read_secret(namespace, secret_name), desired, annotations)
+        self.warned.pop(self._key(obj), None)
+        await self.event(obj, "OldLoginDropped", f"dropped {previous}: {plan.why}")
+        return ""
+
+    async def warn_opted_out(self, obj: dict[str, Any], previous: str, plan: rules.Retirement) -> None:
+        """Once per reader and rotation (per process: a restart may tell it once more)."""
+        namespace, name = self._key(obj)
+        told = self.warned.get(self._key(obj))
+        if told is None or told[0] != previous:
+            told = self.warned[self._key(obj)] = (previous, set())
+        for reader in plan.opted_out:
+            if reader.name in told[1]:
+                continue
+            kind, _, reader_name = reader.name.partition("/")
+            await record_event(
+                self.api,
+                api_version="apps/v1",
+                kind=READER_KINDS[kind],
+                name=reader_name,
+                namespace=namespace,
+                uid=reader.uid,
+                reason="RotationNotRolled",
+                message=rules.opted_out_warning(rules.secret_name(name), previous, plan.drop_at),
+                warning=True,
+            )
+            told[1].add(reader.name)
+
+    async def readers(self, namespace: str, secret: str, data: dict[str, str]) -> list[rules.Reader]:
+        """The services reading the Secret: whether each has rolled out, completely, to its current data, and
+        whether it opted out of rollouts."""
         digests = key_digests({k: base64.b64encode(v.encode()).decode() for k, v in data.items()}, self.hmac_key)
-        waiting = []
+        found = []
         for kind, path in DEPENDENT_PATHS.items():
             listing = await json_request(self.api, "GET", path.format(namespace=namespace))
             for item in listing.get("items") or []:
@@ -258,10 +307,55 @@ class Databases:
                 if not uses:
                     continue
                 want = current_state(uses, {secret: digests})
-                stored = parse_state((item["metadata"].get("annotations") or {}).get(ROLLOUT_STATE)) or {}
-                if stored.get(secret) != want[secret] or not rollout_complete(item, kind):
-                    waiting.append(f"{kind.lower()}/{item['metadata']['name']}")
-        return sorted(waiting)
+                annotations = annotations_of(item)
+                stored = parse_state(annotations.get(ROLLOUT_STATE)) or {}
+                found.append(
+                    rules.Reader(
+                        f"{kind.lower()}/{item['metadata']['name']}",
+                        rolled=stored.get(secret) == want[secret] and rollout_complete(item, kind),
+                        opted_out=opted_out(annotations, annotations_of(pod_template(item, kind))),
+                        uid=str(item["metadata"].get("uid", "")),
+                    )
+                )
+        return found
+
+    def rotation_path(self, namespace: str, name: str) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/secrets/{rules.rotation_secret_name(namespace, name)}"
+
+    async def store_rotation_secret(self, obj: dict[str, Any], pending: rules.Pending) -> dict[str, Any]:
+        """A create: a rotation Secret that exists already (another replica's, a stale cache) is never overwritten."""
+        namespace, name = self._key(obj)
+        annotations = {rules.ROTATION_SEEN: pending.rotation_seen} if pending.rotation_seen else {}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": rules.rotation_secret_name(namespace, name),
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "smll-secrets", COMPONENT_LABEL: rules.ROTATION_COMPONENT},
+                "annotations": {**annotations, DATABASE_ANNOTATION: f"{namespace}/{name}"},
+            },
+            "data": {
+                rules.ROTATION_USER_KEY: base64.b64encode(pending.user.encode()).decode(),
+                rules.ROTATION_PASSWORD_KEY: base64.b64encode(pending.password.encode()).decode(),
+            },
+        }
+        return await json_request(self.api, "POST", f"/api/v1/namespaces/{self.namespace}/secrets", body=body)
+
+    async def delete_rotation_secret(self, stored: dict[str, Any]) -> None:
+        metadata = stored["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
+        }
+        path = f"/api/v1/namespaces/{self.namespace}/secrets/{metadata['name']}"
+        try:
+            await json_request(self.api, "DELETE", path, body=body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def delete(self, obj: dict[str, Any], server: rules.Server) -> None:
         namespace, name = self._key(obj)
@@ -276,6 +370,10 @@ class Databases:
             except (TimeoutError, LookupError, OSError, asyncpg.PostgresError) as error:
                 await self.status(obj, "False", "DeleteFailed", f"dropping the database: {_safe(error)}")
                 raise
+        stored = await get_or_none(self.api, self.rotation_path(namespace, name))
+        if stored is not None:  # a login on its way in that will not arrive: nothing in our namespace is left behind
+            await self.delete_rotation_secret(stored)
+        self.warned.pop(self._key(obj), None)
         await self.remove_finalizer(obj)
 
     # ---- API edge -----------------------------------------------------------------------------------------
@@ -395,6 +493,14 @@ class Databases:
 def _decoded(secret: dict[str, Any] | None) -> dict[str, str]:
     data = (secret or {}).get("data") or {}
     return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+
+
+def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
+    if stored is None:
+        return None
+    data = _decoded(stored)
+    seen = (stored["metadata"].get("annotations") or {}).get(rules.ROTATION_SEEN)
+    return rules.Pending(data.get(rules.ROTATION_USER_KEY, ""), data.get(rules.ROTATION_PASSWORD_KEY, ""), seen)
 
 
 def _created(secret: dict[str, Any] | None) -> datetime.datetime | None:

@@ -13,8 +13,8 @@ import re
 import secrets
 import string
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 CREDENTIALS_SUFFIX = "-credentials"
@@ -24,16 +24,34 @@ PASSWORD_LENGTH = 40
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
-# Bookkeeping kept on the credentials Secret itself, so that it survives restarts and failover.
+# Bookkeeping kept on the credentials Secret itself, so that it survives restarts and failover. Names only, never
+# a password: the Secret's data holds exactly KEYS.
 PREVIOUS_USER = "secrets.smll.io/previous-user"  # a login kept until dependents have rolled
 ROTATED_AT = "secrets.smll.io/rotated-at"
 ROTATION_SEEN = "secrets.smll.io/rotate-seen"  # the Database's rotate annotation value already acted on
+
+# A login and password on their way in (first provisioning or rotation) wait in a Secret of the controller's own
+# namespace until the credentials Secret has them: a password is there before the server accepts it.
+ROTATION_PREFIX = "database-rotation."
+ROTATION_USER_KEY = "user"
+ROTATION_PASSWORD_KEY = "password"
+ROTATION_COMPONENT = "database-rotation"
+MAX_SECRET_NAME = 253
 
 DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 def secret_name(database: str) -> str:
     return database + CREDENTIALS_SUFFIX
+
+
+def rotation_secret_name(namespace: str, name: str) -> str:
+    """The rotation Secret of one Database. A namespace has no '.', so ``<namespace>.<name>`` is unambiguous; a name
+    too long for that is replaced by a digest of both."""
+    full = f"{ROTATION_PREFIX}{namespace}.{name}"
+    if len(full) <= MAX_SECRET_NAME:
+        return full
+    return ROTATION_PREFIX + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:40]
 
 
 def generate_password() -> str:
@@ -186,3 +204,147 @@ def ready_condition(
         "observedGeneration": generation,
         "lastTransitionTime": kept or format_time(now),
     }
+
+
+# ---- which login and password the Secret should hold ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a rotation Secret holds: a login and its password on their way in, and the rotate request answered."""
+
+    user: str
+    password: str = field(repr=False)
+    rotation_seen: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The login the credentials Secret should hold.
+
+    ``new``: its password is in no credentials Secret yet, so it is kept in the rotation Secret (``pending``) before
+    the server gets it. ``previous``: the login to keep until readers have rolled; ``rotation``: this target starts
+    that wait (a rotation). ``rotation_seen``: the rotate request it answers, recorded on the Secret with it.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    previous: str | None
+    new: bool
+    rotation: bool = False
+    rotation_seen: str | None = None
+
+    @property
+    def pending(self) -> Pending:
+        return Pending(self.user, self.password, self.rotation_seen)
+
+
+def target(
+    *,
+    namespace: str,
+    name: str,
+    current: Mapping[str, str] | None,
+    previous: str | None,
+    pending: Pending | None,
+    due: bool,
+    request: str | None,
+    new_password: Callable[[], str] = generate_password,
+) -> Target:
+    """From the credentials Secret's data (``current``, None when there is no Secret), the login it keeps for readers
+    that have not rolled (``previous``) and a rotation Secret (``pending``): where the Secret should go next.
+
+    A login on its way in is always finished, never replaced: the server may accept it already.
+    """
+    user = (current or {}).get("POSTGRES_USER") or None
+    password = (current or {}).get("POSTGRES_PASSWORD") or None
+    if pending is not None and pending.user and pending.password and pending.user != user:
+        rotation = current is not None and user is not None
+        return Target(
+            pending.user,
+            pending.password,
+            user if rotation else previous,
+            new=True,
+            rotation=rotation,
+            rotation_seen=pending.rotation_seen,
+        )
+    if user is None or password is None:
+        # The first login, or the Secret emptied by hand. A rotate request made before the first password asks for
+        # nothing more.
+        seen = request if current is None else None
+        return Target(user or login_role(namespace, name, 1), new_password(), previous, new=True, rotation_seen=seen)
+    if due and previous is None:
+        return Target(
+            login_role(namespace, name, generation_of(user) + 1),
+            new_password(),
+            user,
+            new=True,
+            rotation=True,
+            rotation_seen=request,
+        )
+    return Target(user, password, previous, new=False)
+
+
+# ---- retiring the previous login ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A Deployment, StatefulSet or DaemonSet that reads the credentials Secret."""
+
+    name: str  # kind/name, e.g. deployment/api
+    rolled: bool  # rolled out, completely, to the Secret's current data
+    opted_out: bool  # secrets.smll.io/auto-rollout: "false": never rolled by the controller
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class Retirement:
+    drop: bool
+    why: str  # for the OldLoginDropped Event, when dropping
+    waiting: tuple[str, ...]  # readers not yet rolled (opted out ones included)
+    opted_out: tuple[Reader, ...]  # readers that will not be rolled by the controller
+    drop_at: datetime.datetime
+
+
+def retirement(
+    readers: Sequence[Reader], *, rotated_at: datetime.datetime, grace: datetime.timedelta, now: datetime.datetime
+) -> Retirement:
+    """Whether to drop the previous login now: once every reader has rolled, or when the grace period has passed,
+    rolled or not. A reader that opted out of rollouts is waited for too (its owner may roll it by hand) — until
+    the grace period ends."""
+    waiting = tuple(sorted(reader.name for reader in readers if not reader.rolled))
+    opted_out = tuple(sorted((r for r in readers if not r.rolled and r.opted_out), key=lambda r: r.name))
+    drop_at = rotated_at + grace
+    if not waiting:
+        return Retirement(True, "every service using the credentials has rolled", waiting, opted_out, drop_at)
+    if now >= drop_at:
+        return Retirement(True, "the grace period after the rotation has passed", waiting, opted_out, drop_at)
+    return Retirement(False, "", waiting, opted_out, drop_at)
+
+
+def shown(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c`` — or the first ``limit`` and how many more."""
+    listed = ", ".join(names[:limit])
+    return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def retirement_message(previous: str, plan: Retirement) -> str:
+    """For the Ready condition while the previous login is kept: who is waited for, and who will not roll."""
+    message = (
+        f"rotation: {previous} kept until {shown(plan.waiting)} have rolled, at the latest {format_time(plan.drop_at)}"
+    )
+    if plan.opted_out:
+        message += (
+            f'; not rolled automatically (auto-rollout "false"), they lose {previous} then unless restarted: '
+            f"{shown([reader.name for reader in plan.opted_out])}"
+        )
+    return message
+
+
+def opted_out_warning(secret: str, previous: str, drop_at: datetime.datetime) -> str:
+    """The Warning Event on a reader that opted out of rollouts, before its old login goes."""
+    return (
+        f'secret {secret!r} was rotated and this service has secrets.smll.io/auto-rollout "false", so it is not '
+        f"rolled: its running pods use login {previous}, which is dropped at {format_time(drop_at)}; restart it before "
+        f"then (kubectl rollout restart)"
+    )

@@ -16,6 +16,8 @@ import pytest
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
 from devenv.postgres import LocalPostgres
+from rules.database import rotation_secret_name
+from tests.e2e.versions import SecretVersions
 from tests.leaks import GUARD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
@@ -366,3 +368,134 @@ async def test_killing_the_controller_at_random_points_never_orphans_a_role_or_b
             owner,
         )
         assert orphans == 0
+
+
+def rotation_secret(cluster: ControlPlane, namespace: str, name: str) -> bool:
+    """Whether a login is on its way in for the Database (its rotation Secret in the controller's namespace)."""
+    found = cluster.kubectl(
+        "get", "secret", rotation_secret_name(namespace, name), "-n", CONTROLLER_NAMESPACE, check=False
+    )
+    return found.returncode == 0
+
+
+async def test_database_credentials_hold_exactly_their_keys_through_creation_rotation_and_kills(
+    cluster: ControlPlane, namespace: str, database_controller: LocalController
+) -> None:
+    """Every version a watch sees, from the first write on, has exactly the six keys — through a creation and
+    rotations cut short by SIGKILL at random points; and the last one connects."""
+    chaos = random.Random(21)  # noqa: S311 - a reproducible schedule, not secrecy
+    with SecretVersions(cluster, namespace, "orders-credentials") as watched:
+        create_database(cluster, namespace, "orders")
+        await asyncio.sleep(chaos.uniform(0, 0.5))
+        database_controller.stop(kill=True)
+        database_controller.start()
+        wait_credentials(cluster, namespace, "orders")
+        for round_ in range(3):
+            before = wait_credentials(cluster, namespace, "orders")["POSTGRES_PASSWORD"]
+            wait_for(
+                lambda: (
+                    "previous-user"
+                    not in cluster.kubectl(
+                        "get", "secret", "orders-credentials", "-n", namespace, "-o", "jsonpath={.metadata.annotations}"
+                    ).stdout
+                ),
+                timeout=60,
+                what="the previous login retired",
+            )
+            cluster.kubectl(
+                "annotate", "database/orders", f"secrets.smll.io/rotate=r{round_}", "--overwrite", "-n", namespace
+            )
+            await asyncio.sleep(chaos.uniform(0, 0.5))
+            database_controller.stop(kill=True)
+            database_controller.start()
+
+            def rotated(before: str = before) -> bool:
+                return (credentials(cluster, namespace, "orders") or {}).get("POSTGRES_PASSWORD") != before
+
+            wait_for(rotated, timeout=60, what=f"rotation r{round_}")
+        wait_for(lambda: not rotation_secret(cluster, namespace, "orders"), timeout=30, what="nothing left in flight")
+        final = credentials(cluster, namespace, "orders")
+        await asyncio.sleep(1)  # the watch's last events
+    key_sets = watched.key_sets()
+
+    assert len(key_sets) >= 4, "the creation and three rotations are each a version"
+    assert set(key_sets) == {frozenset(KEYS)}, key_sets
+    assert final is not None
+    assert await can_connect(final["DATABASE_URL"])
+
+
+def reader(name: str, *, env: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    """A Deployment with no replicas that reads the credentials as a plain Kubernetes user would write it."""
+    container: dict[str, Any] = {"name": "app", "image": "registry.invalid/app:1", **extra}
+    if env is not None:
+        container["env"] = env
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def template_annotations(cluster: ControlPlane, namespace: str, name: str) -> str:
+    return cluster.kubectl(
+        "get", f"deployment/{name}", "-n", namespace, "-o", "jsonpath={.spec.template.metadata.annotations}"
+    ).stdout
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_rotation_rolls_every_reader_and_warns_one_that_opted_out_before_its_login_goes(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    create_database(cluster, namespace, "orders")
+    old = wait_credentials(cluster, namespace, "orders")
+    url = {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "orders-credentials", "key": "DATABASE_URL"}}}
+    plain = reader("plain", env=[url])
+    whole = reader("whole", envFrom=[{"secretRef": {"name": "orders-credentials"}}])
+    legacy = reader("legacy", env=[url])
+    legacy["metadata"]["annotations"] = {"secrets.smll.io/auto-rollout": "false"}
+    for deployment in (plain, whole, legacy):
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(deployment))
+    for name in ("plain", "whole"):  # first seen: the state is recorded, nothing rolls
+        wait_for(
+            lambda name=name: (
+                "secrets.smll.io/rolled-for"
+                in cluster.kubectl(  # type: ignore[misc]
+                    "get", f"deployment/{name}", "-n", namespace, "-o", "jsonpath={.metadata.annotations}"
+                ).stdout
+            ),
+            timeout=20,
+            what=f"the rollout state of {name}",
+        )
+        assert "restarted-at" not in template_annotations(cluster, namespace, name)
+
+    cluster.kubectl("annotate", "database/orders", "secrets.smll.io/rotate=1", "-n", namespace)
+
+    for name in ("plain", "whole"):
+        wait_for(
+            lambda name=name: "restarted-at" in template_annotations(cluster, namespace, name),  # type: ignore[misc]
+            timeout=30,
+            what=f"{name} rolled without opting in",
+        )
+
+    def warned() -> bool:
+        events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        return any(
+            event["reason"] == "RotationNotRolled"
+            and event["type"] == "Warning"
+            and event["involvedObject"]["name"] == "legacy"
+            for event in events
+        )
+
+    wait_for(warned, timeout=30, what="a Warning Event on the reader that opted out")
+    message = cluster.kubectl(
+        "get", "database/orders", "-n", namespace, "-o", "jsonpath={.status.conditions[0].message}"
+    ).stdout
+    assert 'not rolled automatically (auto-rollout "false")' in message
+    assert "deployment/legacy" in message.rsplit(":", 1)[1]
+    assert "restarted-at" not in template_annotations(cluster, namespace, "legacy")
+    assert await can_connect(old["DATABASE_URL"]), "the old login stays for the reader that opted out, until grace"

@@ -149,3 +149,194 @@ def test_the_scram_verifier_matches_the_rfc_7677_example_construction() -> None:
     _stored, server = verifier.split("$")[2].split(":")
     assert server == "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
     assert "pencil" not in verifier
+
+
+# ---- where the credentials go next, and what a crash leaves --------------------------------------------------
+
+V1, V2 = "shop_orders_v1", "shop_orders_v2"
+OLD, NEW = "O" * 40, "N" * 40
+
+
+def current(user: str = V1, password: str = OLD) -> dict[str, str]:
+    return rules.credentials(user=user, password=password, server=SERVER, database="shop_orders")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param(
+            {"current": None, "pending": None, "request": "r1"},
+            rules.Target(V1, NEW, None, new=True, rotation_seen="r1"),
+            id="first-login-is-new-and-a-request-before-it-counts-as-seen",
+        ),
+        pytest.param(
+            {"current": None, "pending": rules.Pending(V1, OLD)},
+            rules.Target(V1, OLD, None, new=True),
+            id="a-first-login-on-its-way-in-is-finished-not-replaced",
+        ),
+        pytest.param({}, rules.Target(V1, OLD, None, new=False), id="in-place-nothing-new"),
+        pytest.param(
+            {"due": True, "request": "r1"},
+            rules.Target(V2, NEW, V1, new=True, rotation=True, rotation_seen="r1"),
+            id="a-due-rotation-makes-the-next-login-and-keeps-the-current-one",
+        ),
+        pytest.param(
+            {"due": True, "previous": "shop_orders_v0"},
+            rules.Target(V1, OLD, "shop_orders_v0", new=False),
+            id="no-rotation-while-the-previous-login-is-still-kept",
+        ),
+        pytest.param(
+            {"pending": rules.Pending(V2, NEW, "r1"), "request": "r2", "due": True},
+            rules.Target(V2, NEW, V1, new=True, rotation=True, rotation_seen="r1"),
+            id="a-rotation-cut-short-by-a-crash-is-finished-with-its-own-password",
+        ),
+        pytest.param(
+            {"current": current(V2, NEW), "pending": rules.Pending(V2, NEW, "r1"), "previous": V1},
+            rules.Target(V2, NEW, V1, new=False),
+            id="a-committed-rotation-leaves-only-the-rotation-secret-to-delete",
+        ),
+        pytest.param(
+            {"pending": rules.Pending(V2, "")},
+            rules.Target(V1, OLD, None, new=False),
+            id="an-empty-rotation-secret-holds-nothing-live",
+        ),
+        pytest.param(
+            {"current": {"POSTGRES_USER": V1}},
+            rules.Target(V1, NEW, None, new=True),
+            id="a-secret-stripped-of-its-password-gets-a-new-one-on-the-same-login",
+        ),
+    ],
+)
+def test_the_target_finishes_what_is_on_its_way_in_before_anything_new(
+    kwargs: dict[str, object], expected: rules.Target
+) -> None:
+    arguments: dict[str, object] = {
+        "namespace": "shop",
+        "name": "orders",
+        "current": current(),
+        "previous": None,
+        "pending": None,
+        "due": False,
+        "request": None,
+        **kwargs,
+    }
+
+    assert rules.target(new_password=lambda: NEW, **arguments) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("crash_after", [0, 1, 2, 3], ids=["rotation-secret", "server", "credentials", "cleanup"])
+def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server_accepts(crash_after: int) -> None:
+    """The writes of a rotation, in the edge's order: 0 the rotation Secret, 1 the server, 2 the credentials Secret,
+    3 the rotation Secret deleted. After a crash at any of them, a password the server accepts for the new login is
+    in one of the two Secrets, and the restarted reconcile finishes the rotation with that same password."""
+    passwords = iter(["P" * 40, "Q" * 40])
+    secret, server = current(), {V1: OLD}
+
+    def plan(secret: dict[str, str], previous: str | None, pending: rules.Pending | None) -> rules.Target:
+        return rules.target(
+            namespace="shop",
+            name="orders",
+            current=secret,
+            previous=previous,
+            pending=pending,
+            due=True,
+            request=None,
+            new_password=lambda: next(passwords),
+        )
+
+    target = plan(secret, None, None)
+    assert (target.user, target.new, target.rotation) == (V2, True, True)
+
+    stored: rules.Pending | None = target.pending
+    if crash_after >= 1:
+        server[target.user] = target.password
+    if crash_after >= 2:
+        secret = current(target.user, target.password)
+    if crash_after >= 3:
+        stored = None
+
+    if V2 in server:
+        kept = {secret["POSTGRES_PASSWORD"]} | ({stored.password} if stored is not None else set())
+        assert server[V2] in kept
+    previous = V1 if secret["POSTGRES_USER"] == V2 else None
+    resumed = plan(secret, previous, stored)
+    assert (resumed.user, resumed.password, resumed.previous) == (V2, target.password, V1)
+
+
+@pytest.mark.parametrize(
+    ("readers", "now", "drop", "waiting", "opted_out"),
+    [
+        pytest.param([], NOW, True, (), (), id="no-readers-drop-at-once"),
+        pytest.param(
+            [rules.Reader("deployment/api", rolled=True, opted_out=False)], NOW, True, (), (), id="all-rolled"
+        ),
+        pytest.param(
+            [rules.Reader("deployment/api", rolled=False, opted_out=False)],
+            NOW,
+            False,
+            ("deployment/api",),
+            (),
+            id="a-reader-still-rolling-is-waited-for",
+        ),
+        pytest.param(
+            [rules.Reader("deployment/legacy", rolled=False, opted_out=True)],
+            NOW,
+            False,
+            ("deployment/legacy",),
+            ("deployment/legacy",),
+            id="an-opted-out-reader-is-waited-for-and-named",
+        ),
+        pytest.param(
+            [rules.Reader("deployment/legacy", rolled=False, opted_out=True)],
+            NOW + datetime.timedelta(hours=1),
+            True,
+            ("deployment/legacy",),
+            ("deployment/legacy",),
+            id="until-the-grace-period-ends-exactly",
+        ),
+        pytest.param(
+            [rules.Reader("deployment/legacy", rolled=True, opted_out=True)],
+            NOW,
+            True,
+            (),
+            (),
+            id="an-opted-out-reader-restarted-by-its-owner-counts-as-rolled",
+        ),
+    ],
+)
+def test_the_previous_login_is_dropped_once_readers_have_rolled_or_the_grace_period_ends(
+    readers: list[rules.Reader],
+    now: datetime.datetime,
+    drop: bool,
+    waiting: tuple[str, ...],
+    opted_out: tuple[str, ...],
+) -> None:
+    plan = rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=now)
+
+    assert (plan.drop, plan.waiting, tuple(r.name for r in plan.opted_out)) == (drop, waiting, opted_out)
+    assert plan.drop_at == NOW + datetime.timedelta(hours=1)
+
+
+def test_the_status_names_the_readers_that_opted_out_and_when_the_old_login_goes() -> None:
+    readers = [
+        rules.Reader("deployment/api", rolled=False, opted_out=False),
+        rules.Reader("deployment/legacy", rolled=False, opted_out=True),
+    ]
+    plan = rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=NOW)
+
+    message = rules.retirement_message(V1, plan)
+
+    assert message == (
+        "rotation: shop_orders_v1 kept until deployment/api, deployment/legacy have rolled, at the latest "
+        '2026-11-26T13:00:00Z; not rolled automatically (auto-rollout "false"), they lose shop_orders_v1 then unless '
+        "restarted: deployment/legacy"
+    )
+    assert "2026-11-26T13:00:00Z" in rules.opted_out_warning("orders-credentials", V1, plan.drop_at)
+
+
+def test_the_rotation_secret_name_is_unambiguous_and_fits() -> None:
+    assert rules.rotation_secret_name("shop", "orders") == "database-rotation.shop.orders"
+    assert rules.rotation_secret_name("a-b", "c") != rules.rotation_secret_name("a", "b-c")
+    long = rules.rotation_secret_name("n" * 63, "d" * 241)
+    assert len(long) <= 253
+    assert long != rules.rotation_secret_name("n" * 63, "e" * 241)
