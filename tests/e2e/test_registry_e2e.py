@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.registry import LocalRegistry, registry_binary
 from rules import registry as rules
+from tests.e2e.versions import SecretVersions
 from tests.leaks import GUARD
 
 pytestmark = pytest.mark.e2e
@@ -224,6 +227,96 @@ def test_rotation_gives_a_new_password_and_the_old_one_stops_working(
     assert credentials(cluster, namespace)["REGISTRY_PASSWORD"] == new  # the same rotate value rotates once
     assert old not in controller.log()
     assert new not in controller.log()
+
+
+def test_registry_credentials_hold_exactly_their_keys_through_creation_rotations_and_kills(
+    cluster: ControlPlane,
+    namespace: str,
+    registry: LocalRegistry,
+    htpasswd_secret: str,
+    controllers: list[LocalController],
+    tmp_path: Path,
+) -> None:
+    """Every version a watch sees, from the first write on, has exactly the contract keys — through a rotation and
+    rotations cut short by SIGKILL at random points; and the last one logs in."""
+    controller = start_controller(cluster, controllers, tmp_path, registry, htpasswd_secret, lease=lease())
+    rotation = rules.rotation_secret_name(namespace)
+    chaos = random.Random(12)  # noqa: S311 - a reproducible schedule, not secrecy
+    cut_short = 0
+    with SecretVersions(cluster, namespace, CREDENTIALS) as watched:
+        become_vpc(cluster, namespace)
+        wait_for(lambda: committed(cluster, namespace), timeout=20, what="registry-credentials")
+        for round_ in range(4):
+            before = credentials(cluster, namespace)["REGISTRY_PASSWORD"]
+            cluster.kubectl("annotate", "namespace", namespace, f"secrets.smll.io/rotate=r{round_}", "--overwrite")
+            if round_ > 0:
+                time.sleep(chaos.uniform(0, 0.12))
+                controller.stop(kill=True)
+                cut_short += secret(cluster, CONTROLLER_NAMESPACE, rotation) is not None
+                controller.start()
+                controller.wait_leading()
+
+            def rotated(before: str = before) -> bool:
+                return committed(cluster, namespace) and credentials(cluster, namespace)["REGISTRY_PASSWORD"] != before
+
+            wait_for(rotated, timeout=40, what=f"rotation r{round_}")
+        final = credentials(cluster, namespace)
+        time.sleep(1)  # the watch's last events
+    key_sets = watched.key_sets()
+
+    print(f"{cut_short} of 3 kills landed with a password on its way in")
+    assert len(key_sets) >= 5, "the creation and four rotations are each a version"
+    assert set(key_sets) == {frozenset(rules.CONTRACT_KEYS)}, key_sets
+    assert final["REGISTRY_URL"] == registry.host
+    assert secret(cluster, CONTROLLER_NAMESPACE, rotation) is None, "nothing in flight is left behind"
+    assert logs_in(registry, cluster, htpasswd_secret, final["REGISTRY_USER"], final["REGISTRY_PASSWORD"]) == 200
+
+
+def test_a_password_on_its_way_in_when_the_controller_died_is_finished_not_lost(
+    cluster: ControlPlane,
+    namespace: str,
+    registry: LocalRegistry,
+    htpasswd_secret: str,
+    controllers: list[LocalController],
+    tmp_path: Path,
+) -> None:
+    """The state a crash right after the htpasswd write leaves — the new password in the rotation Secret and live
+    on the registry, the user's Secret still on the old one — made by hand while the controller is down."""
+    controller = start_controller(cluster, controllers, tmp_path, registry, htpasswd_secret, lease=lease())
+    become_vpc(cluster, namespace)
+    wait_for(lambda: committed(cluster, namespace), timeout=20, what="registry-credentials")
+    user = credentials(cluster, namespace)["REGISTRY_USER"]
+    controller.stop(kill=True)
+    password = GUARD.register(rules.generate_password())
+    rotation = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": rules.rotation_secret_name(namespace),
+            "namespace": CONTROLLER_NAMESPACE,
+            "labels": rules.ROTATION_LABELS,
+        },
+        "stringData": {rules.ROTATION_KEY: password},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(rotation))
+    namespace_, name = parse_secret_ref(htpasswd_secret)
+    entries = rules.parse_htpasswd(values(secret(cluster, namespace_, name) or {}).get(rules.HTPASSWD_KEY, ""))
+    entries[user] = rules.hash_password(password, cost=4)
+    patch = {"stringData": {rules.HTPASSWD_KEY: rules.format_htpasswd(entries)}}
+    cluster.kubectl("patch", "secret", name, "-n", namespace_, "-p", json.dumps(patch))
+    assert logs_in(registry, cluster, htpasswd_secret, user, password) == 200
+
+    with SecretVersions(cluster, namespace, CREDENTIALS) as watched:
+        controller.start()
+        controller.wait_leading()
+        wait_for(
+            lambda: committed(cluster, namespace) and credentials(cluster, namespace)["REGISTRY_PASSWORD"] == password,
+            timeout=30,
+            what="the password on its way in to be committed",
+        )
+        time.sleep(1)
+    assert set(watched.key_sets()) == {frozenset(rules.CONTRACT_KEYS)}
+    assert logs_in(registry, cluster, htpasswd_secret, user, password) == 200
 
 
 def test_leaving_the_vpc_revokes_the_login_and_removes_the_secrets(
