@@ -340,3 +340,59 @@ def test_the_rotation_secret_name_is_unambiguous_and_fits() -> None:
     long = rules.rotation_secret_name("n" * 63, "d" * 241)
     assert len(long) <= 253
     assert long != rules.rotation_secret_name("n" * 63, "e" * 241)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "kept"),
+    [
+        pytest.param("n" * 31, "d" * 31, True, id="63-bytes-kept-as-they-are"),
+        pytest.param("n" * 31, "d" * 32, False, id="64-bytes-cut-to-63-with-a-digest"),
+    ],
+)
+def test_an_owner_role_of_exactly_63_bytes_is_kept_and_one_more_byte_is_fitted(
+    namespace: str, name: str, kept: bool
+) -> None:
+    full = f"{namespace}_{name}"
+
+    role = rules.owner_role(namespace, name)
+
+    assert len(role.encode()) <= rules.MAX_IDENTIFIER == 63
+    assert (role == full) is kept
+    if not kept:
+        assert len(role) == 63
+        assert role.startswith(full[:54])
+        assert role != rules.owner_role(namespace, name + "x")  # the digest keeps cut names apart
+
+
+@pytest.mark.parametrize(
+    ("base", "kept"),
+    [
+        pytest.param("n" * 30 + "_" + "d" * 29, True, id="60-bytes-and-_v1-make-63"),
+        pytest.param("n" * 30 + "_" + "d" * 30, False, id="61-bytes-and-_v1-make-64"),
+    ],
+)
+def test_a_login_role_of_exactly_63_bytes_is_kept_and_its_generation_always_survives(base: str, kept: bool) -> None:
+    namespace, name = base.split("_")
+
+    login = rules.login_role(namespace, name, 1)
+
+    assert len(login) <= 63
+    assert (login == base + "_v1") is kept
+    assert login.endswith("_v1")
+    assert rules.generation_of(login) == 1
+
+
+def test_a_schedule_due_exactly_now_rotates() -> None:
+    on_time = rules.rotation(
+        rotate_every="720h", rotate_request=None, seen_request=None, rotated_at=NOW - 720 * HOUR, now=NOW
+    )
+    a_second_early = rules.rotation(
+        rotate_every="720h",
+        rotate_request=None,
+        seen_request=None,
+        rotated_at=NOW - 720 * HOUR + datetime.timedelta(seconds=1),
+        now=NOW,
+    )
+
+    assert (on_time.due, on_time.reason) == (True, "scheduled")
+    assert (a_second_early.due, a_second_early.next_check) == (False, datetime.timedelta(seconds=1))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rules.protection import Referrer, dormant_warnings, referrer_of, usage
+from rules.protection import MESSAGE_LIMIT, Referrer, dormant_warnings, referrer_of, usage, usage_message
 from tests.factories import JsonObject, container, pod_spec, workload
 
 
@@ -263,3 +263,22 @@ def test_which_objects_run_pods(
     found = referrer_of(obj(kind, "x", USING_KEY, replicas=spec_replicas, status=status, generation=generation), kind)
 
     assert (found.pods, found.idle) == (pods, idle)
+
+
+@pytest.mark.parametrize(
+    ("referrers", "shown", "more"),
+    [
+        pytest.param(4, 4, "", id="four"),
+        pytest.param(5, 5, "", id="exactly-five-are-all-named"),
+        pytest.param(6, 5, " and 1 more", id="six-name-five-and-1-more"),
+        pytest.param(12, 5, " and 7 more", id="twelve"),
+    ],
+)
+def test_the_message_names_at_most_five_referrers_and_counts_the_rest(referrers: int, shown: int, more: str) -> None:
+    report = {f"deployment/svc-{i:02}": ("envFrom",) for i in range(referrers)}
+
+    message = usage_message('secret "shared"', report)
+
+    named = ", ".join(f"deployment/svc-{i:02} (envFrom)" for i in range(shown))
+    assert MESSAGE_LIMIT == 5
+    assert message == f'secret "shared" is used by {named}{more}; remove these references first'

@@ -66,6 +66,32 @@ def test_add_after_waits_and_the_earliest_delay_wins(clock: Clock) -> None:
     assert drain(queue) == []
 
 
+def test_add_after_then_add_runs_the_key_now_and_only_once(clock: Clock) -> None:
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    queue.add_after("a", 5)
+    queue.add("a")
+
+    assert drain(queue) == ["a"]
+    queue.done("a")
+    clock.now += 5
+    assert drain(queue) == []  # the pending delay was made moot by the add
+    assert len(queue) == 0
+
+
+def test_add_after_then_add_while_processing_runs_it_once_more_when_done(clock: Clock) -> None:
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    queue.add("a")
+    assert queue.try_get()[0] == "a"
+    queue.add_after("a", 5)
+    queue.add("a")
+
+    queue.done("a")
+    assert drain(queue) == ["a"]
+    queue.done("a")
+    clock.now += 5
+    assert drain(queue) == []
+
+
 def test_changes_within_the_settling_window_become_one_run(clock: Clock) -> None:
     queue: WorkQueue[str] = WorkQueue(clock=clock)
     for _ in range(5):

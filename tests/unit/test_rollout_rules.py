@@ -50,6 +50,24 @@ def test_digests_are_per_key_keyed_and_hide_the_value() -> None:
         pytest.param(
             {"env.secrets.smll.io/A": "s/k", "secrets.smll.io/auto-rollout": "false"}, {}, False, id="opted-out"
         ),
+        pytest.param(
+            {"secrets.smll.io/auto-rollout": "false"},
+            {"env.secrets.smll.io/A": "s/k", "secrets.smll.io/auto-rollout": "true"},
+            False,
+            id="false-on-the-workload-wins-over-true-on-its-template",
+        ),
+        pytest.param(
+            {"secrets.smll.io/auto-rollout": "true"},
+            {"secrets.smll.io/auto-rollout": "false"},
+            True,
+            id="true-on-the-workload-wins-over-false-on-its-template",
+        ),
+        pytest.param(
+            {"env.secrets.smll.io/A": "s/k"},
+            {"secrets.smll.io/auto-rollout": "false"},
+            False,
+            id="false-on-the-template-of-a-linked-workload",
+        ),
     ],
 )
 def test_which_services_roll(annotations: dict[str, str], template: dict[str, str], expected: bool) -> None:
