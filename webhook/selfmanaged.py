@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
 
+from kubeio.errors import describe as describe_error
+from kubeio.errors import transient
 from kubeio.rest import ApiException, get_or_none, json_request
 from rules.tls import (
     CA_FILE,
@@ -225,16 +226,14 @@ class SelfManagedCertificate:
             await asyncio.sleep(delay)
             try:
                 await self.reconcile()
-            except (ApiException, aiohttp.ClientError, TimeoutError, OSError, Conflict) as error:
-                log.warning("could not check the serving certificate; trying again later: %s", _reason(error))
-            except Exception:
-                # A bug of ours must not end renewal for the life of the pod; the traceback holds no key material.
-                log.exception("checking the serving certificate failed; trying again later")
+            except Conflict as error:  # other replicas kept writing: one of them has done the work
+                log.warning("could not check the serving certificate; trying again later: %s", error)
+            except Exception as error:
+                if transient(error):
+                    log.warning("could not check the serving certificate; will try again: %s", describe_error(error))
+                elif isinstance(error, ApiException | OSError):  # a refusal (RBAC?) or an unwritable directory
+                    log.error("checking the serving certificate failed; trying again later: %s", describe_error(error))
+                else:
+                    # A bug of ours must not end renewal for the life of the pod; the traceback holds no key material.
+                    log.exception("checking the serving certificate failed; trying again later")
             tls.poll()
-
-
-def _reason(error: Exception) -> str:
-    # ApiException's text carries the response body, which for a Secret would be its data.
-    if isinstance(error, ApiException):
-        return f"HTTP {error.status} {error.reason}"
-    return str(error) or type(error).__name__
