@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from devenv.cluster import ControlPlane
+from devenv.cluster import ControlPlane, wait_for
+from devenv.controller import LocalController
 from devenv.webhook import LocalWebhook
+from tests.leaks import GUARD
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +65,36 @@ def test_while_the_webhook_restarts_applies_fail_clearly_and_nothing_is_admitted
         stored = json.loads(cluster.kubectl("get", f"deployment/{name}", "-n", namespace, "-o", "json").stdout)
         env = stored["spec"]["template"]["spec"]["containers"][0].get("env", [])
         assert env == [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "KEY"}}}], name
+
+
+def test_a_rollout_key_secret_without_its_key_stops_the_controller_saying_what_is_wrong(
+    cluster: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    # The controller runs with this test's namespace as its own: its Lease and its rollout key Secret live there.
+    value = GUARD.canary("not-a-rollout-key")
+    cluster.kubectl(
+        "create", "secret", "generic", "smll-secrets-rollout-key", "-n", namespace, f"--from-literal=other={value}"
+    )
+    controller = LocalController(
+        cluster, tmp_path, identity="broken-key", lease_name="broken-key", extra_args=[f"--namespace={namespace}"]
+    )
+    controller.start()
+    try:
+        component = controller.component
+        assert component is not None
+        wait_for(lambda: not component.alive(), timeout=60, what="the controller to exit")
+        assert component.process is not None
+        code = component.process.returncode
+    finally:
+        controller.stop()
+
+    assert code == 1
+    assert f'the rollout key Secret {namespace}/smll-secrets-rollout-key has no "key" entry (its entries: other)' in (
+        controller.log()
+    )
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    assert [(e["reason"], e["type"], e["involvedObject"]["kind"]) for e in events] == [
+        ("RolloutKeyInvalid", "Warning", "Secret")
+    ]
+    stored = cluster.kubectl("get", "secret", "smll-secrets-rollout-key", "-n", namespace, "-o", "json").stdout
+    assert set(json.loads(stored)["data"]) == {"other"}  # never overwritten: deleting it is the operator's decision
