@@ -131,6 +131,7 @@ class LocalWebhook:
             "--host=127.0.0.1",
             f"--port={self.port}",
             f"--kubeconfig={self.plane.kubeconfig}",
+            "--drain-seconds=0",  # no Service sends it reviews: nothing to drain
         ]
         self.component = Component("webhook", args, self.workdir / "webhook.log")
         self.component.start(detach=detach)

@@ -32,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - inside a pod
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig to use instead of the in-cluster service account")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=5.0,
+        help="after SIGTERM, go on serving this long (unready) while the pod leaves the Service's endpoints",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--tls-mode",
@@ -62,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
-    common = {"host": args.host, "port": args.port, "kubeconfig": args.kubeconfig}
+    common = {"host": args.host, "port": args.port, "kubeconfig": args.kubeconfig, "drain_seconds": args.drain_seconds}
     if args.tls_mode == "files":
         if args.cert_file is None or args.key_file is None:
             parser.error("--tls-mode=files needs --cert-file and --key-file")

@@ -8,6 +8,7 @@ Protection (``/validate``) confirms a delete it would allow with a consistent re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -47,6 +48,7 @@ class WebhookState:
     body_timeout: float = BODY_TIMEOUT_SECONDS
     failure: str | None = None
     failed: asyncio.Event = field(default_factory=asyncio.Event)
+    draining: bool = False  # asked to stop: not ready any more, still serving until the drain period ends
 
     def fail(self, failure: str) -> None:
         if self.failure is None:
@@ -122,6 +124,8 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.failure is not None:
         return web.Response(status=503, text=state.failure)
+    if state.draining:
+        return web.Response(status=503, text="stopping: draining")
     if all(check() for check in state.ready_checks):
         return web.Response(text="ok")
     return web.Response(status=503, text="caches not synced yet")
@@ -147,8 +151,13 @@ async def serve_until_stopped(
     port: int,
     ssl_context: ssl.SSLContext | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    drain_seconds: float = 0.0,
 ) -> int:
-    """Serve until a signal (exit code 0) or until a background task ends (1), then shut down gracefully."""
+    """Serve until a signal (exit code 0) or until a background task ends (1), then shut down gracefully.
+
+    After a signal the server answers ``/readyz`` with 503 and goes on serving for ``drain_seconds``: the pod leaves
+    the Service's endpoints a moment after it is told to stop, and until then the API server still sends it reviews
+    (with ``failurePolicy: Fail``, a closed port would refuse them)."""
     state = app[STATE]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,6 +176,11 @@ async def serve_until_stopped(
         finally:
             stopping.cancel()
             failing.cancel()
+        if stop.is_set() and state.failure is None and drain_seconds > 0:
+            state.draining = True
+            log.info("stopping: serving %.0fs more while the pod leaves the Service's endpoints", drain_seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(state.failed.wait(), drain_seconds)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -35,6 +35,7 @@ class Settings:
     # None: the certificate files come from elsewhere (cert-manager, a mounted Secret). Otherwise the webhook
     # issues them itself into self_managed.directory, and cert_file and key_file point there.
     self_managed: SelfManagedSettings | None = None
+    drain_seconds: float = 5.0
 
 
 def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -147,4 +148,8 @@ def serve(settings: Settings) -> int:
     if settings.self_managed is None:
         tls.reload()  # the files must be there at start; in self-managed mode they are written before listening
     app = build_app(settings, tls)
-    return asyncio.run(serve_until_stopped(app, host=settings.host, port=settings.port, ssl_context=tls.context))
+    return asyncio.run(
+        serve_until_stopped(
+            app, host=settings.host, port=settings.port, ssl_context=tls.context, drain_seconds=settings.drain_seconds
+        )
+    )

@@ -40,16 +40,16 @@ def no_secret_value_leaks(cluster: ControlPlane, tmp_path_factory: pytest.TempPa
 # ---- a cluster with a real node, and the product installed into it by its chart -------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A second control plane, with kube-scheduler and a real node; started only by the tests that need pods. Its
-    teardown checks that the host is as it was: no bridge, nftables table, cgroup, iptables rule or netns left."""
+    """A second control plane, with kube-scheduler and a real node; started only by the tests that need pods, for
+    one module at a time (one node per machine: the demo test starts its own). Its teardown checks that the host is as it was: no bridge, nftables table, cgroup, iptables rule or netns left."""
     with running_control_plane(tmp_path_factory.mktemp("node-cluster"), with_node=True) as plane:
         yield plane
     assert leftovers() == [], leftovers()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def platform(node_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """PostgreSQL and two registries beside the cluster, reachable from its pods."""
     services = Platform(tmp_path_factory.mktemp("platform"))
@@ -60,7 +60,7 @@ def platform(node_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactor
         services.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def installed(node_cluster: ControlPlane, platform: Platform) -> Installed:
     """The product's image built and pushed, and the chart installed with it (one replica)."""
     return install(node_cluster, platform)

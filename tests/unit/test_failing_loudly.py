@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -20,6 +22,7 @@ import controller.main as main
 from controller.leader import LeaderElector
 from controller.metrics import ControllerMetrics
 from controller.queue import WorkQueue
+from devenv.process import free_port
 from kubeio import informer as informer_module
 from kubeio.informer import Informer
 from kubeio.rest import ApiException
@@ -198,6 +201,38 @@ async def test_the_server_exits_zero_on_a_signal() -> None:
     )
     await asyncio.sleep(0.1)
     os.kill(os.getpid(), signal.SIGUSR1)
+
+    assert await asyncio.wait_for(serving, 30) == 0
+
+
+async def test_after_a_signal_the_server_is_unready_but_serves_until_the_drain_period_ends() -> None:
+    port = free_port()
+    state = WebhookState()
+    serving = asyncio.create_task(
+        serve_until_stopped(
+            failing_after_start(state, asyncio.Event()),
+            host="127.0.0.1",
+            port=port,
+            signals=(signal.SIGUSR1,),
+            drain_seconds=2.0,
+        )
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(50):
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                    if answer.status == 200:
+                        break
+            await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await asyncio.sleep(0.3)
+
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+            assert answer.status == 503
+            assert "draining" in await answer.text()
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+            assert answer.status == 200
+        assert not serving.done()
 
     assert await asyncio.wait_for(serving, 30) == 0
 
