@@ -43,7 +43,8 @@ def no_secret_value_leaks(cluster: ControlPlane, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A second control plane, with kube-scheduler and a real node; started only by the tests that need pods, for
-    one module at a time (one node per machine: the demo test starts its own). Its teardown checks that the host is as it was: no bridge, nftables table, cgroup, iptables rule or netns left."""
+    one module at a time (one node per machine: the demo test starts its own). Its teardown checks that the host is
+    as it was: no bridge, nftables table, cgroup, iptables rule, network namespace, mount or process left."""
     with running_control_plane(tmp_path_factory.mktemp("node-cluster"), with_node=True) as plane:
         yield plane
     assert leftovers() == [], leftovers()

@@ -174,6 +174,42 @@ def test_a_linked_value_reaches_the_container_and_a_change_rolls_it(
     assert "deployment/web" in events or "web" in events
 
 
+def test_unlink_then_delete_goes_through_once_the_rollout_finished(
+    node_cluster: ControlPlane, installed: Installed, ns: str
+) -> None:
+    """The product page's "remove the references first, then delete the secret", with pods that really run: the
+    Deployment's revision history still names the Secret, and says so in a warning, but blocks nothing."""
+    plane = node_cluster
+    plane.kubectl("-n", ns, "create", "secret", "generic", "stripe", f"--from-literal=KEY={GUARD.canary('unlink')}")
+    web = deployment("web", installed.test_app_image, annotations={"env.secrets.smll.io/API_KEY": "stripe/KEY"})
+    plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(web))
+    rollout_status(plane, ns, "web")
+    plane.kubectl("-n", ns, "patch", "secret", "stripe", "-p", json.dumps({"stringData": {"KEY": GUARD.canary("2")}}))
+    restarted = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
+    wait_for(
+        lambda: bool(plane.kubectl("-n", ns, "get", "deployment/web", "-o", restarted).stdout),
+        timeout=60,
+        what="the controller to roll web",
+    )
+    rollout_status(plane, ns, "web")
+    refused = plane.kubectl("-n", ns, "delete", "secret", "stripe", "--dry-run=server", check=False)
+    assert refused.returncode != 0
+    assert "deployment/web (env API_KEY)" in refused.stderr, refused.stderr
+
+    plane.kubectl("-n", ns, "annotate", "deployment/web", "env.secrets.smll.io/API_KEY-")
+    rollout_status(plane, ns, "web")
+    wait_for(
+        lambda: (
+            len(running_pods(plane, ns, "web")) == 1
+            and plane.kubectl("-n", ns, "get", "pods", "-l", "app=web", "-o", "name").stdout.count("pod/") == 1
+        ),
+        timeout=60,
+        what="the old pods to go",
+    )
+    deleted = plane.kubectl("-n", ns, "delete", "secret", "stripe")
+    assert "rollout undo" in deleted.stderr, deleted.stderr
+
+
 def test_a_pod_connects_to_postgresql_with_a_generated_database_url(
     node_cluster: ControlPlane, installed: Installed, ns: str
 ) -> None:
