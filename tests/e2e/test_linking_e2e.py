@@ -214,3 +214,33 @@ def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_rep
     ) in annotated.stderr
     after = get(cluster, namespace, f"replicaset/{replicaset['metadata']['name']}")
     assert env_of_template(after) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
+
+
+@pytest.mark.usefixtures("webhook")
+def test_a_pod_that_an_operator_creates_is_linked(cluster: ControlPlane, namespace: str) -> None:
+    """The chart's matchConditions send Pods of any controller but the built-in ones (whose template is linked)."""
+    cluster.kubectl(
+        "create", "secret", "generic", "stripe", f"--from-literal=STRIPE_SECRET_KEY={GUARD.canary()}", "-n", namespace
+    )
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(SHOP_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/shops.e2e.smll.io", "--timeout=30s")
+    shop = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "metadata": {"name": "shop"}}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(shop))
+    uid = get(cluster, namespace, "shop.e2e.smll.io/shop")["metadata"]["uid"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "worker",
+            "ownerReferences": [
+                {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "name": "shop", "uid": uid, "controller": True}
+            ],
+            "annotations": {"env.secrets.smll.io/API_KEY": "stripe/STRIPE_SECRET_KEY"},
+        },
+        "spec": {"containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]},
+    }
+
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+
+    created = get(cluster, namespace, "pod/worker")
+    assert created["spec"]["containers"][0]["env"] == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
