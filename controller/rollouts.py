@@ -259,16 +259,8 @@ class Rollouts:
         service = self.caches.services.get(key)
         if service is None:
             return
-        await record_event(
-            self.api,
-            api_version="apps/v1",
-            kind=service.kind,
-            name=service.name,
-            namespace=service.namespace,
-            uid=service.uid,
-            reason="RolloutFailed",
-            message=f"Could not roll out or record the Secrets this service reads: {message}",
-            warning=True,
+        await self._record(
+            service, "RolloutFailed", f"Could not roll out or record the Secrets this service reads: {message}", True
         )
 
     async def hold(self, service: Service, why: str) -> None:
@@ -277,19 +269,14 @@ class Rollouts:
             return
         self.held[service.key] = why
         log.warning("held the rollout of %s/%s/%s: %s", service.kind, service.namespace, service.name, why)
-        await record_event(
-            self.api,
-            api_version="apps/v1",
-            kind=service.kind,
-            name=service.name,
-            namespace=service.namespace,
-            uid=service.uid,
-            reason="RolloutHeld",
-            message=f"Not rolled out: {why}; new pods could not start, the running ones keep their values",
-            warning=True,
-        )
+        message = f"Not rolled out: {why}; new pods could not start, the running ones keep their values"
+        await self._record(service, "RolloutHeld", message, True)
 
     async def event(self, service: Service, why: str) -> None:
+        await self._record(service, "SecretChanged", f"Rolled out: {why}", False)
+
+    async def _record(self, service: Service, reason: str, message: str, warning: bool) -> None:
+        """One Event on a service (names and keys only, never a value)."""
         await record_event(
             self.api,
             api_version="apps/v1",
@@ -297,6 +284,7 @@ class Rollouts:
             name=service.name,
             namespace=service.namespace,
             uid=service.uid,
-            reason="SecretChanged",
-            message=f"Rolled out: {why}",
+            reason=reason,
+            message=message,
+            warning=warning,
         )
