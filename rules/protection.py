@@ -45,6 +45,7 @@ class Referrer:
     uses: tuple[Use, ...]
     pods: int = 0
     idle: bool = False
+    scaled_down: bool = False  # a ReplicaSet asked for no pods, whose last ones may still be going
     revision: str | None = None
 
     @property
@@ -96,6 +97,7 @@ def referrer_of(obj: JsonObject, kind: str) -> Referrer:
             owner = Owner(str(reference["kind"]), str(reference.get("name", "")), str(reference.get("uid")))
     pods, idle = _activity(obj, kind)
     revision = annotations_of(obj).get(REVISION) if kind == "ReplicaSet" else None
+    scaled_down = kind == "ReplicaSet" and _dict(obj.get("spec")).get("replicas", 1) == 0
     return Referrer(
         kind=kind,
         namespace=str(metadata.get("namespace", "")),
@@ -105,6 +107,7 @@ def referrer_of(obj: JsonObject, kind: str) -> Referrer:
         uses=secret_uses(obj, kind),
         pods=pods,
         idle=idle,
+        scaled_down=scaled_down,
         revision=revision,
     )
 
@@ -155,7 +158,9 @@ class _Attribution:
         count = max(referrer.pods, self.live_pods.get(referrer.uid, 0))
         pods = f"{count} pod{'' if count == 1 else 's'}"
         if referrer.kind == "ReplicaSet":
-            return f"old ReplicaSet {referrer.name}, {pods}, rolling out"
+            return (
+                f"old ReplicaSet {referrer.name}, {pods}, {'scaling down' if referrer.scaled_down else 'rolling out'}"
+            )
         return f"old {referrer.kind} {referrer.name}, {pods}, not finished"
 
     def attribute(self, referrer: Referrer, use: Use, seen: frozenset[str] = frozenset()) -> tuple[str, str, str]:

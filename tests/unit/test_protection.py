@@ -185,7 +185,7 @@ async def test_a_delete_that_only_revision_history_names_is_allowed_with_a_warni
 
     assert response["allowed"] is False
     assert response["status"]["message"] == (
-        'secret "stripe" is used by deployment/web (old ReplicaSet web-7d9, 1 pod, rolling out); '
+        'secret "stripe" is used by deployment/web (old ReplicaSet web-7d9, 1 pod, scaling down); '
         "remove these references first"
     )
 

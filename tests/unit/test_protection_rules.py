@@ -111,22 +111,22 @@ WEB_NEW_KEY = obj("Deployment", "web", USING_OTHER_KEY)
         ),
         pytest.param(
             [WEB_UNLINKED, RS_IDLE, pod_of(RS_IDLE, "web-6c4b599dd2-x")],
-            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 1 pod, rolling out",)},
+            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 1 pod, scaling down",)},
             id="scaled-to-zero-but-its-pod-is-still-terminating",
         ),
         pytest.param(
             [WEB_UNLINKED, old_rs(0, 0, terminatingReplicas=2)],
-            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 2 pods, rolling out",)},
+            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 2 pods, scaling down",)},
             id="scaled-to-zero-with-terminating-replicas-in-its-status",
         ),
         pytest.param(
             [WEB_UNLINKED, old_rs(0, 1)],
-            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 1 pod, rolling out",)},
+            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 1 pod, scaling down",)},
             id="scaled-to-zero-but-its-controller-has-not-removed-the-pod-yet",
         ),
         pytest.param(
             [WEB_UNLINKED, old_rs(0, 0, observedGeneration=1, generation=2)],
-            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 0 pods, rolling out",)},
+            {"deployment/web": ("old ReplicaSet web-6c4b599dd2, 0 pods, scaling down",)},
             id="a-status-older-than-the-spec-is-not-believed",
         ),
         pytest.param(
