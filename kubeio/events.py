@@ -27,10 +27,13 @@ async def record_event(
     message: str,
     warning: bool = False,
 ) -> None:
-    """An Event about the object; for a cluster-scoped one (a Namespace) it lives in that namespace."""
+    """An Event about the object. One about a cluster-scoped object (a Namespace) has no involvedObject namespace,
+    and the apiserver then takes it only in ``default``: ``kubectl get events -n default`` shows it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     involved = {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid}
-    if kind != "Namespace":
+    if kind == "Namespace":
+        namespace = "default"
+    else:
         involved["namespace"] = namespace
     body = {
         "apiVersion": "v1",
