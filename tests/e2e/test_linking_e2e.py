@@ -160,10 +160,8 @@ SHOP_CRD = {
 }
 
 
-@pytest.mark.usefixtures("webhook")
-def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_replicaset_is_reported_unapplied(
-    cluster: ControlPlane, namespace: str
-) -> None:
+def a_secret_and_a_shop(cluster: ControlPlane, namespace: str) -> str:
+    """The Secret to link, and an operator's custom resource to own workloads; returns the resource's uid."""
     cluster.kubectl(
         "create", "secret", "generic", "stripe", f"--from-literal=STRIPE_SECRET_KEY={GUARD.canary()}", "-n", namespace
     )
@@ -171,7 +169,14 @@ def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_rep
     cluster.kubectl("wait", "--for=condition=Established", "crd/shops.e2e.smll.io", "--timeout=30s")
     shop = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "metadata": {"name": "shop"}}
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(shop))
-    uid = get(cluster, namespace, "shop.e2e.smll.io/shop")["metadata"]["uid"]
+    return str(get(cluster, namespace, "shop.e2e.smll.io/shop")["metadata"]["uid"])
+
+
+@pytest.mark.usefixtures("webhook")
+def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_replicaset_is_reported_unapplied(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    uid = a_secret_and_a_shop(cluster, namespace)
     owner = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "name": "shop", "uid": uid, "controller": True}
     web = {
         "apiVersion": "apps/v1",
@@ -219,14 +224,7 @@ def test_a_deployment_owned_by_a_custom_resource_is_linked_and_a_link_on_its_rep
 @pytest.mark.usefixtures("webhook")
 def test_a_pod_that_an_operator_creates_is_linked(cluster: ControlPlane, namespace: str) -> None:
     """The chart's matchConditions send Pods of any controller but the built-in ones (whose template is linked)."""
-    cluster.kubectl(
-        "create", "secret", "generic", "stripe", f"--from-literal=STRIPE_SECRET_KEY={GUARD.canary()}", "-n", namespace
-    )
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(SHOP_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/shops.e2e.smll.io", "--timeout=30s")
-    shop = {"apiVersion": "e2e.smll.io/v1", "kind": "Shop", "metadata": {"name": "shop"}}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(shop))
-    uid = get(cluster, namespace, "shop.e2e.smll.io/shop")["metadata"]["uid"]
+    uid = a_secret_and_a_shop(cluster, namespace)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -70,6 +70,17 @@ def rollout_status(plane: ControlPlane, ns: str, name: str, timeout: str = "120s
     plane.kubectl("-n", ns, "rollout", "status", f"deployment/{name}", f"--timeout={timeout}")
 
 
+def wait_rolled_by_the_controller(plane: ControlPlane, ns: str, name: str) -> None:
+    """The controller stamped the template (a rollout), and the rollout finished."""
+    restarted = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
+    wait_for(
+        lambda: bool(plane.kubectl("-n", ns, "get", f"deployment/{name}", "-o", restarted).stdout),
+        timeout=60,
+        what=f"the controller to roll {name}",
+    )
+    rollout_status(plane, ns, name)
+
+
 def running_pods(plane: ControlPlane, ns: str, app: str) -> list[str]:
     pods = kubectl_json(plane, "-n", ns, "get", "pods", "-l", f"app={app}")["items"]
     return [
@@ -149,13 +160,7 @@ def test_a_linked_value_reaches_the_container_and_a_change_rolls_it(
 
     patch = {"stringData": {"STRIPE_SECRET_KEY": second}}
     plane.kubectl("-n", ns, "patch", "secret", "stripe", "-p", json.dumps(patch))
-    restarted = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
-    wait_for(
-        lambda: bool(plane.kubectl("-n", ns, "get", "deployment/web", "-o", restarted).stdout),
-        timeout=60,
-        what="the controller to roll web",
-    )
-    rollout_status(plane, ns, "web")
+    wait_rolled_by_the_controller(plane, ns, "web")
     wait_for(lambda: running_pods(plane, ns, "web") != [old_pod], timeout=60, what="the old pod to go")
     [new_pod] = running_pods(plane, ns, "web")
     assert new_pod != old_pod
@@ -185,13 +190,7 @@ def test_unlink_then_delete_goes_through_once_the_rollout_finished(
     plane.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(web))
     rollout_status(plane, ns, "web")
     plane.kubectl("-n", ns, "patch", "secret", "stripe", "-p", json.dumps({"stringData": {"KEY": GUARD.canary("2")}}))
-    restarted = "jsonpath={.spec.template.metadata.annotations.secrets\\.smll\\.io/restarted-at}"
-    wait_for(
-        lambda: bool(plane.kubectl("-n", ns, "get", "deployment/web", "-o", restarted).stdout),
-        timeout=60,
-        what="the controller to roll web",
-    )
-    rollout_status(plane, ns, "web")
+    wait_rolled_by_the_controller(plane, ns, "web")
     refused = plane.kubectl("-n", ns, "delete", "secret", "stripe", "--dry-run=server", check=False)
     assert refused.returncode != 0
     assert "deployment/web (env API_KEY)" in refused.stderr, refused.stderr
