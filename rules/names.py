@@ -20,6 +20,14 @@ PRODUCT_NAMESPACE = "smll-system"
 SECRET_TYPE_LABEL = "smll.io/secret-type"
 VPC_LABEL = "smll.io/vpc"
 
+# On a rotation Secret in the controller's namespace: the Database (``namespace/name``) it is for.
+DATABASE_ANNOTATION = ANNOTATION_PREFIX + "database"
+# The recommended labels (kubernetes.io/docs/concepts/overview/working-with-objects/common-labels) the product sets.
+NAME_LABEL = "app.kubernetes.io/name"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PRODUCT = "smll-secrets"
+
 # A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts.
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")

@@ -21,6 +21,21 @@ LINKABLE_KINDS = frozenset({*TEMPLATE_PATHS, "Pod"})
 # Kinds the controller rolls out when a Secret they use changes.
 ROLLED_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 
+# kind → (apiVersion, resource): where the API serves each kind the product reads or writes.
+RESOURCES: Mapping[str, tuple[str, str]] = {
+    "Deployment": ("apps/v1", "deployments"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "Job": ("batch/v1", "jobs"),
+    "CronJob": ("batch/v1", "cronjobs"),
+    "Pod": ("v1", "pods"),
+    "Secret": ("v1", "secrets"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "Namespace": ("v1", "namespaces"),
+    "Database": ("smll.io/v1alpha1", "databases"),
+}
+
 JsonObject = dict[str, Any]
 
 
@@ -32,6 +47,21 @@ def copy_json(value: JsonObject) -> JsonObject:
     except TypeError:
         return copy.deepcopy(value)
     return copied
+
+
+def api_version(kind: str) -> str:
+    return RESOURCES[kind][0]
+
+
+def resource_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The API path of a kind across namespaces, within one namespace, or of one object (a Namespace is named
+    without ``namespace``)."""
+    version, resource = RESOURCES[kind]
+    path = ("/api/" if "/" not in version else "/apis/") + version
+    if namespace is not None:
+        path += f"/namespaces/{namespace}"
+    path += f"/{resource}"
+    return path if name is None else f"{path}/{name}"
 
 
 def _child(parent: JsonObject, key: str) -> JsonObject | None:
