@@ -14,7 +14,7 @@ from kubernetes_asyncio import client
 from bench.common import JsonObject
 from devenv.cluster import ControlPlane, wait_for
 from kubeio.rest import json_request
-from webhook.referrers import REFERRER_PATHS
+from rules.workloads import resource_path
 
 
 @contextmanager
@@ -53,7 +53,7 @@ async def create_all(
         local = body["metadata"].pop("uid", None)
         for reference in body["metadata"].get("ownerReferences", []):
             reference["uid"] = uids[reference["uid"]]
-        path = REFERRER_PATHS[kind][1].format(namespace=body["metadata"]["namespace"])
+        path = resource_path(kind, body["metadata"]["namespace"])
         async with gate:
             answer = await json_request(api, "POST", path, body=body)
         if local:

@@ -5,30 +5,33 @@ Plain functions; the controller's edge runs the SQL and the API calls they descr
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import hmac
 import re
-import secrets
-import string
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-CREDENTIALS_SUFFIX = "-credentials"
-FINALIZER = "smll.io/database"
+from rules.names import CREDENTIALS_SUFFIX, DATABASE_FINALIZER, MAX_NAME
+from rules.names import PREVIOUS_USER as PREVIOUS_USER
+from rules.names import ROTATED_AT as ROTATED_AT
+from rules.names import ROTATION_SEEN as ROTATION_SEEN
+from rules.secretdata import encode, generate_password
+from rules.times import format_time as format_time
+from rules.times import parse_duration
+from rules.times import parse_time as parse_time
+
+# The names re-exported above (and this one) live in rules/names.py and rules/times.py; controller/databases.py
+# still reads them as ``rules.database.<name>``.
+FINALIZER = DATABASE_FINALIZER
+
 KEYS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "DATABASE_URL")
-PASSWORD_LENGTH = 40
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
-# Bookkeeping kept on the credentials Secret itself, so that it survives restarts and failover. Names only, never
-# a password: the Secret's data holds exactly KEYS.
-PREVIOUS_USER = "secrets.smll.io/previous-user"  # a login kept until dependents have rolled
-ROTATED_AT = "secrets.smll.io/rotated-at"
-ROTATION_SEEN = "secrets.smll.io/rotate-seen"  # the Database's rotate annotation value already acted on
+# Bookkeeping is kept on the credentials Secret itself (rules.names: PREVIOUS_USER, ROTATED_AT, ROTATION_SEEN), so
+# that it survives restarts and failover. Names only, never a password: the Secret's data holds exactly KEYS.
 
 # A login and password on their way in (first provisioning or rotation) wait in a Secret of the controller's own
 # namespace until the credentials Secret has them: a password is there before the server accepts it.
@@ -36,9 +39,6 @@ ROTATION_PREFIX = "database-rotation."
 ROTATION_USER_KEY = "user"
 ROTATION_PASSWORD_KEY = "password"
 ROTATION_COMPONENT = "database-rotation"
-MAX_SECRET_NAME = 253
-
-DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 def secret_name(database: str) -> str:
@@ -49,14 +49,9 @@ def rotation_secret_name(namespace: str, name: str) -> str:
     """The rotation Secret of one Database. A namespace has no '.', so ``<namespace>.<name>`` is unambiguous; a name
     too long for that is replaced by a digest of both."""
     full = f"{ROTATION_PREFIX}{namespace}.{name}"
-    if len(full) <= MAX_SECRET_NAME:
+    if len(full) <= MAX_NAME:
         return full
     return ROTATION_PREFIX + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:40]
-
-
-def generate_password() -> str:
-    """From the OS CSPRNG: alphanumeric, so it needs no escaping anywhere and stays under bcrypt's 72 bytes."""
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def _fit(name: str, suffix: str = "") -> str:
@@ -92,7 +87,7 @@ def scram_verifier(password: str, *, salt: bytes, iterations: int = 4096) -> str
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    salt_text, stored_text, server_text = (base64.b64encode(part).decode() for part in (salt, stored_key, server_key))
+    salt_text, stored_text, server_text = (encode(part) for part in (salt, stored_key, server_key))
     return f"SCRAM-SHA-256${iterations}:{salt_text}${stored_text}:{server_text}"
 
 
@@ -134,26 +129,12 @@ def credentials(*, user: str, password: str, server: Server, database: str) -> d
     }
 
 
-def parse_duration(text: str) -> datetime.timedelta:
+def rotation_period(rotate_every: str) -> datetime.timedelta:
     """``720h``, ``90m``, ``1h30m``: the rotateEvery format (also enforced by the CRD's schema)."""
-    match = DURATION.match(text.strip())
-    if not text.strip() or match is None:
-        raise ValueError(f"rotateEvery {text!r} is not a duration like 720h, 90m or 1h30m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
-
-
-def parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
     try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def format_time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return parse_duration(rotate_every, units="hms")
+    except ValueError as error:
+        raise ValueError(f"rotateEvery {error}") from None
 
 
 @dataclass(frozen=True)
@@ -176,7 +157,7 @@ def rotation(
         return Rotation(True, "requested", None)
     if not rotate_every:
         return Rotation(False, "", None)
-    period = parse_duration(rotate_every)
+    period = rotation_period(rotate_every)
     if period <= datetime.timedelta(0):
         return Rotation(False, "", None)
     due_at = (rotated_at or now) + period

@@ -1,4 +1,5 @@
-"""Every annotation and label name the product reads or writes, and the shapes of names Kubernetes accepts."""
+"""Every annotation, label and finalizer name the product reads or writes, the values of its labels, and the shapes
+of names Kubernetes accepts."""
 
 from __future__ import annotations
 
@@ -13,12 +14,29 @@ PROTECTION = ANNOTATION_PREFIX + "protection"
 AUTO_ROLLOUT = ANNOTATION_PREFIX + "auto-rollout"
 RESTARTED_AT = ANNOTATION_PREFIX + "restarted-at"
 ROTATE = ANNOTATION_PREFIX + "rotate"
+# On a workload: per Secret it reads, the keyed digests of the keys it was last rolled for (rules/rollout.py).
+ROLLOUT_STATE = ANNOTATION_PREFIX + "rolled-for"
+# On a generated Secret (or the Secret of a password on its way in): the rotate value already acted on.
+ROTATION_SEEN = ANNOTATION_PREFIX + "rotate-seen"
+# On database credentials: the login kept until the readers have rolled, and when the password last changed.
+PREVIOUS_USER = ANNOTATION_PREFIX + "previous-user"
+ROTATED_AT = ANNOTATION_PREFIX + "rotated-at"
+# On a Database: dropped by the controller once the server's database and role are dealt with.
+DATABASE_FINALIZER = "smll.io/database"
+# Kubernetes' own: the revision of a Deployment that a ReplicaSet holds.
+REVISION = "deployment.kubernetes.io/revision"
 
 # Where the product runs by default (the chart's release namespace in the docs; the controller's --namespace).
 PRODUCT_NAMESPACE = "smll-system"
 
 SECRET_TYPE_LABEL = "smll.io/secret-type"
+# Its values for the Secrets the product generates (and rotates); a Secret without the label is "custom".
+DATABASE_TYPE = "database"
+REGISTRY_TYPE = "registry"
+GENERATED_TYPES = frozenset({DATABASE_TYPE, REGISTRY_TYPE})
 VPC_LABEL = "smll.io/vpc"
+# Suffix of a Database's credentials Secret: ``<database>-credentials``.
+CREDENTIALS_SUFFIX = "-credentials"
 
 # On a rotation Secret in the controller's namespace: the Database (``namespace/name``) it is for.
 DATABASE_ANNOTATION = ANNOTATION_PREFIX + "database"

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from rules.names import PROTECTION
+from rules.names import PROTECTION, REVISION
 from rules.references import Use, secret_uses
-from rules.workloads import JsonObject, annotations_of
+from rules.workloads import POD_KINDS, JsonObject, annotations_of
 
-REFERRER_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"})
 MESSAGE_LIMIT = 5
-REVISION = "deployment.kubernetes.io/revision"
 # Workloads that replace their own pods, revision by revision (a Deployment does it through ReplicaSets).
 ROLLING_KINDS = frozenset({"StatefulSet", "DaemonSet"})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -89,11 +87,7 @@ def referrer_of(obj: JsonObject, kind: str) -> Referrer:
     metadata = _dict(obj.get("metadata"))
     owner = None
     for reference in metadata.get("ownerReferences") or []:
-        if (
-            isinstance(reference, dict)
-            and reference.get("controller") is True
-            and reference.get("kind") in REFERRER_KINDS
-        ):
+        if isinstance(reference, dict) and reference.get("controller") is True and reference.get("kind") in POD_KINDS:
             owner = Owner(str(reference["kind"]), str(reference.get("name", "")), str(reference.get("uid")))
     pods, idle = _activity(obj, kind)
     revision = annotations_of(obj).get(REVISION) if kind == "ReplicaSet" else None

@@ -18,11 +18,7 @@ between any two writes never loses a password the registry accepts:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import secrets
-import string
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +26,10 @@ from typing import Any
 
 import bcrypt
 
-from rules.names import ANNOTATION_PREFIX, ROTATE, SECRET_TYPE_LABEL, VPC_LABEL
+from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
+from rules.secretdata import decode_data, encode, labels
+from rules.secretdata import generate_password as generate_password  # controller/registry reads it here
+from rules.workloads import is_terminating
 
 CREDENTIALS = "registry-credentials"
 PULL_SECRET = "registry-pull-secret"
@@ -44,24 +43,16 @@ LEGACY_PENDING_KEY = "REGISTRY_PASSWORD_PENDING"
 # A password on its way in, in the controller's namespace: Secret ROTATION_PREFIX + <namespace>, key ROTATION_KEY.
 ROTATION_PREFIX = "registry-rotation-"
 ROTATION_KEY = "password"
-COMPONENT_LABEL = "app.kubernetes.io/component"
 ROTATION_COMPONENT = "registry-rotation"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 DOCKERCONFIGJSON_KEY = ".dockerconfigjson"
 HTPASSWD_KEY = "htpasswd"
 
-SECRET_TYPE = "registry"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "smll-secrets"
-ROTATION_SEEN = ANNOTATION_PREFIX + "rotate-seen"  # the namespace's rotate value already acted on
-
 USER_PREFIX = "vpc-"
-PASSWORD_LENGTH = 40  # alphanumeric: ~238 bits, no escaping anywhere, well under bcrypt's 72 bytes
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
 BCRYPT_COST = 10  # the registry checks the hash on every request: higher costs slow every pull
 
-LABELS = {SECRET_TYPE_LABEL: SECRET_TYPE, MANAGED_BY_LABEL: MANAGED_BY}
-ROTATION_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: ROTATION_COMPONENT}
+LABELS = labels(secret_type=REGISTRY_TYPE)
+ROTATION_LABELS = labels(component=ROTATION_COMPONENT)
 DEFAULT_PORTS = {"https": "443", "http": "80"}
 
 
@@ -76,10 +67,6 @@ def username(namespace: str) -> str:
 def namespace_of(user: str) -> str | None:
     """The namespace a managed htpasswd user belongs to; None for users the operator added by hand."""
     return user[len(USER_PREFIX) :] if user.startswith(USER_PREFIX) and len(user) > len(USER_PREFIX) else None
-
-
-def generate_password() -> str:
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def hash_password(password: str, *, cost: int = BCRYPT_COST) -> str:
@@ -123,7 +110,7 @@ def registry_host(url: str) -> str:
 
 def dockerconfigjson(host: str, user: str, password: str) -> str:
     """The ``.dockerconfigjson`` of a pull secret for one registry user (deterministic, so it compares as text)."""
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    auth = encode(f"{user}:{password}")
     body = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -183,14 +170,11 @@ class Observed:
 
 def is_member(namespace: Mapping[str, Any] | None) -> bool:
     metadata = (namespace or {}).get("metadata") or {}
-    return VPC_LABEL in (metadata.get("labels") or {}) and not metadata.get("deletionTimestamp")
+    return VPC_LABEL in (metadata.get("labels") or {}) and not is_terminating(namespace or {})
 
 
 def is_writable(namespace: Mapping[str, Any] | None) -> bool:
-    if namespace is None:
-        return False
-    metadata = namespace.get("metadata") or {}
-    return not metadata.get("deletionTimestamp") and (namespace.get("status") or {}).get("phase") != "Terminating"
+    return namespace is not None and not is_terminating(namespace)
 
 
 def rotate_request(namespace: Mapping[str, Any] | None) -> str | None:
@@ -199,23 +183,13 @@ def rotate_request(namespace: Mapping[str, Any] | None) -> str | None:
     return str(value) if value is not None else None
 
 
-def decode_data(data: Mapping[str, str]) -> dict[str, str]:
-    decoded = {}
-    for key, value in data.items():
-        try:
-            decoded[key] = base64.b64decode(value, validate=True).decode()
-        except (binascii.Error, ValueError):
-            decoded[key] = ""
-    return decoded
-
-
 def secret_state(secret: Mapping[str, Any] | None) -> SecretState | None:
     if secret is None:
         return None
     metadata = secret.get("metadata") or {}
-    labels = metadata.get("labels") or {}
+    found = metadata.get("labels") or {}
     return SecretState(
-        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY,
+        managed=found.get(MANAGED_BY_LABEL) == PRODUCT,
         type=str(secret.get("type") or "Opaque"),
         data=decode_data(secret.get("data") or {}),
         rotation_seen=(metadata.get("annotations") or {}).get(ROTATION_SEEN),

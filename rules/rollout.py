@@ -9,22 +9,19 @@ is found when it is back.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from rules.names import AUTO_ROLLOUT, LINK_PREFIX, SECRET_TYPE_LABEL
+from rules.names import AUTO_ROLLOUT, GENERATED_TYPES, LINK_PREFIX, SECRET_TYPE_LABEL
 from rules.references import Use
+from rules.secretdata import decode
 
-ROLLOUT_STATE = "secrets.smll.io/rolled-for"
 ABSENT = "-"  # the digest of a key that does not exist
 WHOLE = "*"  # marks a Secret the service reads whole (envFrom, a volume without items): every key counts
 DIGEST_CHARS = 16
-GENERATED_TYPES = frozenset({"database", "registry"})  # smll.io/secret-type of the Secrets the product rotates
 
 # secret name → key → digest
 State = dict[str, dict[str, str]]
@@ -35,8 +32,8 @@ def key_digests(data: Mapping[str, str], hmac_key: bytes) -> dict[str, str]:
     digests = {}
     for key, encoded in data.items():
         try:
-            value = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
+            value = decode(encoded)
+        except ValueError:
             value = encoded.encode()
         message = key.encode() + b"\0" + value
         digests[key] = hmac.new(hmac_key, message, hashlib.sha256).hexdigest()[:DIGEST_CHARS]

@@ -1,40 +1,46 @@
-"""Where each kind keeps its pod spec, and who owns whom. Plain dicts in, plain dicts out."""
+"""The kinds the product reads and writes: where the API serves them and where they keep their pod spec; who owns
+whom; when a namespace is going. Plain dicts in, plain dicts out."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-# Kinds with a pod template, and the path to it.
-TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+TEMPLATE = ("spec", "template")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """Where the API serves a kind (``apiVersion`` and resource), and for kinds that run pods, the path to the
+    object that holds their ``metadata`` and ``spec``: a pod template, or ``()`` for a Pod itself."""
+
+    api_version: str
+    resource: str
+    template: tuple[str, ...] | None = None
+
+
+# The one table of kinds: every path the product asks the API for, and every pod spec it reads, comes from here.
+KINDS: Mapping[str, Kind] = {
+    "Deployment": Kind("apps/v1", "deployments", TEMPLATE),
+    "StatefulSet": Kind("apps/v1", "statefulsets", TEMPLATE),
+    "DaemonSet": Kind("apps/v1", "daemonsets", TEMPLATE),
+    "ReplicaSet": Kind("apps/v1", "replicasets", TEMPLATE),
+    "Job": Kind("batch/v1", "jobs", TEMPLATE),
+    "CronJob": Kind("batch/v1", "cronjobs", ("spec", "jobTemplate", "spec", "template")),
+    "Pod": Kind("v1", "pods", ()),
+    "Secret": Kind("v1", "secrets"),
+    "ServiceAccount": Kind("v1", "serviceaccounts"),
+    "Namespace": Kind("v1", "namespaces"),
+    "Database": Kind("smll.io/v1alpha1", "databases"),
 }
-LINKABLE_KINDS = frozenset({*TEMPLATE_PATHS, "Pod"})
+# Kinds that run pods: they are linked, and they are the referrers protection counts.
+POD_KINDS = frozenset(kind for kind, found in KINDS.items() if found.template is not None)
 # Kinds the controller rolls out when a Secret they use changes.
 ROLLED_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
-
-# kind → (apiVersion, resource): where the API serves each kind the product reads or writes.
-RESOURCES: Mapping[str, tuple[str, str]] = {
-    "Deployment": ("apps/v1", "deployments"),
-    "StatefulSet": ("apps/v1", "statefulsets"),
-    "DaemonSet": ("apps/v1", "daemonsets"),
-    "ReplicaSet": ("apps/v1", "replicasets"),
-    "Job": ("batch/v1", "jobs"),
-    "CronJob": ("batch/v1", "cronjobs"),
-    "Pod": ("v1", "pods"),
-    "Secret": ("v1", "secrets"),
-    "ServiceAccount": ("v1", "serviceaccounts"),
-    "Namespace": ("v1", "namespaces"),
-    "Database": ("smll.io/v1alpha1", "databases"),
-}
 
 JsonObject = dict[str, Any]
 
@@ -50,17 +56,17 @@ def copy_json(value: JsonObject) -> JsonObject:
 
 
 def api_version(kind: str) -> str:
-    return RESOURCES[kind][0]
+    return KINDS[kind].api_version
 
 
 def resource_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     """The API path of a kind across namespaces, within one namespace, or of one object (a Namespace is named
     without ``namespace``)."""
-    version, resource = RESOURCES[kind]
-    path = ("/api/" if "/" not in version else "/apis/") + version
+    found = KINDS[kind]
+    path = ("/api/" if "/" not in found.api_version else "/apis/") + found.api_version
     if namespace is not None:
         path += f"/namespaces/{namespace}"
-    path += f"/{resource}"
+    path += f"/{found.resource}"
     return path if name is None else f"{path}/{name}"
 
 
@@ -75,9 +81,8 @@ def pod_template(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
     ``kind`` defaults to the object's own. None when the kind has no pod spec or the object is too malformed.
     """
     kind = kind if kind is not None else obj.get("kind")
-    if kind == "Pod":
-        return obj
-    path = TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
+    found = KINDS.get(kind) if isinstance(kind, str) else None
+    path = found.template if found is not None else None
     if path is None:
         return None
     node: JsonObject | None = obj
@@ -132,3 +137,9 @@ def rollout_complete(obj: JsonObject, kind: str) -> bool:
     if kind == "StatefulSet" and status.get("currentRevision") != status.get("updateRevision"):
         return False
     return replicas == updated == wanted and available >= wanted
+
+
+def is_terminating(namespace: Mapping[str, Any]) -> bool:
+    """A Namespace being deleted: nothing in it is protected, nothing new is written to it."""
+    metadata = namespace.get("metadata") or {}
+    return bool(metadata.get("deletionTimestamp")) or (namespace.get("status") or {}).get("phase") == "Terminating"

@@ -5,25 +5,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+from rules.times import parse_duration
 from rules.tls import Policy, SubjectNames
 from webhook.selfmanaged import SelfManagedSettings
 from webhook.server import Settings, serve
 
-DURATION = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
 
 def duration(text: str) -> datetime.timedelta:
     """``90s``, ``30m``, ``8760h``, ``1825d``."""
-    match = DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 8760h or 1825d")
-    return datetime.timedelta(**{UNITS[match[2]]: int(match[1])})
+    try:
+        return parse_duration(text, units="dhms")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from typing import Any, NotRequired, TypedDict
 import orjson
 
 from rules.links import LinkDenied, SecretKeys, link_object
-from rules.workloads import LINKABLE_KINDS
+from rules.workloads import POD_KINDS
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -119,7 +119,7 @@ def mutate(request: AdmissionRequest, secret_keys: SecretKeys) -> AdmissionRespo
     obj = request.get("object")
     if request["operation"] not in ("CREATE", "UPDATE") or obj is None:
         return allow(uid)
-    if request["kind"]["kind"] not in LINKABLE_KINDS:
+    if request["kind"]["kind"] not in POD_KINDS:
         return allow(uid)
     try:
         linked = link_object(

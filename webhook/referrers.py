@@ -10,16 +10,12 @@ from collections import defaultdict
 from typing import Any
 
 from rules.protection import Referrer, referrer_of
+from rules.workloads import KINDS, POD_KINDS, is_terminating, resource_path
 
-# kind → (path of the kind across all namespaces, path template within one namespace)
+# kind → (path of the kind across all namespaces, path template within one namespace), for webhook/server.py; from
+# the one table of kinds (rules.workloads.KINDS).
 REFERRER_PATHS: dict[str, tuple[str, str]] = {
-    "Deployment": ("/apis/apps/v1/deployments", "/apis/apps/v1/namespaces/{namespace}/deployments"),
-    "StatefulSet": ("/apis/apps/v1/statefulsets", "/apis/apps/v1/namespaces/{namespace}/statefulsets"),
-    "DaemonSet": ("/apis/apps/v1/daemonsets", "/apis/apps/v1/namespaces/{namespace}/daemonsets"),
-    "ReplicaSet": ("/apis/apps/v1/replicasets", "/apis/apps/v1/namespaces/{namespace}/replicasets"),
-    "Job": ("/apis/batch/v1/jobs", "/apis/batch/v1/namespaces/{namespace}/jobs"),
-    "CronJob": ("/apis/batch/v1/cronjobs", "/apis/batch/v1/namespaces/{namespace}/cronjobs"),
-    "Pod": ("/api/v1/pods", "/api/v1/namespaces/{namespace}/pods"),
+    kind: (resource_path(kind), resource_path(kind, "{namespace}")) for kind in KINDS if kind in POD_KINDS
 }
 
 
@@ -82,17 +78,12 @@ class TerminatingNamespaces:
     def __init__(self) -> None:
         self.names: set[str] = set()
 
-    @staticmethod
-    def _terminating(obj: dict[str, Any]) -> bool:
-        metadata = obj.get("metadata") or {}
-        return bool(metadata.get("deletionTimestamp")) or (obj.get("status") or {}).get("phase") == "Terminating"
-
     def replace(self, objects: list[dict[str, Any]]) -> None:
-        self.names = {str(o["metadata"]["name"]) for o in objects if self._terminating(o)}
+        self.names = {str(o["metadata"]["name"]) for o in objects if is_terminating(o)}
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if event_type != "DELETED" and self._terminating(obj):
+        if event_type != "DELETED" and is_terminating(obj):
             self.names.add(name)
         else:
             self.names.discard(name)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rules.database import secret_name
 from rules.protection import (
     Referrer,
     Usage,
@@ -29,7 +30,6 @@ from webhook.referrers import ReferrerIndex, TerminatingNamespaces
 # A consistent read of a namespace: for each referrer kind, the raw pages of its LIST, undecoded.
 Snapshot = list[tuple[str, bytes]]
 ConsistentRead = Callable[[str], Awaitable[Snapshot]]
-CREDENTIALS_SUFFIX = "-credentials"
 
 
 class CoalescedReads:
@@ -128,7 +128,7 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
     elif kind == "Database" and operation == "DELETE":
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
-        secret = str((old.get("status") or {}).get("secretName") or f"{name}{CREDENTIALS_SUFFIX}")
+        secret = str((old.get("status") or {}).get("secretName") or secret_name(name))
         users = await _users(view, namespace, secret, None)
         refusal = delete_refusal(secret, users.report)
         if refusal:

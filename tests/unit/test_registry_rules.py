@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from rules import registry as r
+from rules.names import ROTATION_SEEN
 
 HOST = "registry.example:5000"
 NS = "shop"
@@ -63,16 +64,6 @@ def test_the_username_is_derived_from_the_namespace_and_maps_back() -> None:
     assert r.namespace_of("vpc-") is None
 
 
-def test_generated_passwords_are_long_alphanumeric_and_fit_bcrypt() -> None:
-    passwords = {r.generate_password() for _ in range(50)}
-
-    assert len(passwords) == 50
-    for password in passwords:
-        assert password.isascii()
-        assert password.isalnum()
-        assert 32 <= len(password.encode()) < 72
-
-
 def test_a_bcrypt_hash_verifies_its_password_only() -> None:
     hashed = r.hash_password("secret", cost=4)
 
@@ -125,7 +116,7 @@ def test_the_rotation_secret_is_named_for_its_namespace_and_maps_back() -> None:
 
 def test_pending_state_reads_the_password_and_the_rotate_request_it_answers() -> None:
     secret = {
-        "metadata": {"annotations": {r.ROTATION_SEEN: "r1"}},
+        "metadata": {"annotations": {ROTATION_SEEN: "r1"}},
         "data": {r.ROTATION_KEY: base64.b64encode(NEW.encode()).decode()},
     }
 
@@ -185,8 +176,8 @@ def test_a_vpc_is_a_labeled_namespace_that_is_not_being_deleted(
 def test_secret_state_decodes_values_and_reads_ownership() -> None:
     secret = {
         "metadata": {
-            "labels": {r.MANAGED_BY_LABEL: r.MANAGED_BY},
-            "annotations": {r.ROTATION_SEEN: "1"},
+            "labels": r.LABELS,
+            "annotations": {ROTATION_SEEN: "1"},
         },
         "type": "Opaque",
         "data": {r.PASSWORD_KEY: base64.b64encode(b"pw").decode(), "BAD": "%%%"},
