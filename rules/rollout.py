@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rules.names import AUTO_ROLLOUT, GENERATED_TYPES, LINK_PREFIX, SECRET_TYPE_LABEL
+from rules.names import ROLLOUT_STATE as ROLLOUT_STATE  # until controller/ imports it from rules.names
 from rules.references import Use
 from rules.secretdata import decode
 
