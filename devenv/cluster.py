@@ -34,6 +34,7 @@ from devenv.process import Component, free_port, write_kubeconfig
 from rules.certs import make_ca, make_leaf
 
 SERVICE_CIDR = "10.0.0.0/24"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 ENCRYPTION_KEY_NAME = "key1"
 ENCRYPTED_PREFIX = b"k8s:enc:secretbox:v1:" + ENCRYPTION_KEY_NAME.encode() + b":"
 
@@ -100,7 +101,19 @@ class ControlPlane:
         )
         admin = make_leaf(ca, "admin", valid_for=year, organization="system:masters", client=True)
         service_accounts = make_ca("service-account-signer", valid_for=year)
-        for name, pair in (("ca", ca), ("apiserver", serving), ("admin", admin), ("sa", service_accounts)):
+        # The front proxy: its own CA (as kubeadm does); the apiserver presents the client certificate to aggregated
+        # API servers (the product's write-only Secrets API), which trust the CA from extension-apiserver-
+        # authentication in kube-system.
+        front_proxy_ca = make_ca("front-proxy-ca", valid_for=year)
+        front_proxy = make_leaf(front_proxy_ca, FRONT_PROXY_CLIENT, valid_for=year, client=True)
+        for name, pair in (
+            ("ca", ca),
+            ("apiserver", serving),
+            ("admin", admin),
+            ("sa", service_accounts),
+            ("front-proxy-ca", front_proxy_ca),
+            ("front-proxy-client", front_proxy),
+        ):
             (self.pki / f"{name}.crt").write_bytes(pair.cert_pem)
             (self.pki / f"{name}.key").write_bytes(pair.key_pem)
             (self.pki / f"{name}.key").chmod(0o600)
@@ -158,6 +171,14 @@ class ControlPlane:
             # With a node, the `kubernetes` Service points at the gateway address; without, pods never run.
             f"--endpoint-reconciler-type={'lease' if self.with_node else 'none'}",
             "--enable-aggregator-routing=true",
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-uid-headers=X-Remote-Uid",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             # `kubectl logs` and `exec` reach the kubelet by its address: its name does not resolve here.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={pki / 'admin.crt'}",

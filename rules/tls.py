@@ -233,23 +233,29 @@ def _bundle_certs(ca_bundle: str) -> list[x509.Certificate]:
         return []
 
 
+def _client_configs(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where the object keeps its caBundle: each webhook's clientConfig, or an APIService's spec."""
+    if configuration.get("kind") == "APIService":
+        return [configuration.setdefault("spec", {})] if isinstance(configuration, dict) else []
+    return [hook.setdefault("clientConfig", {}) for hook in configuration.get("webhooks") or []]
+
+
 def trusts(configuration: Mapping[str, Any], ca: x509.Certificate) -> bool:
-    """Every webhook of the configuration has ``ca`` in its caBundle."""
+    """Every webhook of the configuration (or the APIService) has ``ca`` in its caBundle."""
     wanted = fingerprint(ca)
     return all(
-        wanted in {fingerprint(c) for c in _bundle_certs((hook.get("clientConfig") or {}).get("caBundle") or "")}
-        for hook in configuration.get("webhooks") or []
+        wanted in {fingerprint(c) for c in _bundle_certs(config.get("caBundle") or "")}
+        for config in _client_configs(copy.deepcopy(dict(configuration)))
     )
 
 
 def with_ca_bundle(configuration: Mapping[str, Any], ca_bundle: str) -> dict[str, Any] | None:
-    """The configuration with ``ca_bundle`` on every webhook, or None when it carries it already."""
-    hooks = configuration.get("webhooks") or []
-    if all((hook.get("clientConfig") or {}).get("caBundle") == ca_bundle for hook in hooks):
+    """The configuration with ``ca_bundle`` on every webhook (or the APIService), or None when it carries it."""
+    if all(config.get("caBundle") == ca_bundle for config in _client_configs(copy.deepcopy(dict(configuration)))):
         return None
     updated = copy.deepcopy(dict(configuration))
-    for hook in updated["webhooks"]:
-        hook.setdefault("clientConfig", {})["caBundle"] = ca_bundle
+    for config in _client_configs(updated):
+        config["caBundle"] = ca_bundle
     return updated
 
 

@@ -35,6 +35,18 @@ def parser() -> argparse.ArgumentParser:
         default=5.0,
         help="after SIGTERM, go on serving this long (unready) while the pod leaves the Service's endpoints",
     )
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=0,
+        help="serve the write-only Secrets API (secrets.smll.io, behind an APIService) on this port; 0: off",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=duration,
+        default=datetime.timedelta(days=90),
+        help="the write-only API flags a key unchanged for longer than this (rotate credentials regularly)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--tls-mode",
@@ -55,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
         default="smll-secrets",
         help="name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is kept in step",
     )
+    managed.add_argument(
+        "--api-service", default="", help="name of the write-only API's APIService whose caBundle is kept in step"
+    )
     managed.add_argument("--tls-directory", type=Path, help="where the pair is written to be served (default: temp)")
     managed.add_argument("--tls-extra-dns-name", action="append", default=[], help="another SAN (repeatable)")
     managed.add_argument("--tls-extra-ip", action="append", default=[], help="an IP SAN, e.g. for a local run by url")
@@ -65,7 +80,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
-    common = {"host": args.host, "port": args.port, "kubeconfig": args.kubeconfig, "drain_seconds": args.drain_seconds}
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "kubeconfig": args.kubeconfig,
+        "drain_seconds": args.drain_seconds,
+        "api_port": args.api_port,
+        "stale_after": args.stale_after,
+    }
     if args.tls_mode == "files":
         if args.cert_file is None or args.key_file is None:
             parser.error("--tls-mode=files needs --cert-file and --key-file")
@@ -85,6 +107,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         ),
         directory=args.tls_directory or Path(tempfile.mkdtemp(prefix="smll-webhook-tls-")),
         configuration_name=args.webhook_configuration,
+        api_service=args.api_service,
         check_seconds=args.tls_check_seconds,
         policy=Policy(ca_validity=args.tls_ca_validity, serving_validity=args.tls_serving_validity),
     )

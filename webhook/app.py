@@ -13,7 +13,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,7 @@ async def serve_until_stopped(
     ssl_context: ssl.SSLContext | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
     drain_seconds: float = 0.0,
+    more_sites: Sequence[tuple[int, ssl.SSLContext]] = (),
 ) -> int:
     """Serve until a signal (exit code 0) or until a background task ends (1), then shut down gracefully.
 
@@ -166,9 +167,12 @@ async def serve_until_stopped(
     try:
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        log.info("serving on %s", site.name)
+        for site in [
+            web.TCPSite(runner, host, port, ssl_context=ssl_context),
+            *(web.TCPSite(runner, host, more, ssl_context=context) for more, context in more_sites),
+        ]:
+            await site.start()
+            log.info("serving on %s", site.name)
         stopping = asyncio.ensure_future(stop.wait())
         failing = asyncio.ensure_future(state.failed.wait())
         try:

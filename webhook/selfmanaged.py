@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 CONFIGURATION_PATHS = {
     "MutatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
     "ValidatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+    "APIService": "/apis/apiregistration.k8s.io/v1/apiservices",
 }
 MANAGED_BY = {"app.kubernetes.io/managed-by": "smll-secrets-webhook"}
 MAX_ATTEMPTS = 5
@@ -75,6 +76,7 @@ class SelfManagedSettings:
     names: SubjectNames
     directory: Path
     configuration_name: str = "smll-secrets"
+    api_service: str = ""  # the write-only API's APIService, whose caBundle is kept in step too ("": none)
     check_seconds: float = 60.0
     policy: Policy = field(default_factory=Policy)
 
@@ -113,9 +115,12 @@ class SelfManagedCertificate:
     async def _configurations(self) -> list[tuple[str, dict[str, Any]]]:
         found = []
         for kind, collection in CONFIGURATION_PATHS.items():
-            configuration = await self._read(f"{collection}/{self.settings.configuration_name}")
+            name = self.settings.api_service if kind == "APIService" else self.settings.configuration_name
+            if not name:
+                continue
+            configuration = await self._read(f"{collection}/{name}")
             if configuration is None:
-                log.debug("no %s %s to keep in step", kind, self.settings.configuration_name)
+                log.debug("no %s %s to keep in step", kind, name)
             else:
                 found.append((collection, configuration))
         return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ from kubernetes_asyncio import client
 from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import raw_request
+from rules.secretsapi import DEFAULT_STALE_AFTER
 from webhook.app import STATE, WebhookState, background, create_app, serve_until_stopped
 from webhook.referrers import REFERRER_PATHS
+from webhook.secretsapi import SecretsApi, add_routes
 from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 from webhook.tls import ReloadingCertificate
 from webhook.validate import CoalescedReads, Snapshot
@@ -36,10 +39,15 @@ class Settings:
     # issues them itself into self_managed.directory, and cert_file and key_file point there.
     self_managed: SelfManagedSettings | None = None
     drain_seconds: float = 5.0
+    api_port: int = 0  # the write-only Secrets API's listener (client certificates required); 0: not served
+    stale_after: datetime.timedelta = DEFAULT_STALE_AFTER
 
 
-def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: the informers that keep the in-memory indexes, for as long as the app runs."""
+def watches(
+    settings: Settings, secrets_api: SecretsApi | None, tls: ReloadingCertificate
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: the informers that keep the in-memory indexes, for as long as the app runs (and the
+    write-only API's watch of the front proxy's settings, when it is served)."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE]
@@ -55,6 +63,9 @@ def watches(settings: Settings) -> Callable[[web.Application], AsyncIterator[Non
         state.ready_checks.extend(informer.synced.is_set for informer in informers)
         state.protection.consistent_read = CoalescedReads(partial(consistent_snapshot, api))
         tasks = [background(state, informer.run(), f"the watch of {informer.path}") for informer in informers]
+        if secrets_api is not None:
+            secrets_api.api = api
+            tasks.append(background(state, secrets_api.watch_front_proxy(tls), "the front proxy's settings"))
         try:
             yield
         finally:
@@ -133,12 +144,17 @@ def self_managed_certificate(
 
 
 def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
-    app = create_app(WebhookState())
+    state = WebhookState()
+    app = create_app(state)
+    secrets_api = None
+    if settings.api_port:
+        secrets_api = SecretsApi(state.protection.referrers, stale_after=settings.stale_after)
+        add_routes(app, secrets_api)
     if settings.self_managed is None:
         app.cleanup_ctx.append(file_watch(settings, tls))
     else:
         app.cleanup_ctx.append(self_managed_certificate(settings, settings.self_managed, tls))
-    app.cleanup_ctx.append(watches(settings))
+    app.cleanup_ctx.append(watches(settings, secrets_api, tls))
     return app
 
 
@@ -150,6 +166,11 @@ def serve(settings: Settings) -> int:
     app = build_app(settings, tls)
     return asyncio.run(
         serve_until_stopped(
-            app, host=settings.host, port=settings.port, ssl_context=tls.context, drain_seconds=settings.drain_seconds
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_context=tls.context,
+            drain_seconds=settings.drain_seconds,
+            more_sites=[(settings.api_port, tls.client_verifying)] if settings.api_port else [],
         )
     )

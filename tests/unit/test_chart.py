@@ -14,7 +14,7 @@ import yaml
 
 import controller.__main__ as controller_cli
 from controller.databases import load_servers
-from controller.main import Settings
+from controller.frame.settings import Settings
 from devenv.binaries import ensure_helm
 from webhook.__main__ import parser as webhook_parser
 from webhook.__main__ import settings_from
@@ -186,8 +186,13 @@ def test_defaults_render_what_the_issue_asks_for(helm: Path) -> None:
             "ClusterRole",  # webhook
             "ClusterRole",  # controller
             "ClusterRole",  # secret writer
+            "ClusterRole",  # secret viewer
+            "ClusterRole",  # the write-only API's own rights
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "ClusterRoleBinding",  # the write-only API: auth-delegator
+            "ClusterRoleBinding",  # the write-only API: its own rights
+            "APIService",  # the write-only API
             "Deployment",
             "MutatingWebhookConfiguration",
             "Pod",  # helm test
@@ -196,6 +201,7 @@ def test_defaults_render_what_the_issue_asks_for(helm: Path) -> None:
             "Role",  # controller lease
             "RoleBinding",
             "RoleBinding",
+            "RoleBinding",  # the write-only API: the front proxy's settings in kube-system
             "Service",
             "ServiceAccount",
             "ValidatingWebhookConfiguration",
@@ -231,7 +237,7 @@ def test_network_policy_is_optional(helm: Path) -> None:
     policy = one(render(helm, COMBINATIONS["network-policy"]), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     webhook_rule = policy["spec"]["ingress"][0]
-    assert webhook_rule["ports"] == [{"port": "https", "protocol": "TCP"}]
+    assert webhook_rule["ports"] == [{"port": "https", "protocol": "TCP"}, {"port": "api", "protocol": "TCP"}]
     assert "from" not in webhook_rule, "the API server's source address differs per cluster: open by default"
 
 
@@ -464,10 +470,36 @@ def test_the_secret_writer_role_writes_and_never_reads(helm: Path) -> None:
     docs = render(helm, COMBINATIONS["everything"])
     role = one(docs, "ClusterRole", "smll-secrets-secret-writer")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "patch", "delete"]}
+        {"apiGroups": ["secrets.smll.io"], "resources": ["secretwrites"], "verbs": ["create"]},
+        {"apiGroups": ["secrets.smll.io"], "resources": ["writeonlysecrets"], "verbs": ["get", "list", "delete"]},
     ]
     assert role["metadata"]["labels"]["smll.io/aggregate-to-secret-writer"] == "true"
     assert role["metadata"]["labels"]["example.com/aggregate-to-ci"] == "true"
+    assert role["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    viewer = one(docs, "ClusterRole", "smll-secrets-secret-viewer")
+    assert viewer["rules"] == [
+        {"apiGroups": ["secrets.smll.io"], "resources": ["writeonlysecrets"], "verbs": ["get", "list"]}
+    ]
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for found in (role, viewer):
+        assert all(rule["apiGroups"] != [""] for rule in found["rules"]), "no verb on core resources, secrets above all"
+
+
+def test_the_write_only_api_is_registered_and_served_by_the_webhook_pods(helm: Path) -> None:
+    docs = render(helm)
+    api_service = one(docs, "APIService")
+    assert api_service["metadata"]["name"] == "v1alpha1.secrets.smll.io"
+    assert api_service["spec"]["group"] == "secrets.smll.io"
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    port = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}["api"]
+    assert api_service["spec"]["service"]["port"] == port["port"] == 8444
+    webhook = next(
+        c for c in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"] if c["name"] == "webhook"
+    )
+    assert {"name": "api", "containerPort": 8444, "protocol": "TCP"} in webhook["ports"]
+    assert "--api-port=8444" in webhook["args"]
+    assert "--api-service=v1alpha1.secrets.smll.io" in webhook["args"]
+    assert "APIService" not in kinds(render(helm, {"secretsApi": {"enabled": False}}))
 
 
 def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_development_mode(helm: Path) -> None:

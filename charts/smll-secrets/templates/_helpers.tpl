@@ -76,6 +76,15 @@
 {{- if and (not .Values.webhook.url) (eq .Values.webhook.tls.mode "self-managed") }}true{{ end }}
 {{- end }}
 
+{{/* The write-only Secrets API: served by the in-cluster webhook pods (never in development mode). */}}
+{{- define "smll-secrets.secretsApi" -}}
+{{- if and .Values.secretsApi.enabled (not .Values.webhook.url) }}true{{ end }}
+{{- end }}
+
+{{- define "smll-secrets.apiServiceName" -}}
+v1alpha1.secrets.smll.io
+{{- end }}
+
 {{/* Labels: the full set on every object; the selector labels (a subset that never changes) select pods. */}}
 {{- define "smll-secrets.labels" -}}
 helm.sh/chart: {{ include "smll-secrets.chart" . }}

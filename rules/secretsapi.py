@@ -1,0 +1,689 @@
+"""The write-only Secrets API (group ``secrets.smll.io``): what a request asks, what it does to a Secret, and what
+the answer shows. Plain functions over dicts; the edge (webhook/secretsapi.py) reads and writes.
+
+Two resources, both namespaced:
+
+- ``writeonlysecrets`` (kind ``WriteOnlySecret``; get, list, delete): a Secret as its key names, its type, who
+  uses each key and when each key last changed, with the product page's best-practice advice. Never a value.
+- ``secretwrites`` (kind ``SecretWrite``; create only, like an Eviction): set keys of one Secret (creating it if
+  needed) and remove keys. Values travel in the request body only; the answer names keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import unquote
+
+from rules.names import (
+    ANNOTATION_PREFIX,
+    DATABASE_TYPE,
+    REGISTRY_TYPE,
+    SECRET_TYPE_LABEL,
+    is_secret_key,
+    is_secret_name,
+)
+from rules.protection import Referrer, usage
+from rules.references import Use
+from rules.workloads import JsonObject
+
+GROUP = "secrets.smll.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+VIEW_KIND = "WriteOnlySecret"
+VIEWS = "writeonlysecrets"
+WRITE_KIND = "SecretWrite"
+WRITES = "secretwrites"
+CUSTOM_TYPE = "custom"
+GENERATED_TYPES = frozenset({DATABASE_TYPE, REGISTRY_TYPE})
+
+# On a Secret written through the API: key → when the API last changed it (RFC 3339). Keys written some other way
+# are dated by the Secret's managedFields (see ``key_changes``).
+KEYS_CHANGED_AT = ANNOTATION_PREFIX + "keys-changed-at"
+FIELD_MANAGER = "smll-secrets-api"
+# What the apiserver accepts in one Secret: the decoded values together.
+MAX_SECRET_BYTES = 1024 * 1024
+DEFAULT_STALE_AFTER = datetime.timedelta(days=90)
+
+JsonList = list[JsonObject]
+
+
+class ApiError(Exception):
+    """A refusal, answered as a ``Status`` with ``code`` and ``reason``; the message says what to fix."""
+
+    def __init__(self, code: int, reason: str, message: str, *, causes: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.causes = tuple(causes)
+
+    def status(self, *, name: str = "", kind: str = "") -> JsonObject:
+        details: JsonObject = {}
+        if name:
+            details["name"] = name
+        if kind:
+            details.update(group=GROUP, kind=kind)
+        if self.causes:
+            details["causes"] = [{"field": where, "message": what} for where, what in self.causes]
+        return status(self.code, self.reason, self.message, details=details)
+
+
+def status(code: int, reason: str, message: str, *, details: JsonObject | None = None) -> JsonObject:
+    body: JsonObject = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 400 else "Failure",
+        "message": message,
+        "code": code,
+    }
+    if reason:
+        body["reason"] = reason
+    if details:
+        body["details"] = details
+    return body
+
+
+def invalid(message: str, *causes: tuple[str, str]) -> ApiError:
+    return ApiError(422, "Invalid", message, causes=causes)
+
+
+def not_found(namespace: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'secret "{name}" not found in namespace "{namespace}"')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writes
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    namespace: str
+    secret: str
+    set: Mapping[str, bytes] = field(default_factory=dict)
+    remove: frozenset[str] = frozenset()
+    allow_generated: bool = False
+
+
+def _spec_map(spec: JsonObject, name: str) -> JsonObject:
+    value = spec.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"spec.{name} must be a map of key name to value", (f"spec.{name}", "not a map"))
+    return value
+
+
+def parse_write(body: Any, namespace: str) -> WriteRequest:
+    """A ``SecretWrite`` body → the request, or an ApiError naming what to fix. ``spec.data`` holds base64 values
+    (as a Secret's ``data``), ``spec.stringData`` plain text; ``spec.remove`` lists keys to remove."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "BadRequest", f"the body must be a {WRITE_KIND} object")
+    if body.get("kind") not in (None, WRITE_KIND) or body.get("apiVersion") not in (None, API_VERSION):
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"expected kind {WRITE_KIND} of {API_VERSION}, got {body.get('kind')} of {body.get('apiVersion')}",
+        )
+    metadata = body.get("metadata") or {}
+    if isinstance(metadata, dict) and metadata.get("namespace") not in (None, "", namespace):
+        raise ApiError(400, "BadRequest", f"metadata.namespace {metadata['namespace']} does not match {namespace}")
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        raise invalid("spec is required: spec.secretName and spec.data, spec.stringData or spec.remove")
+    secret = spec.get("secretName")
+    if not isinstance(secret, str) or not is_secret_name(secret):
+        raise invalid(
+            f"spec.secretName {secret!r} is not a valid Secret name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit",
+            ("spec.secretName", "invalid"),
+        )
+    values: dict[str, bytes] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in _spec_map(spec, "data").items():
+        try:
+            values[key] = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+            if not isinstance(value, str):
+                problems.append((f"spec.data[{key}]", "must be a base64 string"))
+        except (binascii.Error, ValueError):
+            problems.append((f"spec.data[{key}]", "is not valid base64 (use spec.stringData for plain text)"))
+    for key, value in _spec_map(spec, "stringData").items():
+        if not isinstance(value, str):
+            problems.append((f"spec.stringData[{key}]", "must be a string"))
+        elif key in values:
+            problems.append((f"spec.stringData[{key}]", "is also in spec.data: give each key once"))
+        else:
+            values[key] = value.encode()
+    remove = spec.get("remove") or []
+    if not isinstance(remove, list) or not all(isinstance(key, str) for key in remove):
+        problems.append(("spec.remove", "must be a list of key names"))
+        remove = []
+    for key in [*values, *remove]:
+        if not is_secret_key(key):
+            problems.append(
+                (f"key {key!r}", "is not a valid Secret key: letters, digits, '-', '_' and '.', at most 253")
+            )
+    both = sorted(set(values) & set(remove))
+    if both:
+        problems.append(("spec.remove", f"{', '.join(both)} also set: a write sets or removes a key, not both"))
+    if not values and not remove and not problems:
+        problems.append(("spec", "nothing to do: give spec.data, spec.stringData or spec.remove"))
+    allow = spec.get("allowGenerated", False)
+    if not isinstance(allow, bool):
+        problems.append(("spec.allowGenerated", "must be true or false"))
+    if problems:
+        raise invalid(
+            f"{WRITE_KIND} for secret {secret!r} is invalid: "
+            + "; ".join(f"{where} {what}" for where, what in problems),
+            *problems,
+        )
+    return WriteRequest(namespace, secret, values, frozenset(remove), allow is True)
+
+
+def secret_type(secret: JsonObject) -> str:
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    found = labels.get(SECRET_TYPE_LABEL)
+    return str(found) if found in GENERATED_TYPES else CUSTOM_TYPE
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    created: bool = False
+    set: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.created or bool(self.set or self.removed)
+
+
+def _stamps(metadata: JsonObject) -> dict[str, str]:
+    try:
+        found = json.loads(((metadata.get("annotations") or {}).get(KEYS_CHANGED_AT)) or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def plan_write(
+    current: JsonObject | None, request: WriteRequest, now: datetime.datetime
+) -> tuple[JsonObject | None, WriteResult]:
+    """What to write (a whole Secret: POST it when ``current`` is None, else PUT it with the resourceVersion it
+    carries) and what the answer reports; None when nothing changes. Raises ApiError when the request cannot be
+    done: a remove on a missing Secret or key, a generated Secret without ``allowGenerated``, a Secret too large."""
+    name, namespace = request.secret, request.namespace
+    if current is None:
+        if request.remove:
+            raise not_found(namespace, name)
+        data = {key: _b64(value) for key, value in sorted(request.set.items())}
+        _check_size(name, data)
+        metadata: JsonObject = {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {KEYS_CHANGED_AT: _stamp_json(dict.fromkeys(data, rfc3339(now)))},
+        }
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata, "data": data}
+        return body, WriteResult(created=True, set=tuple(data))
+    data = dict(current.get("data") or {})
+    missing = sorted(request.remove - set(data))
+    if missing:
+        raise ApiError(
+            404,
+            "NotFound",
+            f'secret "{name}" has no key {", ".join(missing)} (its keys: {", ".join(sorted(data)) or "none"})',
+        )
+    kind = secret_type(current)
+    if kind in GENERATED_TYPES:
+        _check_generated(name, kind, request, data)
+    changed = sorted(key for key, value in request.set.items() if data.get(key) != _b64(value))
+    unchanged = sorted(set(request.set) - set(changed))
+    removed = sorted(request.remove)
+    if not changed and not removed:
+        return None, WriteResult(unchanged=tuple(unchanged))
+    for key in changed:
+        data[key] = _b64(request.set[key])
+    for key in removed:
+        del data[key]
+    _check_size(name, data)
+    new = {k: v for k, v in current.items() if k not in ("data", "stringData")}
+    new_metadata = dict(current.get("metadata") or {})
+    new_metadata.pop("managedFields", None)
+    stamps = _stamps(new_metadata)
+    stamps.update(dict.fromkeys(changed, rfc3339(now)))
+    for key in removed:
+        stamps.pop(key, None)
+    new_metadata["annotations"] = {**(new_metadata.get("annotations") or {}), KEYS_CHANGED_AT: _stamp_json(stamps)}
+    new["metadata"] = new_metadata
+    new["data"] = data
+    return new, WriteResult(set=tuple(changed), unchanged=tuple(unchanged), removed=tuple(removed))
+
+
+def _check_generated(name: str, kind: str, request: WriteRequest, data: Mapping[str, str]) -> None:
+    if not request.allow_generated:
+        raise ApiError(
+            409,
+            "Conflict",
+            f'secret "{name}" is generated by smll-secrets ({SECRET_TYPE_LABEL}: {kind}) and is rewritten on rotation; '
+            "set spec.allowGenerated: true (kubectl smll secrets set --allow-generated) to change its keys anyway",
+        )
+    extra = sorted(set(request.set) - set(data)) + sorted(request.remove)
+    if extra:
+        raise ApiError(
+            409,
+            "Conflict",
+            f'secret "{name}" ({SECRET_TYPE_LABEL}: {kind}) holds exactly its contract keys '
+            f"({', '.join(sorted(data))}); {', '.join(extra)} cannot be added or removed, only existing keys set",
+        )
+
+
+def _check_size(name: str, data: Mapping[str, str]) -> None:
+    size = sum(len(base64.b64decode(value)) for value in data.values()) + sum(len(key) for key in data)
+    if size > MAX_SECRET_BYTES:
+        raise ApiError(
+            413,
+            "RequestEntityTooLarge",
+            f'secret "{name}" would hold {size} bytes; a Secret holds at most {MAX_SECRET_BYTES} (1 MiB): split it '
+            "or keep large files out of Secrets",
+        )
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _stamp_json(stamps: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(stamps.items())), separators=(",", ":"))
+
+
+def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject | None) -> JsonObject:
+    """The answer to a ``SecretWrite``: the request without its values, and what happened, key by key."""
+    metadata = (secret or {}).get("metadata") or {}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": WRITE_KIND,
+        "metadata": {"namespace": request.namespace, "creationTimestamp": None},
+        "spec": {
+            "secretName": request.secret,
+            "keys": sorted(request.set),
+            "remove": sorted(request.remove),
+            "allowGenerated": request.allow_generated,
+        },
+        "status": {
+            "created": result.created,
+            "set": list(result.set),
+            "unchanged": list(result.unchanged),
+            "removed": list(result.removed),
+            "resourceVersion": str(metadata.get("resourceVersion", "")),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Views: a Secret without its values
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: object) -> datetime.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _owned_keys(entry: JsonObject) -> set[str]:
+    fields = (entry.get("fieldsV1") or {}).get("f:data") or {}
+    return {name[2:] for name in fields if isinstance(name, str) and name.startswith("f:")}
+
+
+def key_changes(secret: JsonObject) -> dict[str, datetime.datetime]:
+    """When each key last changed, as well as the Secret tells: the API's own stamp for keys it wrote last; for a
+    key another manager owns, that manager's last write (managedFields ``time``) when it is newer; else when the
+    Secret was created."""
+    metadata = secret.get("metadata") or {}
+    created = _parse_time(metadata.get("creationTimestamp")) or datetime.datetime.fromtimestamp(0, datetime.UTC)
+    stamps = {key: _parse_time(value) for key, value in _stamps(metadata).items()}
+    owners: dict[str, tuple[str, datetime.datetime | None]] = {}
+    for entry in metadata.get("managedFields") or []:
+        if isinstance(entry, dict):
+            for key in _owned_keys(entry):
+                owners[key] = (str(entry.get("manager", "")), _parse_time(entry.get("time")))
+    changed: dict[str, datetime.datetime] = {}
+    for key in secret.get("data") or {}:
+        stamp = stamps.get(key)
+        manager, written = owners.get(key, ("", None))
+        if manager != FIELD_MANAGER and written is not None and (stamp is None or written > stamp):
+            stamp = written
+        changed[key] = stamp or created
+    return changed
+
+
+def _reads(use: Use, key: str) -> bool:
+    return use.keys is None or key in use.keys
+
+
+def key_users(
+    secret: str, keys: Iterable[str], referrers: Sequence[Referrer], by_uid: Mapping[str, Referrer]
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """key → user label → how, for the referrers that run or may start pods (protection's ``usage``, key by key;
+    a use of the whole Secret reads every key, an optional use counts too)."""
+    return {
+        key: dict(
+            usage(
+                secret,
+                [replace(r, uses=tuple(u for u in r.uses if u.secret == secret and _reads(u, key))) for r in referrers],
+                by_uid,
+            ).report
+        )
+        for key in keys
+    }
+
+
+# Words that say nothing about what a value is for: a key made only of them (and digits) is flagged.
+VAGUE_WORDS = frozenset(
+    {"key", "keys", "secret", "secrets", "value", "values", "val", "data", "token", "password", "pass", "passwd",
+     "pwd", "pw", "var", "env", "config", "cfg", "conf", "test", "tmp", "temp", "foo", "bar", "baz", "new", "old",
+     "my", "the", "string", "str", "item", "field", "setting", "settings", "credential", "credentials", "cred",
+     "creds", "auth", "x", "y", "a", "b", "s", "k", "v"}
+)  # fmt: skip
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def vague_key(key: str) -> bool:
+    words = [word.lower() for word in _WORD.findall(key) if not word.isdigit()]
+    return not words or all(word in VAGUE_WORDS for word in words)
+
+
+def human_age(age: datetime.timedelta) -> str:
+    """As kubectl shows ages: 45s, 5m12s, 3h, 6d7h, 120d, 2y."""
+    seconds = max(int(age.total_seconds()), 0)
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def advice(
+    secret: JsonObject,
+    users: Mapping[str, Mapping[str, Sequence[str]]],
+    changed: Mapping[str, datetime.datetime],
+    now: datetime.datetime,
+    stale_after: datetime.timedelta,
+) -> list[str]:
+    """The product page's best practices, for this Secret: rotate regularly, scope per service, name keys well."""
+    found: list[str] = []
+    for key, when in sorted(changed.items()):
+        if now - when > stale_after:
+            found.append(
+                f"{key} unchanged for {human_age(now - when)} (more than {human_age(stale_after)}): rotate "
+                "credentials regularly"
+            )
+    keys = set(changed)
+    read_by: dict[str, set[str]] = {}
+    for key, by_user in users.items():
+        for label in by_user:
+            read_by.setdefault(label, set()).add(key)
+    partial = {label: read for label, read in read_by.items() if read < keys}
+    if len(read_by) >= 2 and len(partial) == len(read_by) and len({frozenset(r) for r in partial.values()}) > 1:
+        shown = "; ".join(f"{label} reads {', '.join(sorted(read))}" for label, read in sorted(partial.items()))
+        found.append(f"shared by services that each read only some of its keys ({shown}): scope secrets per service")
+    if secret_type(secret) == CUSTOM_TYPE:
+        vague = sorted(key for key in keys if vague_key(key))
+        if vague:
+            found.append(f"{', '.join(vague)} says little of what it holds: use descriptive key names")
+    return found
+
+
+def view(
+    secret: JsonObject,
+    referrers: Sequence[Referrer],
+    by_uid: Mapping[str, Referrer],
+    now: datetime.datetime,
+    stale_after: datetime.timedelta = DEFAULT_STALE_AFTER,
+) -> JsonObject:
+    """A Secret as the API shows it: metadata, type, and key by key its users and last change. Never a value."""
+    metadata = secret.get("metadata") or {}
+    name = str(metadata.get("name", ""))
+    changed = key_changes(secret)
+    users = key_users(name, sorted(changed), referrers, by_uid)
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != KEYS_CHANGED_AT}
+    shown_metadata = {
+        field: metadata[field]
+        for field in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "labels")
+        if field in metadata
+    }
+    if annotations:
+        shown_metadata["annotations"] = annotations
+    return {
+        "apiVersion": API_VERSION,
+        "kind": VIEW_KIND,
+        "metadata": shown_metadata,
+        "type": secret_type(secret),
+        "keys": [
+            {
+                "name": key,
+                "lastChanged": rfc3339(changed[key]),
+                "usedBy": [f"{label} ({', '.join(hows)})" for label, hows in users[key].items()],
+            }
+            for key in sorted(changed)
+        ],
+        "advice": advice(secret, users, changed, now, stale_after),
+    }
+
+
+def view_list(views: Sequence[JsonObject], resource_version: str) -> JsonObject:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": f"{VIEW_KIND}List",
+        "metadata": {"resourceVersion": resource_version},
+        "items": list(views),
+    }
+
+
+COLUMNS = (
+    ("Name", "string", "name"),
+    ("Type", "string", "custom, database or registry"),
+    ("Keys", "string", "the key names"),
+    ("Users", "integer", "services that read one of its keys"),
+    ("Changed", "string", "since the newest key change"),
+    ("Advice", "integer", "best-practice findings (kubectl describe shows them)"),
+    ("Age", "string", "since the Secret was created"),
+)
+
+
+def table(views: Sequence[JsonObject], now: datetime.datetime, resource_version: str = "") -> JsonObject:
+    """The ``meta.k8s.io/v1`` Table kubectl asks for: its printer columns."""
+    rows = []
+    for item in views:
+        metadata = item["metadata"]
+        keys = item["keys"]
+        names = ",".join(key["name"] for key in keys)
+        newest = max((_parse_time(key["lastChanged"]) for key in keys), default=None, key=lambda t: t or now)
+        created = _parse_time(metadata.get("creationTimestamp"))
+        rows.append(
+            {
+                "cells": [
+                    metadata["name"],
+                    item["type"],
+                    names if len(names) <= 60 else names[:57] + "...",
+                    len({user.split(" (", 1)[0] for key in keys for user in key["usedBy"]}),
+                    human_age(now - newest) if newest else "<none>",
+                    len(item["advice"]),
+                    human_age(now - created) if created else "<unknown>",
+                ],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                },
+            }
+        )
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": [
+            {"name": name, "type": kind, "format": "name" if name == "Name" else "", "description": text, "priority": 0}
+            for name, kind, text in COLUMNS
+        ],
+        "rows": rows,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Discovery
+
+
+def api_group() -> JsonObject:
+    version = {"groupVersion": API_VERSION, "version": VERSION}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [version], "preferredVersion": version}
+
+
+def api_resources() -> JsonObject:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": API_VERSION,
+        "resources": [
+            {
+                "name": VIEWS,
+                "singularName": "writeonlysecret",
+                "namespaced": True,
+                "kind": VIEW_KIND,
+                "verbs": ["delete", "get", "list"],
+                "shortNames": ["wos"],
+                "categories": ["smll"],
+            },
+            {
+                "name": WRITES,
+                "singularName": "secretwrite",
+                "namespaced": True,
+                "kind": WRITE_KIND,
+                "verbs": ["create"],
+            },
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Authentication by the front proxy, authorization by SubjectAccessReview
+
+
+@dataclass(frozen=True)
+class FrontProxy:
+    """The apiserver's request-header authentication settings (kube-system/extension-apiserver-authentication)."""
+
+    client_ca: str
+    allowed_names: frozenset[str] = frozenset()
+    username_headers: tuple[str, ...] = ("X-Remote-User",)
+    uid_headers: tuple[str, ...] = ()
+    group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+
+
+def front_proxy(data: Mapping[str, str]) -> FrontProxy | None:
+    """From the ConfigMap's data; None when the apiserver has no front proxy configured (no aggregation)."""
+    ca = data.get("requestheader-client-ca-file", "")
+    if not ca.strip():
+        return None
+
+    def names(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            found = json.loads(data[key]) if data.get(key) else list(default)
+        except ValueError:
+            found = list(default)
+        return tuple(str(item) for item in found) if isinstance(found, list) else default
+
+    return FrontProxy(
+        client_ca=ca,
+        allowed_names=frozenset(names("requestheader-allowed-names", ())),
+        username_headers=names("requestheader-username-headers", ("X-Remote-User",)),
+        uid_headers=names("requestheader-uid-headers", ()),
+        group_headers=names("requestheader-group-headers", ("X-Remote-Group",)),
+        extra_prefixes=names("requestheader-extra-headers-prefix", ("X-Remote-Extra-",)),
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def identity(config: FrontProxy, headers: Iterable[tuple[str, str]]) -> Identity | None:
+    """Who the apiserver says is asking, from the headers its front proxy set; None when no user is named."""
+    pairs = [(name.lower(), value) for name, value in headers]
+
+    def first(wanted: Sequence[str]) -> str:
+        lowered = {name.lower() for name in wanted}
+        return next((value for name, value in pairs if name in lowered and value), "")
+
+    user = first(config.username_headers)
+    if not user:
+        return None
+    groups = {header.lower() for header in config.group_headers}
+    extra: dict[str, list[str]] = {}
+    for name, value in pairs:
+        for prefix in config.extra_prefixes:
+            if name.startswith(prefix.lower()) and len(name) > len(prefix):
+                # Extra keys are percent-encoded in header names (a '/' becomes %2f).
+                extra.setdefault(unquote(name[len(prefix) :]), []).append(value)
+    return Identity(
+        user=user,
+        uid=first(config.uid_headers),
+        groups=tuple(value for name, value in pairs if name in groups),
+        extra={key: tuple(values) for key, values in extra.items()},
+    )
+
+
+def access_review(who: Identity, verb: str, resource: str, namespace: str, name: str = "") -> JsonObject:
+    attributes: JsonObject = {"verb": verb, "group": GROUP, "version": VERSION, "resource": resource}
+    if namespace:
+        attributes["namespace"] = namespace
+    if name:
+        attributes["name"] = name
+    spec: JsonObject = {"user": who.user, "groups": list(who.groups), "resourceAttributes": attributes}
+    if who.uid:
+        spec["uid"] = who.uid
+    if who.extra:
+        spec["extra"] = {key: list(values) for key, values in who.extra.items()}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+def forbidden(who: Identity, verb: str, resource: str, namespace: str, name: str, reason: str) -> ApiError:
+    target = f'{resource}.{GROUP} "{name}"' if name else f"{resource}.{GROUP}"
+    scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    because = f": {reason}" if reason else ""
+    return ApiError(
+        403,
+        "Forbidden",
+        f'{target} is forbidden: User "{who.user}" cannot {verb} resource "{resource}" in API group "{GROUP}"'
+        f"{scope}{because}",
+    )

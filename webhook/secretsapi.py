@@ -1,0 +1,276 @@
+"""The write-only Secrets API's edge: the aggregated API server the apiserver proxies ``secrets.smll.io`` to.
+
+Every request comes through the apiserver's front proxy: the listener requires its client certificate (the CA and
+the allowed names come from kube-system/extension-apiserver-authentication), the user is the one the proxy names
+in its headers, and each request is authorized by a SubjectAccessReview on this API's own resources. The Secret
+itself is then read and written with the product's ServiceAccount: the validating webhook judges that write like
+any other (protection), and the controller sees the change (rollouts). What each request may do and what it
+answers is decided in the core (rules/secretsapi.py); values never reach a log line or an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from kubeio.errors import describe
+from kubeio.rest import ApiException, get_or_none, json_request
+from rules import secretsapi as rules
+from webhook.referrers import ReferrerIndex
+from webhook.tls import ReloadingCertificate
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATION_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+BASE = f"/apis/{rules.GROUP}/{rules.VERSION}"
+WRITE_ATTEMPTS = 8
+TABLE = "as=Table"
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class SecretsApi:
+    """What the handlers need: the product's API client, the referrer index (who uses each key), the front proxy's
+    settings (kept current by ``watch_front_proxy``), and the age after which a key is called stale."""
+
+    referrers: ReferrerIndex
+    api: client.ApiClient | None = None  # set once the server runs
+    stale_after: datetime.timedelta = rules.DEFAULT_STALE_AFTER
+    clock: Callable[[], datetime.datetime] = utcnow
+    front_proxy: rules.FrontProxy | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def kube(self) -> client.ApiClient:
+        if self.api is None:
+            raise rules.ApiError(503, "ServiceUnavailable", "the write-only API is starting")
+        return self.api
+
+    # -- the front proxy ------------------------------------------------------------------------------------------
+
+    async def refresh_front_proxy(self, tls: ReloadingCertificate) -> None:
+        found = await get_or_none(self.kube, AUTHENTICATION_CONFIGMAP)
+        config = rules.front_proxy((found or {}).get("data") or {})
+        if config is None:
+            if not self.loaded.is_set():
+                log.warning(
+                    "the apiserver has no front proxy (no requestheader-client-ca-file in %s): the write-only API "
+                    "cannot authenticate anyone until it has",
+                    AUTHENTICATION_CONFIGMAP,
+                )
+            return
+        if config != self.front_proxy:
+            tls.trust_clients(config.client_ca)
+            self.front_proxy = config
+            log.info("the write-only API trusts the apiserver's front proxy (allowed names: %s)",
+                     ", ".join(sorted(config.allowed_names)) or "any")  # fmt: skip
+        self.loaded.set()
+
+    async def watch_front_proxy(self, tls: ReloadingCertificate, interval: float = 30.0) -> None:
+        while True:
+            try:
+                await self.refresh_front_proxy(tls)
+            except (TimeoutError, ApiException, OSError, ssl.SSLError) as error:
+                log.warning("cannot read the front proxy's settings: %s", describe(error))
+            await asyncio.sleep(interval)
+
+    # -- authentication and authorization ---------------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request) -> rules.Identity:
+        config = self.front_proxy
+        transport = request.transport
+        peer = transport.get_extra_info("peercert") if transport is not None else None
+        if config is None or not peer:
+            raise rules.ApiError(401, "Unauthorized", "this API answers the apiserver's front proxy only")
+        if config.allowed_names:
+            names = {value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"}
+            if not names & config.allowed_names:
+                raise rules.ApiError(401, "Unauthorized", "the client certificate is not one of the allowed names")
+        who = rules.identity(config, request.headers.items())
+        if who is None:
+            raise rules.ApiError(401, "Unauthorized", "the front proxy named no user")
+        return who
+
+    async def authorize(self, who: rules.Identity, verb: str, resource: str, namespace: str, name: str = "") -> None:
+        review = await json_request(
+            self.kube,
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            body=rules.access_review(who, verb, resource, namespace, name),
+        )
+        answer = review.get("status") or {}
+        if not answer.get("allowed") or answer.get("denied"):
+            raise rules.forbidden(who, verb, resource, namespace, name, str(answer.get("reason") or ""))
+
+    # -- handlers ---------------------------------------------------------------------------------------------------
+
+    async def list_views(self, request: web.Request) -> web.Response:
+        namespace = request.match_info.get("namespace", "")
+        who = self.authenticate(request)
+        await self.authorize(who, "list", rules.VIEWS, namespace)
+        path = f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
+        query = {k: v for k, v in request.query.items() if k in ("labelSelector", "fieldSelector")}
+        found = await json_request(self.kube, "GET", path, query=query)
+        views = [self._view(secret) for secret in found.get("items") or []]
+        version = str((found.get("metadata") or {}).get("resourceVersion", ""))
+        if _wants_table(request):
+            return _json(rules.table(views, self.clock(), version))
+        return _json(rules.view_list(views, version))
+
+    async def get_view(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        who = self.authenticate(request)
+        await self.authorize(who, "get", rules.VIEWS, namespace, name)
+        secret = await get_or_none(self.kube, f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if secret is None:
+            raise rules.not_found(namespace, name)
+        view = self._view(secret)
+        if _wants_table(request):
+            return _json(rules.table([view], self.clock()))
+        return _json(view)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        who = self.authenticate(request)
+        await self.authorize(who, "delete", rules.VIEWS, namespace, name)
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        try:
+            await json_request(self.kube, "DELETE", path, query=_dry_run(request))
+        except ApiException as error:
+            if error.status == 404:
+                raise rules.not_found(namespace, name) from None
+            raise
+        log.info("secret %s/%s deleted for %s", namespace, name, who.user)
+        details = {"name": name, "group": rules.GROUP, "kind": rules.VIEWS}
+        return _json(rules.status(200, "", f'secret "{name}" deleted', details=details))
+
+    async def write(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        who = self.authenticate(request)
+        await self.authorize(who, "create", rules.WRITES, namespace)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise rules.ApiError(400, "BadRequest", "the body is not JSON") from None
+        wanted = rules.parse_write(body, namespace)
+        secret, result = await self._write(wanted, _dry_run(request))
+        log.info(
+            "secret %s/%s written for %s: created=%s set=%s removed=%s unchanged=%s",
+            namespace, wanted.secret, who.user, result.created, ",".join(result.set), ",".join(result.removed),
+            ",".join(result.unchanged),
+        )  # fmt: skip
+        return _json(rules.write_answer(wanted, result, secret), status=201 if result.created else 200)
+
+    async def _write(
+        self, wanted: rules.WriteRequest, query: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, rules.WriteResult]:
+        """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again."""
+        collection = f"/api/v1/namespaces/{wanted.namespace}/secrets"
+        query = {**query, "fieldManager": rules.FIELD_MANAGER}
+        for attempt in range(WRITE_ATTEMPTS):
+            current = await get_or_none(self.kube, f"{collection}/{wanted.secret}")
+            body, result = rules.plan_write(current, wanted, self.clock())
+            if body is None:
+                return current, result
+            try:
+                if current is None:
+                    return await json_request(self.kube, "POST", collection, body=body, query=query), result
+                path = f"{collection}/{wanted.secret}"
+                return await json_request(self.kube, "PUT", path, body=body, query=query), result
+            except ApiException as error:
+                if error.status != 409 or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+            await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _view(self, secret: dict[str, Any]) -> dict[str, Any]:
+        metadata = secret.get("metadata") or {}
+        referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        return rules.view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
+
+
+def _wants_table(request: web.Request) -> bool:
+    return TABLE in request.headers.get("Accept", "")
+
+
+def _dry_run(request: web.Request) -> dict[str, str]:
+    return {"dryRun": "All"} if request.query.get("dryRun") == "All" else {}
+
+
+def _json(body: dict[str, Any], *, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(body).encode(), status=status, content_type="application/json")
+
+
+def _refusal(error: rules.ApiError) -> web.Response:
+    return _json(error.status(), status=error.code)
+
+
+def _passed_on(error: ApiException) -> web.Response:
+    """An apiserver refusal of our write (protection's denial among them), answered with its code and message.
+    A Status carries key names and reasons, never the Secret's data; nothing else of the answer is kept."""
+    try:
+        found = json.loads(error.body or b"{}")
+    except ValueError:
+        found = {}
+    message = str(found.get("message") or error.reason or "the apiserver refused the write")
+    reason = str(found.get("reason") or "")
+    code = int(error.status or 500)
+    return _json(rules.status(code, reason, message), status=code)
+
+
+@web.middleware
+async def answers(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Every refusal of this API as a ``Status``; a bug of ours as a 500 Status without details."""
+    if not request.path.startswith("/apis") and not request.path.startswith("/openapi"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    try:
+        response = await handler(request)
+    except rules.ApiError as error:
+        return _refusal(error)
+    except ApiException as error:
+        log.info("the apiserver refused %s %s: %s", request.method, request.path, describe(error))
+        return _passed_on(error)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("the write-only API failed on %s %s", request.method, request.path)
+        return _json(rules.status(500, "InternalError", "internal error; see the webhook's log"), status=500)
+    return response
+
+
+def add_routes(app: web.Application, secrets_api: SecretsApi) -> None:
+    """The API's routes on the app; they answer only requests that come through the front proxy."""
+
+    def discovery(document: Callable[[], dict[str, Any]]) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            secrets_api.authenticate(request)
+            return _json(document())
+
+        return handle
+
+    def group_list() -> dict[str, Any]:
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [rules.api_group()]}
+
+    app.router.add_get("/apis", discovery(group_list))
+    app.router.add_get(f"/apis/{rules.GROUP}", discovery(rules.api_group))
+    app.router.add_get(BASE, discovery(rules.api_resources))
+    app.router.add_get(f"{BASE}/{rules.VIEWS}", secrets_api.list_views)
+    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}", secrets_api.list_views)
+    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}/{{name}}", secrets_api.get_view)
+    app.router.add_delete(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}/{{name}}", secrets_api.delete)
+    app.router.add_post(f"{BASE}/namespaces/{{namespace}}/{rules.WRITES}", secrets_api.write)
+    app.middlewares.append(answers)
