@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from rules.names import PROTECTION, REVISION
-from rules.references import Use, secret_uses
+from rules.references import How, Use, Via, secret_uses
 from rules.workloads import POD_KINDS, JsonObject, annotations_of
 
 MESSAGE_LIMIT = 5
@@ -157,7 +157,7 @@ class _Attribution:
             )
         return f"old {referrer.kind} {referrer.name}, {pods}, not finished"
 
-    def attribute(self, referrer: Referrer, use: Use, seen: frozenset[str] = frozenset()) -> tuple[str, str, str]:
+    def attribute(self, referrer: Referrer, use: Use, seen: frozenset[str] = frozenset()) -> tuple[str, How | str, str]:
         """(top owner label, how, old pod uid or ""): a use its owner has too is named as the owner names it; one
         the owner no longer has is named as the old ReplicaSet, Job or pods still running it. For an old pod the
         how is what its owner is doing ("rolling out" or "running"); ``usage`` counts the pods."""
@@ -167,14 +167,14 @@ class _Attribution:
         if owner is None:
             # The owner is not known (a consistent read decodes only objects that name the Secret): it does not
             # use the Secret, so a copy of its template that does is an old one.
-            how = self.old_copy(referrer) if referrer.kind in ("ReplicaSet", "Job") else use.how
+            how: How | str = self.old_copy(referrer) if referrer.kind in ("ReplicaSet", "Job") else use.how
             return referrer.owner.label, how, ""
         if use in owner.uses:
             return self.attribute(owner, use, seen | {referrer.uid})
         label = self.top_label(owner)
         if referrer.kind in ("ReplicaSet", "Job"):
             return label, self.old_copy(referrer), ""
-        if referrer.kind == "Pod" and use.how != "imagePullSecrets":
+        if referrer.kind == "Pod" and not use.for_image_pull:
             return label, "rolling out" if owner.kind in ROLLING_KINDS else "running", referrer.uid
         # A pull secret a Pod got from its ServiceAccount at admission: its owner's pods all use it.
         return label, use.how, ""
@@ -193,8 +193,8 @@ def usage(
     """
     referrers = list(referrers)
     attribution = _Attribution(referrers, by_uid)
-    report: dict[str, set[str]] = {}
-    old_pods: dict[tuple[str, str], set[str]] = {}
+    report: dict[str, set[How | str]] = {}
+    old_pods: dict[tuple[str, How | str], set[str]] = {}
     needed: set[str] = set()
     dormant: list[Referrer] = []
     for referrer in referrers:
@@ -217,9 +217,9 @@ def usage(
         report.setdefault(label, set()).add(f"{len(pods)} old pod{'' if len(pods) == 1 else 's'}, {doing}")
     for hows in report.values():
         # A link shows as the env var it put in place; name it once.
-        hows -= {f"link {how[4:]}" for how in hows if how.startswith("env ")}
+        hows -= {How(Via.LINK, how.name) for how in hows if isinstance(how, How) and how.via is Via.ENV}
     return Usage(
-        report={label: tuple(sorted(hows)) for label, hows in sorted(report.items())},
+        report={label: tuple(sorted(str(how) for how in hows)) for label, hows in sorted(report.items())},
         needed=frozenset(needed),
         dormant=tuple(sorted(dormant, key=lambda r: (r.owner.label if r.owner else "", _revision_order(r), r.name))),
     )

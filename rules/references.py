@@ -7,6 +7,7 @@ keys does this service use, so which changes roll it?).
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,35 @@ from rules.workloads import JsonObject, annotations_of, pod_spec, pod_template
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 
 
+class Via(enum.StrEnum):
+    """Where in an object a Secret is named. The value is how messages name it."""
+
+    ENV = "env"
+    ENV_FROM = "envFrom"
+    VOLUME = "volume"
+    PROJECTED_VOLUME = "projected volume"
+    IMAGE_PULL_SECRETS = "imagePullSecrets"
+    LINK = "link"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class How:
+    """How an object uses a Secret: where it names it, and the env var, volume or linked var it is named by (none
+    for envFrom and imagePullSecrets). ``str()`` is how every message shows it, e.g. ``env API_KEY``."""
+
+    via: Via
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.via} {self.name}" if self.name else str(self.via)
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Use:
     """One use of one Secret. ``keys`` None means the whole Secret (envFrom, a volume without items)."""
 
     secret: str
-    how: str
+    how: How
     keys: frozenset[str] | None = None
     optional: bool = False
 
@@ -31,6 +55,11 @@ class Use:
     def required_keys(self) -> frozenset[str]:
         """Keys that must exist for the use to work: what a key removal would break."""
         return frozenset() if self.optional or self.keys is None else self.keys
+
+    @property
+    def for_image_pull(self) -> bool:
+        """A pull secret: the kubelet reads it to pull images; no process of the pod reads it."""
+        return self.how.via is Via.IMAGE_PULL_SECRETS
 
 
 def _list(value: Any) -> list[JsonObject]:
@@ -53,31 +82,25 @@ def _container_uses(spec: JsonObject) -> Iterator[Use]:
             for entry in _list(container.get("env")):
                 ref = _dict(_dict(entry.get("valueFrom")).get("secretKeyRef"))
                 if isinstance(ref.get("name"), str) and isinstance(ref.get("key"), str):
-                    yield Use(
-                        ref["name"], f"env {entry.get('name')}", frozenset({ref["key"]}), ref.get("optional") is True
-                    )
+                    how = How(Via.ENV, str(entry.get("name")))
+                    yield Use(ref["name"], how, frozenset({ref["key"]}), ref.get("optional") is True)
             for source in _list(container.get("envFrom")):
                 ref = _dict(source.get("secretRef"))
                 if isinstance(ref.get("name"), str):
-                    yield Use(ref["name"], "envFrom", None, ref.get("optional") is True)
+                    yield Use(ref["name"], How(Via.ENV_FROM), None, ref.get("optional") is True)
 
 
 def _volume_uses(spec: JsonObject) -> Iterator[Use]:
     for volume in _list(spec.get("volumes")):
         secret = _dict(volume.get("secret"))
         if isinstance(secret.get("secretName"), str):
-            yield Use(
-                secret["secretName"], f"volume {volume.get('name')}", _item_keys(secret), secret.get("optional") is True
-            )
+            how = How(Via.VOLUME, str(volume.get("name")))
+            yield Use(secret["secretName"], how, _item_keys(secret), secret.get("optional") is True)
         for source in _list(_dict(volume.get("projected")).get("sources")):
             projected = _dict(source.get("secret"))
             if isinstance(projected.get("name"), str):
-                yield Use(
-                    projected["name"],
-                    f"projected volume {volume.get('name')}",
-                    _item_keys(projected),
-                    projected.get("optional") is True,
-                )
+                how = How(Via.PROJECTED_VOLUME, str(volume.get("name")))
+                yield Use(projected["name"], how, _item_keys(projected), projected.get("optional") is True)
 
 
 def _link_uses(*annotation_sets: dict[str, str]) -> Iterator[Use]:
@@ -89,7 +112,7 @@ def _link_uses(*annotation_sets: dict[str, str]) -> Iterator[Use]:
                     link = parse_link(name, value)
                     links[link.var] = link
     for link in links.values():
-        yield Use(link.secret, f"link {link.var}", frozenset({link.key}))
+        yield Use(link.secret, How(Via.LINK, link.var), frozenset({link.key}))
 
 
 def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
@@ -99,7 +122,7 @@ def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
     uses: set[Use] = set(_container_uses(spec)) | set(_volume_uses(spec))
     for pull in _list(spec.get("imagePullSecrets")):
         if isinstance(pull.get("name"), str) and pull["name"]:
-            uses.add(Use(pull["name"], "imagePullSecrets"))
+            uses.add(Use(pull["name"], How(Via.IMAGE_PULL_SECRETS)))
     annotation_sets = [annotations_of(obj)]
     if template is not None and template is not obj:
         annotation_sets.append(annotations_of(template))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rules.references import Use, secret_uses, used_keys
+from rules.references import How, Use, Via, secret_uses, used_keys
 from tests.factories import JsonObject, container, pod_spec, workload
 
 ENV_REF = {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "STRIPE_SECRET_KEY"}}}
@@ -20,32 +20,32 @@ ENV_FROM = {"secretRef": {"name": "bulk"}}
     [
         pytest.param(
             pod_spec(container("web", env=[ENV_REF])),
-            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            [Use("stripe", How(Via.ENV, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"}))],
             id="env-secretKeyRef-in-a-container",
         ),
         pytest.param(
             pod_spec(container("web"), init=[container("migrate", env=[ENV_REF])]),
-            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            [Use("stripe", How(Via.ENV, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"}))],
             id="env-secretKeyRef-in-an-init-container",
         ),
         pytest.param(
             pod_spec(container("web"), ephemeralContainers=[{"name": "debug", "image": "x", "env": [ENV_REF]}]),
-            [Use("stripe", "env API_KEY", frozenset({"STRIPE_SECRET_KEY"}))],
+            [Use("stripe", How(Via.ENV, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"}))],
             id="env-secretKeyRef-in-an-ephemeral-container",
         ),
         pytest.param(
             pod_spec(container("web", env=[OPTIONAL_ENV_REF])),
-            [Use("stripe", "env OPT", frozenset({"MAYBE"}), optional=True)],
+            [Use("stripe", How(Via.ENV, "OPT"), frozenset({"MAYBE"}), optional=True)],
             id="optional-secretKeyRef",
         ),
         pytest.param(
             pod_spec(container("web", envFrom=[ENV_FROM, {"configMapRef": {"name": "cm"}}])),
-            [Use("bulk", "envFrom")],
+            [Use("bulk", How(Via.ENV_FROM))],
             id="envFrom-secretRef",
         ),
         pytest.param(
             pod_spec(container("web"), volumes=[{"name": "certs", "secret": {"secretName": "tls"}}]),
-            [Use("tls", "volume certs")],
+            [Use("tls", How(Via.VOLUME, "certs"))],
             id="secret-volume",
         ),
         pytest.param(
@@ -55,7 +55,7 @@ ENV_FROM = {"secretRef": {"name": "bulk"}}
                     {"name": "certs", "secret": {"secretName": "tls", "items": [{"key": "ca.crt", "path": "ca"}]}}
                 ],
             ),
-            [Use("tls", "volume certs", frozenset({"ca.crt"}))],
+            [Use("tls", How(Via.VOLUME, "certs"), frozenset({"ca.crt"}))],
             id="secret-volume-with-items",
         ),
         pytest.param(
@@ -75,14 +75,14 @@ ENV_FROM = {"secretRef": {"name": "bulk"}}
                 ],
             ),
             [
-                Use("extra", "projected volume all", None, optional=True),
-                Use("tls", "projected volume all", frozenset({"tls.key"})),
+                Use("extra", How(Via.PROJECTED_VOLUME, "all"), None, optional=True),
+                Use("tls", How(Via.PROJECTED_VOLUME, "all"), frozenset({"tls.key"})),
             ],
             id="projected-volume-secret-sources",
         ),
         pytest.param(
             pod_spec(container("web"), imagePullSecrets=[{"name": "registry-pull-secret"}]),
-            [Use("registry-pull-secret", "imagePullSecrets")],
+            [Use("registry-pull-secret", How(Via.IMAGE_PULL_SECRETS))],
             id="imagePullSecrets",
         ),
         pytest.param(pod_spec(container("web")), [], id="nothing"),
@@ -105,16 +105,22 @@ def test_link_annotations_on_the_workload_and_its_template_count_as_references()
     )
 
     assert secret_uses(obj) == (
-        Use("db", "link DB", frozenset({"DATABASE_URL"})),
-        Use("stripe", "link API_KEY", frozenset({"STRIPE_SECRET_KEY"})),
+        Use("db", How(Via.LINK, "DB"), frozenset({"DATABASE_URL"})),
+        Use("stripe", How(Via.LINK, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"})),
     )
 
 
 @pytest.mark.parametrize(
     ("uses", "expected"),
     [
-        pytest.param([Use("s", "env A", frozenset({"A"})), Use("s", "env B", frozenset({"B"}))], {"A", "B"}, id="keys"),
-        pytest.param([Use("s", "env A", frozenset({"A"})), Use("s", "envFrom")], None, id="whole-secret"),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV, "B"), frozenset({"B"}))],
+            {"A", "B"},
+            id="keys",
+        ),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV_FROM))], None, id="whole-secret"
+        ),
         pytest.param([], set(), id="none"),
     ],
 )

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from rules.references import Use
+from rules.references import How, Use, Via
 from rules.rollout import (
     ABSENT,
     WHOLE,
@@ -75,7 +75,11 @@ def test_which_services_roll(annotations: dict[str, str], template: dict[str, st
 
 
 def test_current_state_reads_only_the_keys_a_service_uses() -> None:
-    uses = [Use("s", "env A", frozenset({"A"})), Use("whole", "envFrom"), Use("gone", "env X", frozenset({"X"}))]
+    uses = [
+        Use("s", How(Via.ENV, "A"), frozenset({"A"})),
+        Use("whole", How(Via.ENV_FROM)),
+        Use("gone", How(Via.ENV, "X"), frozenset({"X"})),
+    ]
     secrets = {"s": {"A": "a1", "B": "b1"}, "whole": {"P": "p1", "Q": "q1"}, "gone": None}
 
     assert current_state(uses, secrets) == {
@@ -134,22 +138,26 @@ def test_an_unreadable_stored_state_counts_as_none_or_empty(text: str | None) ->
 @pytest.mark.parametrize(
     ("uses", "secrets", "expected"),
     [
-        pytest.param([Use("s", "env A", frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-secretKeyRef"),
-        pytest.param([Use("s", "link A", frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-link"),
-        pytest.param([Use("s", "envFrom")], {"s": None}, {"s": ()}, id="secret-gone-envFrom"),
-        pytest.param([Use("s", "volume v")], {"s": None}, {"s": ()}, id="secret-gone-volume"),
-        pytest.param([Use("s", "env A", frozenset({"A"}), optional=True)], {"s": None}, {}, id="optional-secretKeyRef"),
-        pytest.param([Use("s", "envFrom", None, optional=True)], {"s": None}, {}, id="optional-envFrom"),
-        pytest.param([Use("s", "volume v", None, optional=True)], {"s": None}, {}, id="optional-volume"),
         pytest.param(
-            [Use("s", "env A", frozenset({"A"})), Use("s", "volume v", frozenset({"B", "C"}))],
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-secretKeyRef"
+        ),
+        pytest.param([Use("s", How(Via.LINK, "A"), frozenset({"A"}))], {"s": None}, {"s": ()}, id="secret-gone-link"),
+        pytest.param([Use("s", How(Via.ENV_FROM))], {"s": None}, {"s": ()}, id="secret-gone-envFrom"),
+        pytest.param([Use("s", How(Via.VOLUME, "v"))], {"s": None}, {"s": ()}, id="secret-gone-volume"),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"}), optional=True)], {"s": None}, {}, id="optional-secretKeyRef"
+        ),
+        pytest.param([Use("s", How(Via.ENV_FROM), None, optional=True)], {"s": None}, {}, id="optional-envFrom"),
+        pytest.param([Use("s", How(Via.VOLUME, "v"), None, optional=True)], {"s": None}, {}, id="optional-volume"),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.VOLUME, "v"), frozenset({"B", "C"}))],
             {"s": {"C": "1"}},
             {"s": ("A", "B")},
             id="keys-gone-from-a-secret-that-exists",
         ),
-        pytest.param([Use("s", "envFrom")], {"s": {}}, {}, id="envFrom-of-an-empty-secret-starts"),
+        pytest.param([Use("s", How(Via.ENV_FROM))], {"s": {}}, {}, id="envFrom-of-an-empty-secret-starts"),
         pytest.param(
-            [Use("s", "env A", frozenset({"A"})), Use("s", "envFrom")],
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV_FROM))],
             {"s": None},
             {"s": ()},
             id="a-missing-secret-is-named-once",
@@ -165,28 +173,40 @@ def test_what_new_pods_would_miss(
 @pytest.mark.parametrize(
     ("uses", "secrets", "roll"),
     [
-        pytest.param([Use("s", "link A", frozenset({"A"}))], {"s": None}, False, id="linked-secret-deleted-holds"),
-        pytest.param([Use("s", "envFrom")], {"s": None}, False, id="envFrom-secret-deleted-holds"),
         pytest.param(
-            [Use("s", "env A", frozenset({"A"}), optional=True)], {"s": None}, True, id="optional-ref-secret-deleted"
+            [Use("s", How(Via.LINK, "A"), frozenset({"A"}))], {"s": None}, False, id="linked-secret-deleted-holds"
         ),
-        pytest.param([Use("s", "envFrom", None, optional=True)], {"s": None}, True, id="optional-envFrom-deleted"),
+        pytest.param([Use("s", How(Via.ENV_FROM))], {"s": None}, False, id="envFrom-secret-deleted-holds"),
         pytest.param(
-            [Use("s", "volume v", None, optional=True)], {"s": None}, True, id="optional-volume-secret-deleted"
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"}), optional=True)],
+            {"s": None},
+            True,
+            id="optional-ref-secret-deleted",
         ),
         pytest.param(
-            [Use("s", "env A", frozenset({"A"})), Use("t", "envFrom", None, optional=True)],
+            [Use("s", How(Via.ENV_FROM), None, optional=True)], {"s": None}, True, id="optional-envFrom-deleted"
+        ),
+        pytest.param(
+            [Use("s", How(Via.VOLUME, "v"), None, optional=True)],
+            {"s": None},
+            True,
+            id="optional-volume-secret-deleted",
+        ),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("t", How(Via.ENV_FROM), None, optional=True)],
             {"s": {"A": "2"}, "t": None},
             True,
             id="a-change-with-only-an-optional-secret-gone",
         ),
         pytest.param(
-            [Use("s", "env A", frozenset({"A"})), Use("t", "env B", frozenset({"B"}))],
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("t", How(Via.ENV, "B"), frozenset({"B"}))],
             {"s": {"A": "2"}, "t": None},
             False,
             id="a-change-while-a-needed-secret-is-gone",
         ),
-        pytest.param([Use("s", "env A", frozenset({"A"}))], {"s": {"B": "1"}}, False, id="needed-key-removed-holds"),
+        pytest.param(
+            [Use("s", How(Via.ENV, "A"), frozenset({"A"}))], {"s": {"B": "1"}}, False, id="needed-key-removed-holds"
+        ),
     ],
 )
 def test_a_change_rolls_only_into_pods_that_can_start(
@@ -204,7 +224,7 @@ def test_a_change_rolls_only_into_pods_that_can_start(
 
 
 def test_a_held_change_is_rolled_once_the_secret_is_back_with_new_values_and_not_with_the_same() -> None:
-    uses = [Use("s", "link A", frozenset({"A"}))]
+    uses = [Use("s", How(Via.LINK, "A"), frozenset({"A"}))]
     stored = current_state(uses, {"s": {"A": "1"}})
     assert decide(stored, current_state(uses, {"s": None}), missing_needs(uses, {"s": None})).held == {"s": ()}
 
@@ -255,9 +275,9 @@ def test_generated_secrets_are_told_by_their_type_label(labels: dict[str, str], 
     assert is_generated(labels) is expected
 
 
-DB = Use("orders-credentials", "env DATABASE_URL", frozenset({"DATABASE_URL"}))
-REGISTRY = Use("registry-credentials", "envFrom")
-CUSTOM = Use("stripe", "env API_KEY", frozenset({"API_KEY"}))
+DB = Use("orders-credentials", How(Via.ENV, "DATABASE_URL"), frozenset({"DATABASE_URL"}))
+REGISTRY = Use("registry-credentials", How(Via.ENV_FROM))
+CUSTOM = Use("stripe", How(Via.ENV, "API_KEY"), frozenset({"API_KEY"}))
 GENERATED = {"orders-credentials", "registry-credentials"}
 
 
