@@ -16,6 +16,8 @@ import controller.__main__ as controller_cli
 from controller.databases import load_servers
 from controller.frame.settings import Settings
 from devenv.binaries import ensure_helm
+from devenv.webhook import configurations as local_configurations
+from rules.names import PRODUCT_NAMESPACE
 from webhook.__main__ import parser as webhook_parser
 from webhook.__main__ import settings_from
 
@@ -504,14 +506,20 @@ def test_the_write_only_api_is_registered_and_served_by_the_webhook_pods(helm: P
 
 def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_development_mode(helm: Path) -> None:
     """devenv/webhook.py builds the configurations the local run registers; field by field they are the chart's
-    own (development mode, release namespace smll-system), so the two cannot drift apart."""
-    from devenv.webhook import configurations
-    from rules.names import PRODUCT_NAMESPACE
-
+    own (development mode, release namespace smll-system), so the two cannot drift apart. Only the chart's labels
+    (and cert-manager's annotation) are the chart's alone: the local run has no release to label."""
     base_url = "https://127.0.0.1:8443"
     docs = render(helm, {"webhook": {"url": base_url, "caBundle": CA_BUNDLE}}, namespace=PRODUCT_NAMESPACE)
-    local = configurations(base_url, base64.b64decode(CA_BUNDLE), PRODUCT_NAMESPACE)
+    local = local_configurations(base_url, base64.b64decode(CA_BUNDLE), PRODUCT_NAMESPACE)
+    assert sorted(c["kind"] for c in local) == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
     for configuration in local:
-        rendered = one(docs, configuration["kind"])
-        assert configuration["apiVersion"] == rendered["apiVersion"]
-        assert configuration["webhooks"] == rendered["webhooks"], configuration["kind"]
+        kind = configuration["kind"]
+        rendered = one(docs, kind)
+        assert configuration.keys() == rendered.keys(), kind
+        assert configuration["apiVersion"] == rendered["apiVersion"], kind
+        assert configuration["metadata"] == {"name": rendered["metadata"]["name"]}, kind
+        assert [h["name"] for h in configuration["webhooks"]] == [h["name"] for h in rendered["webhooks"]], kind
+        for hook, chart_hook in zip(configuration["webhooks"], rendered["webhooks"], strict=True):
+            assert hook.keys() == chart_hook.keys(), f"{kind} {hook['name']}"
+            for field, value in hook.items():
+                assert value == chart_hook[field], f"{kind} {hook['name']}: {field}"
