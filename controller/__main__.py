@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from controller.databases import ConfigError, load_servers
-from controller.main import Settings, run
-from controller.registry import parse_secret_ref
+from controller.frame.settings import Settings
+from controller.main import run
+from controller.registry.config import parse_secret_ref
 
 
 def main(argv: list[str] | None = None) -> int:

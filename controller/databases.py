@@ -16,7 +16,6 @@ login — recorded on the Secret — until every service reading the Secret has 
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 from collections.abc import Callable
@@ -27,28 +26,34 @@ import asyncpg
 import yaml
 from kubernetes_asyncio import client
 
+from controller.frame.logs import outcome, reconcile_logger
+from controller.frame.loop import Loop
+from controller.frame.queue import WorkQueue
+from controller.frame.secrets import delete_exactly, owner_reference, secret_body
+from controller.frame.settings import Settings
+from controller.frame.store import Store, name_of
 from controller.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
-from controller.queue import WorkQueue
 from kubeio.events import record_event
+from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
-from rules.names import ROTATE, SECRET_TYPE_LABEL
+from rules.names import DATABASE_ANNOTATION, DATABASE_TYPE, ROLLOUT_STATE, ROTATE, ROTATION_SEEN
 from rules.references import secret_uses
-from rules.rollout import ROLLOUT_STATE, current_state, key_digests, opted_out, parse_state
-from rules.workloads import annotations_of, pod_template, rollout_complete
+from rules.rollout import current_state, key_digests, opted_out, parse_state
+from rules.secretdata import decode_data, encode, labels
+from rules.workloads import (
+    ROLLED_KINDS,
+    annotations_of,
+    api_version,
+    pod_template,
+    resource_path,
+    rollout_complete,
+)
 
-log = logging.getLogger(__name__)
+log = reconcile_logger(__name__)
 
-DATABASES = "/apis/smll.io/v1alpha1/databases"
 DatabaseKey = tuple[str, str]  # namespace, name
-DEPENDENT_PATHS = {
-    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
-    "StatefulSet": "/apis/apps/v1/namespaces/{namespace}/statefulsets",
-    "DaemonSet": "/apis/apps/v1/namespaces/{namespace}/daemonsets",
-}
-READER_KINDS = {kind.lower(): kind for kind in DEPENDENT_PATHS}
-COMPONENT_LABEL = "app.kubernetes.io/component"
-DATABASE_ANNOTATION = "secrets.smll.io/database"  # on a rotation Secret: the Database it is for
+READER_KINDS = {kind.lower(): kind for kind in ROLLED_KINDS}
 
 
 class ConfigError(ValueError):
@@ -82,7 +87,7 @@ def load_servers(path: Path) -> dict[str, rules.Server]:
 
 
 class Databases:
-    """An informer handler keeping the Database objects (they hold no secrets), and the reconcile."""
+    """The reconcile of one Database, with the cache of Database objects it reads."""
 
     def __init__(
         self,
@@ -102,29 +107,16 @@ class Databases:
         self.hmac_key = hmac_key
         self.grace = grace
         self.now = now
-        self.objects: dict[DatabaseKey, dict[str, Any]] = {}
+        # The Database objects (they hold no secrets); a delete needs no reconcile: the finalizer's update did it.
+        self.objects: Store[DatabaseKey, dict[str, Any]] = Store(
+            lambda obj: (name_of(obj), obj), touched=queue.add, touch_deleted=False
+        )
         # Readers that opted out of rollouts, told of the rotation: Database → (the previous login, readers told).
         self.warned: dict[DatabaseKey, tuple[str, set[str]]] = {}
 
-    # ---- informer handler ---------------------------------------------------------------------------------
-
     @staticmethod
     def _key(obj: dict[str, Any]) -> DatabaseKey:
-        metadata = obj.get("metadata") or {}
-        return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-
-    def replace(self, objects: list[dict[str, Any]]) -> None:
-        self.objects = {self._key(obj): obj for obj in objects}
-        for key in self.objects:
-            self.queue.add(key)
-
-    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
-        key = self._key(obj)
-        if event_type == "DELETED":
-            self.objects.pop(key, None)
-        else:
-            self.objects[key] = obj
-            self.queue.add(key)
+        return name_of(obj)
 
     # ---- reconcile ----------------------------------------------------------------------------------------
 
@@ -182,14 +174,14 @@ class Databases:
         plan = rules.rotation(
             rotate_every=spec.get("rotateEvery"),
             rotate_request=request,
-            seen_request=annotations.get(rules.ROTATION_SEEN),
+            seen_request=annotations.get(ROTATION_SEEN),
             rotated_at=rules.parse_time(annotations.get(rules.ROTATED_AT)) or _created(secret),
             now=now,
         )
         target = rules.target(
             namespace=namespace,
             name=name,
-            current=_decoded(secret) if secret is not None else None,
+            current=decode_data(secret.get("data") or {}) if secret is not None else None,
             previous=annotations.get(rules.PREVIOUS_USER),
             pending=_pending(stored),
             due=plan.due,
@@ -209,7 +201,7 @@ class Databases:
         finally:
             await admin.close()
         if target.rotation_seen:
-            annotations[rules.ROTATION_SEEN] = target.rotation_seen
+            annotations[ROTATION_SEEN] = target.rotation_seen
         if target.rotation:
             annotations[rules.ROTATED_AT] = rules.format_time(now)
         if target.previous:
@@ -284,7 +276,7 @@ class Databases:
             kind, _, reader_name = reader.name.partition("/")
             await record_event(
                 self.api,
-                api_version="apps/v1",
+                api_version=api_version(READER_KINDS[kind]),
                 kind=READER_KINDS[kind],
                 name=reader_name,
                 namespace=namespace,
@@ -298,10 +290,10 @@ class Databases:
     async def readers(self, namespace: str, secret: str, data: dict[str, str]) -> list[rules.Reader]:
         """The services reading the Secret: whether each has rolled out, completely, to its current data, and
         whether it opted out of rollouts."""
-        digests = key_digests({k: base64.b64encode(v.encode()).decode() for k, v in data.items()}, self.hmac_key)
+        digests = key_digests({k: encode(v) for k, v in data.items()}, self.hmac_key)
         found = []
-        for kind, path in DEPENDENT_PATHS.items():
-            listing = await json_request(self.api, "GET", path.format(namespace=namespace))
+        for kind in sorted(ROLLED_KINDS):
+            listing = await json_request(self.api, "GET", resource_path(kind, namespace))
             for item in listing.get("items") or []:
                 uses = [use for use in secret_uses(item, kind) if use.secret == secret]
                 if not uses:
@@ -320,39 +312,25 @@ class Databases:
         return found
 
     def rotation_path(self, namespace: str, name: str) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/secrets/{rules.rotation_secret_name(namespace, name)}"
+        return resource_path("Secret", self.namespace, rules.rotation_secret_name(namespace, name))
 
     async def store_rotation_secret(self, obj: dict[str, Any], pending: rules.Pending) -> dict[str, Any]:
         """A create: a rotation Secret that exists already (another replica's, a stale cache) is never overwritten."""
         namespace, name = self._key(obj)
-        annotations = {rules.ROTATION_SEEN: pending.rotation_seen} if pending.rotation_seen else {}
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": rules.rotation_secret_name(namespace, name),
-                "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "smll-secrets", COMPONENT_LABEL: rules.ROTATION_COMPONENT},
-                "annotations": {**annotations, DATABASE_ANNOTATION: f"{namespace}/{name}"},
-            },
-            "data": {
-                rules.ROTATION_USER_KEY: base64.b64encode(pending.user.encode()).decode(),
-                rules.ROTATION_PASSWORD_KEY: base64.b64encode(pending.password.encode()).decode(),
-            },
-        }
-        return await json_request(self.api, "POST", f"/api/v1/namespaces/{self.namespace}/secrets", body=body)
+        annotations = {ROTATION_SEEN: pending.rotation_seen} if pending.rotation_seen else {}
+        body = secret_body(
+            self.namespace,
+            rules.rotation_secret_name(namespace, name),
+            {rules.ROTATION_USER_KEY: pending.user, rules.ROTATION_PASSWORD_KEY: pending.password},
+            labels=labels(component=rules.ROTATION_COMPONENT),
+            annotations={**annotations, DATABASE_ANNOTATION: f"{namespace}/{name}"},
+        )
+        return await json_request(self.api, "POST", resource_path("Secret", self.namespace), body=body)
 
     async def delete_rotation_secret(self, stored: dict[str, Any]) -> None:
-        metadata = stored["metadata"]
-        body = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
-        }
-        path = f"/api/v1/namespaces/{self.namespace}/secrets/{metadata['name']}"
+        path = resource_path("Secret", self.namespace, stored["metadata"]["name"])
         try:
-            await json_request(self.api, "DELETE", path, body=body)
+            await json_request(self.api, "DELETE", path, body=delete_exactly(stored))
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -380,57 +358,40 @@ class Databases:
 
     async def admin_credentials(self, server: rules.Server) -> tuple[str, str]:
         try:
-            found = await json_request(
-                self.api, "GET", f"/api/v1/namespaces/{self.namespace}/secrets/{server.admin_secret}"
-            )
+            found = await json_request(self.api, "GET", resource_path("Secret", self.namespace, server.admin_secret))
         except ApiException as error:
             if error.status == 404:
                 raise LookupError(
                     f"admin Secret {self.namespace}/{server.admin_secret} of server {server.name!r} does not exist"
                 ) from None
             raise
-        data = _decoded(found)
+        data = decode_data(found.get("data") or {})
         if not data.get("username") or not data.get("password"):
             raise LookupError(f"admin Secret {self.namespace}/{server.admin_secret} needs keys username and password")
         return data["username"], data["password"]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await get_or_none(self.api, f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return await get_or_none(self.api, resource_path("Secret", namespace, name))
 
     async def write_secret(
         self, obj: dict[str, Any], secret: dict[str, Any] | None, data: dict[str, str], annotations: dict[str, str]
     ) -> None:
         namespace, name = self._key(obj)
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        body = secret_body(
+            namespace,
+            rules.secret_name(name),
+            data,
+            labels=labels(secret_type=DATABASE_TYPE),
+            annotations=annotations,
+            owner=owner_reference("Database", obj),
+        )
         if (
             secret is not None
-            and secret.get("data") == encoded
+            and secret.get("data") == body["data"]
             and ((secret["metadata"].get("annotations") or {}) == annotations)
         ):
             return
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": rules.secret_name(name),
-                "namespace": namespace,
-                "labels": {SECRET_TYPE_LABEL: "database", "app.kubernetes.io/managed-by": "smll-secrets"},
-                "annotations": annotations,
-                "ownerReferences": [
-                    {
-                        "apiVersion": "smll.io/v1alpha1",
-                        "kind": "Database",
-                        "name": name,
-                        "uid": obj["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "data": encoded,
-        }
-        path = f"/api/v1/namespaces/{namespace}/secrets"
+        path = resource_path("Secret", namespace)
         if secret is None:
             await json_request(self.api, "POST", path, body=body)
         else:
@@ -439,7 +400,7 @@ class Databases:
 
     async def patch(self, obj: dict[str, Any], patch: dict[str, Any], *, subresource: str = "") -> None:
         namespace, name = self._key(obj)
-        path = f"/apis/smll.io/v1alpha1/namespaces/{namespace}/databases/{name}{subresource}"
+        path = resource_path("Database", namespace, name) + subresource
         try:
             await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
         except ApiException as error:
@@ -472,6 +433,17 @@ class Databases:
         ):
             return
         await self.patch(obj, {"status": new}, subresource="/status")
+        namespace, name = self._key(obj)
+        log.log(
+            logging.INFO if status == "True" else logging.WARNING,
+            "database %s/%s: Ready %s, %s: %s",
+            namespace,
+            name,
+            status,
+            reason,
+            message,
+            extra=outcome(reason),
+        )
         if status == "False" and (previous is None or previous.get("reason") != reason):
             await self.event(obj, reason, message, warning=True)
 
@@ -479,7 +451,7 @@ class Databases:
         namespace, name = self._key(obj)
         await record_event(
             self.api,
-            api_version="smll.io/v1alpha1",
+            api_version=api_version("Database"),
             kind="Database",
             name=name,
             namespace=namespace,
@@ -490,16 +462,34 @@ class Databases:
         )
 
 
-def _decoded(secret: dict[str, Any] | None) -> dict[str, str]:
-    data = (secret or {}).get("data") or {}
-    return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+def database_loop(
+    api: client.ApiClient, settings: Settings, hmac_key: bytes, servers: dict[str, rules.Server]
+) -> Loop[DatabaseKey]:
+    """Databases: one key per Database object; a reconcile refused for good is told in its Ready condition."""
+    queue: WorkQueue[DatabaseKey] = WorkQueue()
+    databases = Databases(
+        api,
+        queue,
+        servers=servers,
+        namespace=settings.namespace,
+        hmac_key=hmac_key,
+        grace=datetime.timedelta(seconds=settings.rotation_grace_seconds),
+    )
+
+    async def failed(key: DatabaseKey, message: str) -> None:
+        obj = databases.objects.get(key)
+        if obj is not None:  # the Ready condition, and an Event when its reason changes
+            await databases.status(obj, "False", "ReconcileFailed", message)
+
+    informers = [Informer(api, resource_path("Database"), databases.objects)]
+    return Loop("databases", queue, informers, databases.reconcile, failed)
 
 
 def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
     if stored is None:
         return None
-    data = _decoded(stored)
-    seen = (stored["metadata"].get("annotations") or {}).get(rules.ROTATION_SEEN)
+    data = decode_data(stored.get("data") or {})
+    seen = (stored["metadata"].get("annotations") or {}).get(ROTATION_SEEN)
     return rules.Pending(data.get(rules.ROTATION_USER_KEY, ""), data.get(rules.ROTATION_PASSWORD_KEY, ""), seen)
 
 

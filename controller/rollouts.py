@@ -11,7 +11,6 @@ PATCH guarded by the object's resourceVersion.
 from __future__ import annotations
 
 import datetime
-import logging
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,14 +19,17 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from controller.metrics import ControllerMetrics
-from controller.queue import WorkQueue
+from controller.frame.logs import outcome, reconcile_logger
+from controller.frame.loop import Loop
+from controller.frame.metrics import ControllerMetrics
+from controller.frame.queue import WorkQueue
+from controller.frame.settings import Settings
 from kubeio.events import record_event
+from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
-from rules.names import RESTARTED_AT
+from rules.names import RESTARTED_AT, ROLLOUT_STATE
 from rules.references import Use, secret_uses
 from rules.rollout import (
-    ROLLOUT_STATE,
     current_state,
     decide,
     describe,
@@ -41,16 +43,9 @@ from rules.rollout import (
     parse_state,
     rolling_uses,
 )
-from rules.workloads import annotations_of, pod_template
+from rules.workloads import ROLLED_KINDS, annotations_of, api_version, pod_template, resource_path
 
-log = logging.getLogger(__name__)
-
-# kind → (resource path across namespaces, path of one object)
-SERVICE_PATHS: dict[str, tuple[str, str]] = {
-    "Deployment": ("/apis/apps/v1/deployments", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
-    "StatefulSet": ("/apis/apps/v1/statefulsets", "/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"),
-    "DaemonSet": ("/apis/apps/v1/daemonsets", "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"),
-}
+log = reconcile_logger(__name__)
 
 ServiceKey = tuple[str, str, str]  # kind, namespace, name
 SecretKey = tuple[str, str]  # namespace, name
@@ -86,7 +81,7 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
         opted_in=opted_in(found, template),
         opted_out=opted_out(found, template),
         # A pull secret is read at image pull only: changing it is no reason to restart anything.
-        uses=tuple(use for use in secret_uses(obj, kind) if not use.for_image_pull),
+        uses=tuple(use for use in secret_uses(obj, kind) if use.how != "imagePullSecrets"),
         stored=found.get(ROLLOUT_STATE),
     )
 
@@ -239,7 +234,7 @@ class Rollouts:
             # Sub-second precision: two rollouts within one second must still change the template.
             restarted_at = now.astimezone(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
             patch["spec"] = {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}
-        path = SERVICE_PATHS[service.kind][1].format(namespace=service.namespace, name=service.name)
+        path = resource_path(service.kind, service.namespace, service.name)
         try:
             await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
         except ApiException as error:
@@ -249,7 +244,12 @@ class Rollouts:
         if decision.roll:
             self.metrics.rollouts.labels(service.kind).inc()
             log.info(
-                "rolled out %s/%s/%s: %s", service.kind, service.namespace, service.name, describe(decision.changed)
+                "rolled out %s/%s/%s: %s",
+                service.kind,
+                service.namespace,
+                service.name,
+                describe(decision.changed),
+                extra=outcome("rolled-out"),
             )
             await self.event(service, describe(decision.changed))
 
@@ -268,7 +268,14 @@ class Rollouts:
         if self.held.get(service.key) == why:
             return
         self.held[service.key] = why
-        log.warning("held the rollout of %s/%s/%s: %s", service.kind, service.namespace, service.name, why)
+        log.warning(
+            "held the rollout of %s/%s/%s: %s",
+            service.kind,
+            service.namespace,
+            service.name,
+            why,
+            extra=outcome("held"),
+        )
         message = f"Not rolled out: {why}; new pods could not start, the running ones keep their values"
         await self._record(service, "RolloutHeld", message, True)
 
@@ -279,7 +286,7 @@ class Rollouts:
         """One Event on a service (names and keys only, never a value)."""
         await record_event(
             self.api,
-            api_version="apps/v1",
+            api_version=api_version(service.kind),
             kind=service.kind,
             name=service.name,
             namespace=service.namespace,
@@ -288,3 +295,16 @@ class Rollouts:
             message=message,
             warning=warning,
         )
+
+
+def rollout_loop(
+    api: client.ApiClient, settings: Settings, metrics: ControllerMetrics, hmac_key: bytes
+) -> Loop[ServiceKey]:
+    """Rollouts: one key per service; fed by every Secret (reduced to digests) and every service of a rolled kind."""
+    queue: WorkQueue[ServiceKey] = WorkQueue()
+    caches = Caches(hmac_key, queue, settings.settle_seconds)
+    informers = [Informer(api, resource_path("Secret"), caches.secret_handler())] + [
+        Informer(api, resource_path(kind), caches.service_handler(kind)) for kind in sorted(ROLLED_KINDS)
+    ]
+    rollouts = Rollouts(api, caches, metrics)
+    return Loop("rollouts", queue, informers, rollouts.reconcile, rollouts.failed)

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from controller.queue import WorkQueue
-from controller.registry import Caches, Registry, RegistryConfig, parse_secret_ref
+from controller.frame.queue import WorkQueue
+from controller.registry.caches import Caches
+from controller.registry.config import RegistryConfig, parse_secret_ref
+from controller.registry.reconciler import Registry
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.registry import LocalRegistry, registry_binary

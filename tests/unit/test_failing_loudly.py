@@ -19,9 +19,11 @@ from aiohttp.test_utils import TestClient
 from kubernetes_asyncio.client import ApiClient
 
 import controller.main as main
+from controller.frame import loop as frame
+from controller.frame.metrics import ControllerMetrics
+from controller.frame.queue import WorkQueue
+from controller.frame.settings import Settings
 from controller.leader import LeaderElector
-from controller.metrics import ControllerMetrics
-from controller.queue import WorkQueue
 from devenv.process import free_port
 from kubeio import informer as informer_module
 from kubeio.informer import Informer
@@ -256,13 +258,13 @@ class Reconciles:
         self.reported.append((key, message))
 
 
-def one_loop(reconciles: Reconciles) -> main.Loop:
+def one_loop(reconciles: Reconciles) -> frame.Loop[str]:
     queue: WorkQueue[str] = WorkQueue(base_delay=0.001)
-    return main.Loop("test", queue, [], reconciles.reconcile, reconciles.failed)
+    return frame.Loop("test", queue, [], reconciles.reconcile, reconciles.failed)
 
 
-async def run_until_quiet(loop: main.Loop) -> None:
-    worker = asyncio.create_task(main.work(loop, ControllerMetrics()))
+async def run_until_quiet(loop: frame.Loop[str]) -> None:
+    worker = asyncio.create_task(frame.work(loop, ControllerMetrics()))
     try:
         for _ in range(200):
             await asyncio.sleep(0.005)
@@ -324,12 +326,12 @@ async def test_a_transient_or_unexpected_error_is_retried_and_not_reported(error
 async def test_a_loop_whose_informer_fails_for_good_ends_with_that_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(informer_module, "json_request", answers(ApiException(status=404, reason="Not Found")))
     databases = informer("/apis/smll.io/v1alpha1/databases")
-    loop = main.Loop("databases", WorkQueue(), [databases], Reconciles().reconcile)
+    loop: frame.Loop[str] = frame.Loop("databases", WorkQueue(), [databases], Reconciles().reconcile)
 
     with pytest.raises(ExceptionGroup) as failed:
-        await asyncio.wait_for(main.run_loop(loop, ControllerMetrics(), workers=2), 30)
+        await asyncio.wait_for(frame.run_loop(loop, ControllerMetrics(), workers=2), 30)
 
-    assert [(type(error), getattr(error, "status", None)) for error in main.leaf_errors(failed.value)] == [
+    assert [(type(error), getattr(error, "status", None)) for error in frame.leaf_errors(failed.value)] == [
         (ApiException, 404)
     ]
 
@@ -364,7 +366,7 @@ async def test_the_controller_exits_non_zero_and_never_leads_when_acquiring_fail
     monkeypatch.setattr(main, "lead", lead)
     monkeypatch.setattr(LeaderElector, "try_acquire_or_renew", refused)
 
-    code = await asyncio.wait_for(main.run(main.Settings()), 30)
+    code = await asyncio.wait_for(main.run(Settings()), 30)
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().remove_signal_handler(sig)
 

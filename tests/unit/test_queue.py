@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from controller.queue import WorkQueue
+from controller.frame.queue import WorkQueue
 
 
 class Clock:

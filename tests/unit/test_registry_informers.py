@@ -6,8 +6,10 @@ import base64
 
 import pytest
 
-from controller.queue import WorkQueue
-from controller.registry import Caches, HtpasswdHandler, NamespaceHandler, Verifier, parse_secret_ref
+from controller.frame.queue import WorkQueue
+from controller.registry.caches import Caches, HtpasswdHandler
+from controller.registry.config import parse_secret_ref
+from controller.registry.verifier import Verifier
 from rules import registry as rules
 
 
@@ -45,11 +47,11 @@ def test_an_htpasswd_change_enqueues_the_namespaces_whose_entries_changed() -> N
 
 def test_a_relist_enqueues_every_namespace_and_those_that_went_away() -> None:
     caches = Caches(WorkQueue())
-    handler = NamespaceHandler(caches)
-    handler.replace([{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}])
+    store = caches.namespaces  # what the informer feeds, each object reduced by the store's compact first
+    store.replace([store.compact({"metadata": {"name": "a"}}), store.compact({"metadata": {"name": "b"}})])
     drain(caches.queue)
 
-    handler.replace([{"metadata": {"name": "a"}}])
+    store.replace([store.compact({"metadata": {"name": "a"}})])
 
     assert drain(caches.queue) == {"a", "b"}
     assert set(caches.namespaces) == {"a"}

@@ -1,0 +1,36 @@
+"""What the registry loop is configured with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rules import registry as rules
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    url: str  # as configured: ``https://host[:port]`` or ``host[:port]``
+    htpasswd_namespace: str
+    htpasswd_name: str
+    rotation_namespace: str  # the controller's own: where a password on its way in is kept
+
+    @property
+    def host(self) -> str:
+        """What REGISTRY_URL says and what the pull secret is keyed by."""
+        return rules.registry_host(self.url)
+
+    @property
+    def htpasswd_path(self) -> str:
+        return f"/api/v1/namespaces/{self.htpasswd_namespace}/secrets/{self.htpasswd_name}"
+
+    @property
+    def rotations_path(self) -> str:
+        return f"/api/v1/namespaces/{self.rotation_namespace}/secrets"
+
+
+def parse_secret_ref(value: str) -> tuple[str, str]:
+    """``namespace/name`` → (namespace, name)."""
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(f"expected namespace/name, got {value!r}")
+    return namespace, name

@@ -1,0 +1,392 @@
+"""The reconcile of one namespace's registry credentials.
+
+A namespace whose cached state needs no write costs no API call. One that does is read afresh, then ``next_step``
+is asked for one write at a time until it answers None; every write is guarded (POST for creation,
+resourceVersion for updates, uid for deletes), so a stale view ends in a 409 and a quiet retry, never in a lost
+password or a lost htpasswd entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kubernetes_asyncio import client
+
+from controller.frame.logs import outcome, reconcile_logger
+from controller.frame.secrets import secret_body
+from controller.frame.store import JsonObject, name_of
+from controller.registry.caches import Caches, htpasswd_entries
+from controller.registry.config import RegistryConfig
+from controller.registry.verifier import Verifier
+from kubeio.errors import status_message
+from kubeio.events import record_event
+from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
+from rules import registry as rules
+from rules.names import ROTATION_SEEN
+from rules.secretdata import encode, labels
+from rules.workloads import resource_path
+
+log = reconcile_logger(__name__)
+
+BLOCKED_RETRY_SECONDS = 60.0
+MAX_STEPS = 12  # a full rotation takes five writes; more than this is a bug, not progress
+HTPASSWD_ATTEMPTS = 5
+
+
+@dataclass
+class Snapshot:
+    """The objects of one namespace that the decision reads (None: absent)."""
+
+    namespace: str
+    namespace_object: JsonObject | None
+    credentials: JsonObject | None
+    pull_secret: JsonObject | None
+    service_account: JsonObject | None
+    htpasswd: JsonObject | None
+    rotation: JsonObject | None
+
+    def observed(self) -> rules.Observed:
+        entry = htpasswd_entries(self.htpasswd).get(rules.username(self.namespace))
+        return rules.Observed(
+            namespace=self.namespace,
+            member=rules.is_member(self.namespace_object),
+            writable=rules.is_writable(self.namespace_object),
+            rotate=rules.rotate_request(self.namespace_object),
+            credentials=rules.secret_state(self.credentials),
+            pull_secret=rules.secret_state(self.pull_secret),
+            pull_secrets_of_service_account=rules.image_pull_secret_names(self.service_account),
+            entry=entry,
+            pending=rules.pending_state(self.rotation),
+        )
+
+
+class BlockedError(Exception):
+    """Something not ours is in the way (a foreign Secret, a refused delete): reported, retried later."""
+
+
+class Registry:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        config: RegistryConfig,
+        caches: Caches,
+        *,
+        new_password: Callable[[], str] = rules.generate_password,
+    ) -> None:
+        self.api = api
+        self.config = config
+        self.caches = caches
+        self.new_password = new_password
+        self.verify = Verifier()
+        self.htpasswd_lock = asyncio.Lock()
+        self.blocked: dict[str, str] = {}  # namespace → the message last reported
+
+    # ---- reading ----------------------------------------------------------------------------------------
+
+    def cached(self, namespace: str) -> Snapshot:
+        secrets = self.caches.secrets
+        return Snapshot(
+            namespace,
+            self.caches.namespaces.get(namespace),
+            secrets.get((namespace, rules.CREDENTIALS)),
+            secrets.get((namespace, rules.PULL_SECRET)),
+            self.caches.service_accounts.get(namespace),
+            self.caches.htpasswd,
+            self.caches.rotations.get(namespace),
+        )
+
+    async def get(self, path: str) -> JsonObject | None:
+        return await get_or_none(self.api, path)
+
+    async def read(self, namespace: str) -> Snapshot:
+        htpasswd_path = self.config.htpasswd_path
+        namespace_object = await self.get(resource_path("Namespace", name=namespace))
+        rotation = await self.get(f"{self.config.rotations_path}/{rules.rotation_secret_name(namespace)}")
+        if namespace_object is None:
+            return Snapshot(namespace, None, None, None, None, await self.get(htpasswd_path), rotation)
+        return Snapshot(
+            namespace,
+            namespace_object,
+            await self.get(resource_path("Secret", namespace, rules.CREDENTIALS)),
+            await self.get(resource_path("Secret", namespace, rules.PULL_SECRET)),
+            await self.get(resource_path("ServiceAccount", namespace, rules.SERVICE_ACCOUNT)),
+            await self.get(htpasswd_path),
+            rotation,
+        )
+
+    async def step(self, snapshot: Snapshot) -> rules.Step | None:
+        observed = snapshot.observed()
+        password = rules.live_password(observed)
+        if observed.member and password is not None and observed.entry is not None:
+            await self.verify.prime(password, observed.entry)
+        return rules.next_step(
+            observed, registry_host=self.config.host, verify=self.verify, new_password=self.new_password
+        )
+
+    # ---- the reconcile of one namespace -----------------------------------------------------------------
+
+    async def reconcile(self, namespace: str) -> None:
+        if await self.step(self.cached(namespace)) is None:
+            self.blocked.pop(namespace, None)
+            return
+        snapshot = await self.read(namespace)
+        try:
+            for _ in range(MAX_STEPS):
+                step = await self.step(snapshot)
+                if step is None:
+                    self.blocked.pop(namespace, None)
+                    return
+                if isinstance(step, rules.Blocked):
+                    raise BlockedError(step.message)
+                snapshot = await self.perform(step, snapshot)
+        except BlockedError as blocked:
+            await self.report_blocked(snapshot, str(blocked))
+            return
+        raise RuntimeError(f"registry credentials of {namespace} did not settle after {MAX_STEPS} writes")
+
+    async def perform(self, step: rules.Step, snapshot: Snapshot) -> Snapshot:
+        namespace = snapshot.namespace
+        secrets = resource_path("Secret", namespace)
+        user = rules.username(namespace)
+        match step:
+            case rules.StorePending(password=password, rotation_seen=seen):
+                body = secret_body(
+                    self.config.rotation_namespace,
+                    rules.rotation_secret_name(namespace),
+                    {rules.ROTATION_KEY: password},
+                    labels=rules.ROTATION_LABELS,
+                    annotations=_rotation_seen(seen),
+                )
+                snapshot.rotation = await self.create(self.config.rotations_path, body)
+                log.info(
+                    "registry: a new password for %s (namespace %s) is on its way in",
+                    user,
+                    namespace,
+                    extra=outcome("password-pending"),
+                )
+            case rules.DeletePending():
+                if snapshot.rotation is not None:
+                    await self.delete(snapshot.rotation)
+                snapshot.rotation = None
+                log.info("registry: the new password of %s is in place", user, extra=outcome("password-in-place"))
+            case rules.CreateCredentials(data=data, rotation_seen=seen):
+                body = secret_body(
+                    namespace, rules.CREDENTIALS, data, labels=rules.LABELS, annotations=_rotation_seen(seen)
+                )
+                snapshot.credentials = await self.create(secrets, body)
+                log.info(
+                    "registry: created %s/%s for user %s",
+                    namespace,
+                    rules.CREDENTIALS,
+                    user,
+                    extra=outcome("credentials-created"),
+                )
+            case rules.SetEntry(user=entry_user, password=password):
+                hashed = await asyncio.to_thread(rules.hash_password, password)
+                snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, hashed)
+                log.info("registry: htpasswd entry of %s set", entry_user, extra=outcome("entry-set"))
+            case rules.RemoveEntry(user=entry_user):
+                snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, None)
+                log.info("registry: htpasswd entry of %s removed", entry_user, extra=outcome("entry-removed"))
+            case rules.WritePullSecret(dockerconfigjson=config, replace=replace):
+                snapshot.pull_secret = await self.write_pull_secret(snapshot.pull_secret, namespace, config, replace)
+                log.info(
+                    "registry: wrote %s/%s for user %s",
+                    namespace,
+                    rules.PULL_SECRET,
+                    user,
+                    extra=outcome("pull-secret-written"),
+                )
+            case rules.UpdateCredentials(changes=changes, rotation_seen=seen):
+                snapshot.credentials = await self.patch_secret(snapshot.credentials, changes, rotation_seen=seen)
+                log.info(
+                    "registry: updated %s/%s (%s)",
+                    namespace,
+                    rules.CREDENTIALS,
+                    ", ".join(sorted(changes)),
+                    extra=outcome("credentials-updated"),
+                )
+            case rules.AddToServiceAccount() | rules.RemoveFromServiceAccount():
+                add = isinstance(step, rules.AddToServiceAccount)
+                snapshot.service_account = await self.patch_service_account(snapshot.service_account, add=add)
+                log.info(
+                    "registry: %s %s in %s/default",
+                    "added" if add else "removed",
+                    rules.PULL_SECRET,
+                    namespace,
+                    extra=outcome("service-account-added" if add else "service-account-removed"),
+                )
+            case rules.DeleteSecret(name=name):
+                target = snapshot.credentials if name == rules.CREDENTIALS else snapshot.pull_secret
+                if target is not None:
+                    await self.delete(target)
+                if name == rules.CREDENTIALS:
+                    snapshot.credentials = None
+                else:
+                    snapshot.pull_secret = None
+                log.info("registry: deleted %s/%s", namespace, name, extra=outcome("secret-deleted"))
+            case _:
+                raise AssertionError(f"unexpected step {step!r}")
+        return snapshot
+
+    # ---- writes -----------------------------------------------------------------------------------------
+
+    def remember(self, secret: JsonObject | None, key: tuple[str, str], *, deleted: bool = False) -> None:
+        """Write-through: the next reconcile's cheap check sees our own write before its watch event arrives."""
+        namespace, name = key
+        for_namespace = rules.namespace_of_rotation_secret(name)
+        if namespace == self.config.rotation_namespace and for_namespace is not None:
+            if deleted:
+                self.caches.rotations.discard(for_namespace)
+            elif secret is not None:
+                self.caches.rotations.put(for_namespace, secret)
+        elif deleted:
+            self.caches.secrets.discard(key)
+        elif secret is not None:
+            self.caches.secrets.put(key, secret)
+
+    async def create(self, path: str, body: JsonObject) -> JsonObject:
+        """POST, so that an existing Secret (and its password) is never overwritten: a 409 is a stale cache."""
+        created = await json_request(self.api, "POST", path, body=body)
+        self.remember(created, name_of(created))
+        return created
+
+    async def patch_secret(
+        self, secret: JsonObject | None, changes: Mapping[str, str | None], *, rotation_seen: str | None = None
+    ) -> JsonObject:
+        if secret is None:
+            raise ValueError("a Secret to patch was expected")
+        namespace, name = name_of(secret)
+        metadata: JsonObject = {"resourceVersion": secret["metadata"]["resourceVersion"], "labels": rules.LABELS}
+        if rotation_seen is not None:
+            metadata["annotations"] = _rotation_seen(rotation_seen)
+        patch = {
+            "metadata": metadata,
+            "data": {key: None if value is None else encode(value) for key, value in changes.items()},
+        }
+        path = resource_path("Secret", namespace, name)
+        patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
+        self.remember(patched, (namespace, name))
+        return patched
+
+    async def write_pull_secret(
+        self, current: JsonObject | None, namespace: str, config: str, replace: bool
+    ) -> JsonObject:
+        if current is not None and not replace:
+            return await self.patch_secret(current, {rules.DOCKERCONFIGJSON_KEY: config})
+        if current is not None:  # the type of a Secret is immutable
+            await self.delete(current)
+        body = secret_body(
+            namespace,
+            rules.PULL_SECRET,
+            {rules.DOCKERCONFIGJSON_KEY: config},
+            labels=rules.LABELS,
+            secret_type=rules.DOCKERCONFIGJSON,
+        )
+        return await self.create(resource_path("Secret", namespace), body)
+
+    async def delete(self, secret: JsonObject) -> None:
+        """Delete exactly the Secret we looked at (uid and resourceVersion preconditions)."""
+        namespace, name = name_of(secret)
+        metadata = secret["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
+        }
+        try:
+            await json_request(self.api, "DELETE", resource_path("Secret", namespace, name), body=body)
+        except ApiException as error:
+            if error.status == 404:
+                pass
+            elif error.status == 403:  # the protection webhook: a service still uses it
+                message = status_message(error) or str(error.reason)
+                raise BlockedError(f'could not delete Secret "{name}": {message}') from None
+            else:
+                raise
+        self.remember(None, (namespace, name), deleted=True)
+
+    async def update_htpasswd(self, current: JsonObject | None, user: str, hashed: str | None) -> JsonObject | None:
+        """Set or remove one entry. Every write is guarded by the Secret's resourceVersion (or is a POST), so an
+        entry that someone else wrote meanwhile is never lost: a conflict re-reads and tries again."""
+        async with self.htpasswd_lock:
+            for _ in range(HTPASSWD_ATTEMPTS):
+                entries = htpasswd_entries(current)
+                if hashed is None:
+                    entries.pop(user, None)
+                else:
+                    entries[user] = hashed
+                if current is not None and entries == htpasswd_entries(current):
+                    return current
+                try:
+                    current = await self.write_htpasswd(current, rules.format_htpasswd(entries))
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+                    current = await self.get(self.config.htpasswd_path)
+                    continue
+                self.caches.htpasswd = current
+                return current
+        raise ApiException(status=409, reason=f"htpasswd kept changing under {HTPASSWD_ATTEMPTS} attempts")
+
+    async def write_htpasswd(self, current: JsonObject | None, text: str) -> JsonObject:
+        if current is None:
+            body = secret_body(
+                self.config.htpasswd_namespace,
+                self.config.htpasswd_name,
+                {rules.HTPASSWD_KEY: text},
+                labels=labels(),
+            )
+            return await json_request(
+                self.api, "POST", resource_path("Secret", self.config.htpasswd_namespace), body=body
+            )
+        patch = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "data": {rules.HTPASSWD_KEY: encode(text)},
+        }
+        return await json_request(self.api, "PATCH", self.config.htpasswd_path, body=patch, content_type=MERGE_PATCH)
+
+    async def patch_service_account(self, account: JsonObject | None, *, add: bool) -> JsonObject | None:
+        """imagePullSecrets of a ServiceAccount is replaced whole by any patch: read-modify-write under its
+        resourceVersion, keeping the user's entries."""
+        names = rules.image_pull_secret_names(account)
+        if account is None or names is None:
+            return account
+        namespace = name_of(account)[0]
+        pull_secrets = rules.with_pull_secret(names) if add else rules.without_pull_secret(names)
+        patch = {
+            "metadata": {"resourceVersion": account["metadata"]["resourceVersion"]},
+            "imagePullSecrets": pull_secrets,
+        }
+        path = resource_path("ServiceAccount", namespace, rules.SERVICE_ACCOUNT)
+        patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
+        self.caches.service_accounts.put(namespace, patched)
+        return patched
+
+    # ---- telling the user -------------------------------------------------------------------------------
+
+    async def report_blocked(self, snapshot: Snapshot, message: str) -> None:
+        namespace = snapshot.namespace
+        self.caches.queue.add_after(namespace, BLOCKED_RETRY_SECONDS)
+        if self.blocked.get(namespace) == message:
+            return
+        self.blocked[namespace] = message
+        log.warning("registry: namespace %s is blocked: %s", namespace, message, extra=outcome("blocked"))
+        uid = ((snapshot.namespace_object or {}).get("metadata") or {}).get("uid", "")
+        await record_event(
+            self.api,
+            api_version="v1",
+            kind="Namespace",
+            name=namespace,
+            namespace=namespace,
+            uid=str(uid),
+            reason="RegistryCredentialsBlocked",
+            message=message,
+            warning=True,
+        )
+
+
+def _rotation_seen(seen: str | None) -> dict[str, str] | None:
+    return None if seen is None else {ROTATION_SEEN: seen}
