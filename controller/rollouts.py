@@ -81,7 +81,7 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
         opted_in=opted_in(found, template),
         opted_out=opted_out(found, template),
         # A pull secret is read at image pull only: changing it is no reason to restart anything.
-        uses=tuple(use for use in secret_uses(obj, kind) if use.how != "imagePullSecrets"),
+        uses=tuple(use for use in secret_uses(obj, kind) if not use.for_image_pull),
         stored=found.get(ROLLOUT_STATE),
     )
 
