@@ -1,0 +1,224 @@
+"""The Database reconciler against the in-memory API and an in-memory PostgreSQL server: what a Database gets."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+import controller.databases as databases_module
+from controller.databases import DatabaseKey, Databases
+from controller.frame.queue import WorkQueue
+from rules import database as rules
+from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, ROTATE, SECRET_TYPE_LABEL
+from rules.secretdata import decode_data, encode
+from rules.workloads import resource_path
+from tests.factories import JsonObject
+from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
+
+CONTROLLER = "smll-system"
+SERVER = rules.Server(name="default", host="pg.example", port=5432, sslmode="require", admin_secret="pg-admin")
+ORDERS = resource_path("Database", "shop", "orders")
+CREDENTIALS = resource_path("Secret", "shop", "orders-credentials")
+NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+class FakePostgres:
+    """The server side of a Database: which databases and logins exist, and with which password."""
+
+    def __init__(self) -> None:
+        self.databases: set[str] = set()
+        self.logins: dict[str, str] = {}
+
+    async def connect(self, server: rules.Server, *, user: str, password: str, database: str = "postgres") -> Any:
+        assert (user, password) == ("postgres", "admin-password"), "only the admin connects"
+        return self
+
+    async def close(self) -> None:
+        pass
+
+    async def ensure_database(self, admin: Any, owner: str) -> None:
+        self.databases.add(owner)
+
+    async def ensure_login(self, admin: Any, *, login: str, owner: str, password: str) -> None:
+        self.logins[login] = password
+
+    async def logs_in(self, server: rules.Server, *, user: str, password: str, database: str) -> bool:
+        return database in self.databases and self.logins.get(user) == password
+
+    async def drop_login(self, server: rules.Server, admin: Any, *, login: str, **_: str) -> None:
+        self.logins.pop(login, None)
+
+    async def drop_database(self, admin: Any, owner: str) -> None:
+        self.databases.discard(owner)
+        self.logins = {login: password for login, password in self.logins.items() if not login.startswith(owner)}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("connect", "ensure_database", "ensure_login", "logs_in", "drop_login", "drop_database"):
+            monkeypatch.setattr(databases_module, name, getattr(self, name))
+
+
+class Controller:
+    def __init__(self, api: FakeApi, *, servers: dict[str, rules.Server] | None = None) -> None:
+        self.api = api
+        self.queue: WorkQueue[DatabaseKey] = WorkQueue()
+        self.databases = Databases(
+            NO_CLIENT,
+            self.queue,
+            servers={"default": SERVER} if servers is None else servers,
+            namespace=CONTROLLER,
+            hmac_key=b"k" * 32,
+            grace=datetime.timedelta(hours=1),
+            now=lambda: NOW,
+        )
+
+    async def settle(self) -> None:
+        """Relist the Databases and reconcile what is due now, until a round writes nothing."""
+        for _ in range(10):
+            self.api.requests.clear()
+            feed(self.api, resource_path("Database"), self.databases.objects)
+            while (key := self.queue.try_get()[0]) is not None:
+                await self.databases.reconcile(key)
+                self.queue.done(key)
+            if not self.api.writes():
+                return
+        raise AssertionError("the Database never settled")
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    fake = FakeApi(now=lambda: NOW)
+    fake.install(monkeypatch)
+    admin = {"username": encode("postgres"), "password": encode("admin-password")}
+    fake.put(resource_path("Secret", CONTROLLER), {"metadata": {"name": "pg-admin"}, "data": admin})
+    return fake
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> FakePostgres:
+    fake = FakePostgres()
+    fake.install(monkeypatch)
+    return fake
+
+
+def orders(**spec: str) -> JsonObject:
+    return {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "orders"},
+        "spec": {"engine": "postgres", "server": "default", "deletionPolicy": "Retain", **spec},
+    }
+
+
+def credentials(api: FakeApi) -> dict[str, str]:
+    found = api.get(CREDENTIALS)
+    assert found is not None
+    return decode_data(found["data"])
+
+
+def ready(api: FakeApi) -> tuple[str, str]:
+    found = api.get(ORDERS)
+    assert found is not None
+    condition = next(c for c in found["status"]["conditions"] if c["type"] == "Ready")
+    return condition["status"], condition["reason"]
+
+
+def no_password_shown(api: FakeApi, *passwords: str) -> None:
+    told = str([api.events(), (api.get(ORDERS) or {}).get("status")])
+    for password in passwords:
+        assert password not in told
+
+
+async def test_a_database_gets_a_working_credentials_secret_it_owns(api: FakeApi, server: FakePostgres) -> None:
+    api.put(resource_path("Database", "shop"), orders())
+
+    await Controller(api).settle()
+
+    secret = api.get(CREDENTIALS)
+    assert secret is not None
+    data = credentials(api)
+    assert set(data) == set(rules.KEYS)
+    assert secret["metadata"]["labels"][SECRET_TYPE_LABEL] == "database"
+    [owner] = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Database", "orders", True)
+    assert server.logins[data["POSTGRES_USER"]] == data["POSTGRES_PASSWORD"]
+    assert data["POSTGRES_DB"] in server.databases
+    assert ready(api) == ("True", "Provisioned")
+    database = api.get(ORDERS)
+    assert database is not None
+    assert database["status"]["secretName"] == "orders-credentials"
+    assert DATABASE_FINALIZER in database["metadata"]["finalizers"]
+    assert [s["metadata"]["name"] for s in api.listing(resource_path("Secret", CONTROLLER))["items"]] == ["pg-admin"]
+    no_password_shown(api, data["POSTGRES_PASSWORD"], "admin-password")
+
+
+async def test_a_restart_never_changes_the_password(api: FakeApi, server: FakePostgres) -> None:
+    api.put(resource_path("Database", "shop"), orders())
+    await Controller(api).settle()
+    before = credentials(api)
+
+    await Controller(api).settle()  # a new process, or a resync
+
+    assert credentials(api) == before
+
+
+async def test_a_rotate_request_makes_a_new_login_and_drops_the_old_one_once_nobody_reads_it(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    api.put(resource_path("Database", "shop"), orders())
+    controller = Controller(api)
+    await controller.settle()
+    before = credentials(api)
+
+    api.patch(ORDERS, {"metadata": {"annotations": {ROTATE: "1"}}})
+    await controller.settle()
+
+    after = credentials(api)
+    assert after["POSTGRES_USER"] != before["POSTGRES_USER"]
+    assert after["POSTGRES_PASSWORD"] != before["POSTGRES_PASSWORD"]
+    assert server.logins == {after["POSTGRES_USER"]: after["POSTGRES_PASSWORD"]}  # no reader: the old one went
+    assert PREVIOUS_USER not in ((api.get(CREDENTIALS) or {})["metadata"].get("annotations") or {})
+    assert [event["reason"] for event in api.events()] == ["Rotated", "OldLoginDropped"]
+    no_password_shown(api, before["POSTGRES_PASSWORD"], after["POSTGRES_PASSWORD"])
+
+
+@pytest.mark.parametrize(
+    ("servers", "admin_secret", "reason"),
+    [
+        pytest.param({}, True, "UnknownServer", id="unknown-server"),
+        pytest.param(None, False, "AdminCredentialsMissing", id="admin-secret-missing"),
+    ],
+)
+async def test_a_database_that_cannot_be_provisioned_says_why_in_its_status_and_an_event(
+    api: FakeApi,
+    server: FakePostgres,
+    servers: dict[str, rules.Server] | None,
+    admin_secret: bool,
+    reason: str,
+) -> None:
+    if not admin_secret:
+        api.delete(resource_path("Secret", CONTROLLER, "pg-admin"))
+    api.put(resource_path("Database", "shop"), orders())
+
+    await Controller(api, servers=servers).settle()
+
+    assert ready(api) == ("False", reason)
+    assert api.get(CREDENTIALS) is None
+    assert [(event["reason"], event["type"]) for event in api.events()] == [(reason, "Warning")]
+
+
+async def test_deleting_a_database_with_policy_delete_drops_it_on_the_server_and_lets_it_go(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    api.put(resource_path("Database", "shop"), orders(deletionPolicy="Delete"))
+    controller = Controller(api)
+    await controller.settle()
+    assert server.databases
+
+    api.delete(ORDERS)  # the finalizer keeps it, with a deletionTimestamp
+    await controller.settle()
+
+    assert api.get(ORDERS) is None
+    assert server.databases == set()
+    assert server.logins == {}

@@ -1,0 +1,180 @@
+"""The rollout reconciler against the in-memory API: which changes roll a service, and that each rolls it once."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import pytest
+
+from controller.frame.metrics import ControllerMetrics
+from controller.frame.queue import WorkQueue
+from controller.rollouts import Caches, Rollouts, ServiceKey
+from rules.names import RESTARTED_AT, ROLLOUT_STATE, SECRET_TYPE_LABEL
+from rules.secretdata import encode
+from rules.workloads import ROLLED_KINDS, resource_path
+from tests.factories import JsonObject, container, pod_spec, workload
+from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
+
+NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
+SECRET = resource_path("Secret", "shop", "stripe")
+WEB = resource_path("Deployment", "shop", "web")
+LINK = {"env.secrets.smll.io/API_KEY": "stripe/KEY"}
+
+
+def stripe(labels: dict[str, str] | None = None) -> JsonObject:
+    metadata: JsonObject = {"name": "stripe", "labels": labels or {}}
+    return {"metadata": metadata, "data": {"KEY": encode("sk_live_1"), "OTHER": encode("o1")}}
+
+
+def reads_key(**annotations: str) -> JsonObject:
+    env = [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "KEY"}}}]
+    return workload("Deployment", annotations=annotations, spec=pod_spec(container(env=env)))
+
+
+def reads_whole(**annotations: str) -> JsonObject:
+    return workload(
+        "Deployment", annotations=annotations, spec=pod_spec(container(envFrom=[{"secretRef": {"name": "stripe"}}]))
+    )
+
+
+class Controller:
+    """The rollout loop's caches and reconcile, fed by relists of the fake API (as its informers would be)."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.queue: WorkQueue[ServiceKey] = WorkQueue()
+        self.caches = Caches(b"k" * 32, self.queue, settle_seconds=0)
+        self.rollouts = Rollouts(NO_CLIENT, self.caches, ControllerMetrics(), now=lambda: NOW)
+
+    async def settle(self) -> None:
+        """Relist and reconcile until nothing is left to do: what the loop reaches after every watch event."""
+        for _ in range(10):
+            feed(self.api, resource_path("Secret"), self.caches.secret_handler())
+            for kind in ROLLED_KINDS:
+                feed(self.api, resource_path(kind), self.caches.service_handler(kind))
+            keys = 0
+            while (key := self.queue.try_get()[0]) is not None:
+                keys += 1
+                await self.rollouts.reconcile(key)
+                self.queue.done(key)
+            if not self.api.writes() or keys == 0:
+                return
+            self.api.requests.clear()
+        raise AssertionError("the rollouts never settled")
+
+
+def restarted_at(api: FakeApi) -> str | None:
+    found = api.get(WEB)
+    assert found is not None
+    return ((found["spec"]["template"]["metadata"].get("annotations")) or {}).get(RESTARTED_AT)
+
+
+def change_key(api: FakeApi) -> None:
+    api.patch(SECRET, {"data": {"KEY": encode("sk_live_2")}})
+
+
+def change_other(api: FakeApi) -> None:
+    api.patch(SECRET, {"data": {"OTHER": encode("o2")}})
+
+
+def delete_secret(api: FakeApi) -> None:
+    api.delete(SECRET)
+
+
+@pytest.mark.parametrize(
+    ("service", "secret_labels", "change", "rolled", "events"),
+    [
+        pytest.param(reads_key(**LINK), None, change_key, True, ["SecretChanged"], id="linked-key-changed"),
+        pytest.param(reads_key(**LINK), None, change_other, False, [], id="a-key-it-does-not-read"),
+        pytest.param(
+            reads_whole(**{"secrets.smll.io/auto-rollout": "true"}),
+            None,
+            change_other,
+            True,
+            ["SecretChanged"],
+            id="envfrom-reads-every-key",
+        ),
+        pytest.param(reads_key(), None, change_key, False, [], id="not-opted-in"),
+        pytest.param(
+            reads_key(**LINK, **{"secrets.smll.io/auto-rollout": "false"}), None, change_key, False, [], id="opted-out"
+        ),
+        pytest.param(
+            reads_key(),
+            {SECRET_TYPE_LABEL: "database"},
+            change_key,
+            True,
+            ["SecretChanged"],
+            id="generated-rolls-every-reader",
+        ),
+        pytest.param(
+            reads_key(**LINK), None, delete_secret, False, ["RolloutHeld"], id="needed-secret-deleted-is-held"
+        ),
+    ],
+)
+async def test_a_secret_change_rolls_exactly_the_services_it_should_once(
+    service: JsonObject,
+    secret_labels: dict[str, str] | None,
+    change: Callable[[FakeApi], None],
+    rolled: bool,
+    events: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe(secret_labels))
+    api.put(resource_path("Deployment", "shop"), service)
+    controller = Controller(api)
+
+    await controller.settle()
+    assert restarted_at(api) is None  # first seen: recorded, never rolled
+    recorded = api.get(WEB)
+    assert recorded is not None
+    assert ROLLOUT_STATE in recorded["metadata"]["annotations"] or not events
+
+    change(api)
+    await controller.settle()
+    await controller.settle()
+
+    assert (restarted_at(api) is not None) is rolled
+    assert [event["reason"] for event in api.events()] == events
+    for event in api.events():
+        assert "sk_live" not in str(event)
+
+
+async def test_a_change_while_the_controller_was_away_rolls_once_when_it_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())
+    api.put(resource_path("Deployment", "shop"), reads_key(**LINK))
+    await Controller(api).settle()
+
+    change_key(api)
+    restarted = Controller(api)  # a new process: nothing in memory, what it needs is on the Deployment
+    await restarted.settle()
+    first = restarted_at(api)
+    await Controller(api).settle()
+
+    assert first is not None
+    assert restarted_at(api) == first
+    assert [event["reason"] for event in api.events()] == ["SecretChanged"]
+
+
+async def test_a_refused_patch_is_an_error_for_the_frame_and_nothing_is_rolled(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())
+    api.put(resource_path("Deployment", "shop"), reads_key(**LINK))
+    controller = Controller(api)
+    await controller.settle()
+    change_key(api)
+    api.fail("PATCH", WEB, 403, "forbidden by RBAC")
+
+    with pytest.raises(Exception, match="403"):
+        await controller.settle()
+
+    assert restarted_at(api) is None
+    await controller.rollouts.failed(("Deployment", "shop", "web"), "HTTP 403 Refused")
+    assert [event["reason"] for event in api.events()] == ["RolloutFailed"]
