@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,13 +128,3 @@ def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
         annotation_sets.append(annotations_of(template))
     uses |= set(_link_uses(*annotation_sets))
     return tuple(sorted(uses))
-
-
-def used_keys(uses: Iterable[Use]) -> frozenset[str] | None:
-    """The keys a set of uses reads; None when one of them reads the whole Secret."""
-    keys: set[str] = set()
-    for use in uses:
-        if use.keys is None:
-            return None
-        keys |= use.keys
-    return frozenset(keys)

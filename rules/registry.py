@@ -26,13 +26,9 @@ from typing import Any
 
 import bcrypt
 
-from rules.names import COMPONENT_LABEL as COMPONENT_LABEL
-from rules.names import MANAGED_BY_LABEL as MANAGED_BY_LABEL
-from rules.names import PRODUCT, REGISTRY_TYPE, ROTATE, VPC_LABEL
-from rules.names import ROTATION_SEEN as ROTATION_SEEN
-from rules.secretdata import decode_data as decode_data
-from rules.secretdata import encode, labels
-from rules.secretdata import generate_password as generate_password
+from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
+from rules.secretdata import decode_data, encode, labels
+from rules.secretdata import generate_password as generate_password  # controller/registry reads it from here
 from rules.workloads import is_terminating
 
 CREDENTIALS = "registry-credentials"
@@ -57,10 +53,6 @@ BCRYPT_COST = 10  # the registry checks the hash on every request: higher costs 
 
 LABELS = labels(secret_type=REGISTRY_TYPE)
 ROTATION_LABELS = labels(component=ROTATION_COMPONENT)
-# Until controller/ reads them from their homes (rules.names, rules.secretdata), the names re-exported above and
-# these stay importable here.
-SECRET_TYPE = REGISTRY_TYPE
-MANAGED_BY = PRODUCT
 DEFAULT_PORTS = {"https": "443", "http": "80"}
 
 

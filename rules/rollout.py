@@ -16,7 +16,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rules.names import AUTO_ROLLOUT, GENERATED_TYPES, LINK_PREFIX, SECRET_TYPE_LABEL
-from rules.names import ROLLOUT_STATE as ROLLOUT_STATE  # until controller/ imports it from rules.names
 from rules.references import Use
 from rules.secretdata import decode
 
@@ -148,9 +147,6 @@ class Decision:
     record: bool
     changed: Mapping[str, tuple[str, ...]]
     held: Missing = field(default_factory=dict)
-
-
-NOTHING = Decision(roll=False, record=False, changed={})
 
 
 def decide(stored: State | None, current: State, missing: Missing | None = None) -> Decision:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rules.references import How, Use, Via, secret_uses, used_keys
+from rules.references import How, Use, Via, secret_uses
 from tests.factories import JsonObject, container, pod_spec, workload
 
 ENV_REF = {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "STRIPE_SECRET_KEY"}}}
@@ -108,21 +108,3 @@ def test_link_annotations_on_the_workload_and_its_template_count_as_references()
         Use("db", How(Via.LINK, "DB"), frozenset({"DATABASE_URL"})),
         Use("stripe", How(Via.LINK, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"})),
     )
-
-
-@pytest.mark.parametrize(
-    ("uses", "expected"),
-    [
-        pytest.param(
-            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV, "B"), frozenset({"B"}))],
-            {"A", "B"},
-            id="keys",
-        ),
-        pytest.param(
-            [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV_FROM))], None, id="whole-secret"
-        ),
-        pytest.param([], set(), id="none"),
-    ],
-)
-def test_used_keys_is_none_when_any_use_reads_the_whole_secret(uses: list[Use], expected: set[str] | None) -> None:
-    assert used_keys(uses) == (None if expected is None else frozenset(expected))
