@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from controller.databases import ConfigError, load_servers
 from controller.frame.settings import Settings
 from controller.main import run
 from controller.registry.config import parse_secret_ref
+from kubeio import logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--metrics-host", default=defaults.metrics_host)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    logs.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.lease_seconds < 3 or args.settle_seconds < 0 or args.workers < 1:
         parser.error("--lease-seconds must be at least 3, --settle-seconds not negative, --workers at least 1")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_secret_ref(args.htpasswd_secret)
         except ValueError as error:
             parser.error(f"--htpasswd-secret: {error}")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     settings = Settings(
         namespace=args.namespace,
         kubeconfig=args.kubeconfig,

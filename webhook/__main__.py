@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
+from kubeio import logs
 from rules.times import parse_duration
 from rules.tls import Policy, SubjectNames
 from webhook.selfmanaged import SelfManagedSettings
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         default=datetime.timedelta(days=90),
         help="the write-only API flags a key unchanged for longer than this (rotate credentials regularly)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    logs.add_arguments(parser)
     parser.add_argument(
         "--tls-mode",
         choices=["files", "self-managed"],
@@ -117,7 +117,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def main(argv: list[str] | None = None) -> int:
     arguments = parser()
     args = arguments.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     return serve(settings_from(args, arguments))
 
 
