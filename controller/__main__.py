@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from controller.databases import ConfigError, load_servers
+from controller.frame.logs import tag_reconcile_lines
 from controller.frame.settings import Settings
 from controller.main import run
 from controller.registry.config import parse_secret_ref
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"--htpasswd-secret: {error}")
     logs.configure(args.log_level, args.log_format)
+    tag_reconcile_lines()
     settings = Settings(
         namespace=args.namespace,
         kubeconfig=args.kubeconfig,

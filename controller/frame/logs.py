@@ -50,3 +50,21 @@ class ReconcileLog(logging.LoggerAdapter[logging.Logger]):
 
 def reconcile_logger(name: str) -> ReconcileLog:
     return ReconcileLog(logging.getLogger(name), {})
+
+
+class ReconcileFields(logging.Filter):
+    """For a handler: a line that code outside the loops logs during a reconcile (an Event that could not be
+    recorded, a watch) gets the reconcile's fields too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = _current.get()
+        if current is not None and not hasattr(record, "object"):
+            for key, value in {"outcome": "progress", **current}.items():
+                setattr(record, key, value)
+        return True
+
+
+def tag_reconcile_lines() -> None:
+    """Every handler of the root logger adds the reconcile's fields to the lines it writes."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ReconcileFields())

@@ -12,7 +12,7 @@ import pytest
 import controller.__main__ as controller_cli
 import webhook.__main__ as webhook_cli
 from controller.frame import loop as frame
-from controller.frame.logs import outcome, reconcile_logger
+from controller.frame.logs import ReconcileFields, outcome, reconcile_logger, reconciling
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.queue import WorkQueue
 from kubeio import logs as kubeio_logs
@@ -96,3 +96,15 @@ async def test_every_reconcile_line_names_the_object_and_the_outcome(caplog: pyt
     entry = json.loads(JsonFormatter().format(lines[1]))
     assert entry["object"] == {"namespace": "shop", "name": "orders"}
     assert entry["outcome"] == "retry"
+
+
+def test_a_line_logged_outside_the_loops_during_a_reconcile_gets_its_fields_too() -> None:
+    plain = record("could not record the Event")
+    with reconciling("registry", "shop"):
+        ReconcileFields().filter(plain)
+    outside = record("caches synced")
+    ReconcileFields().filter(outside)
+
+    assert json.loads(JsonFormatter().format(plain))["object"] == {"kind": "Namespace", "name": "shop"}
+    assert (getattr(plain, "loop", None), getattr(plain, "outcome", None)) == ("registry", "progress")
+    assert not hasattr(outside, "object")
