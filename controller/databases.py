@@ -37,10 +37,20 @@ from kubeio.events import record_event
 from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
-from rules.names import DATABASE_ANNOTATION, DATABASE_TYPE, ROLLOUT_STATE, ROTATE, ROTATION_SEEN
+from rules.names import (
+    DATABASE_ANNOTATION,
+    DATABASE_FINALIZER,
+    DATABASE_TYPE,
+    PREVIOUS_USER,
+    ROLLOUT_STATE,
+    ROTATE,
+    ROTATED_AT,
+    ROTATION_SEEN,
+)
 from rules.references import secret_uses
 from rules.rollout import current_state, key_digests, opted_out, parse_state
 from rules.secretdata import decode_data, encode, labels
+from rules.times import format_time, parse_time
 from rules.workloads import (
     ROLLED_KINDS,
     annotations_of,
@@ -136,12 +146,12 @@ class Databases:
         if metadata.get("deletionTimestamp"):
             await self.delete(obj, server)
             return
-        if rules.FINALIZER not in (metadata.get("finalizers") or []):
+        if DATABASE_FINALIZER not in (metadata.get("finalizers") or []):
             await self.patch(
                 obj,
                 {
                     "metadata": {
-                        "finalizers": [*(metadata.get("finalizers") or []), rules.FINALIZER],
+                        "finalizers": [*(metadata.get("finalizers") or []), DATABASE_FINALIZER],
                         "resourceVersion": metadata["resourceVersion"],
                     }
                 },
@@ -175,14 +185,14 @@ class Databases:
             rotate_every=spec.get("rotateEvery"),
             rotate_request=request,
             seen_request=annotations.get(ROTATION_SEEN),
-            rotated_at=rules.parse_time(annotations.get(rules.ROTATED_AT)) or _created(secret),
+            rotated_at=parse_time(annotations.get(ROTATED_AT)) or _created(secret),
             now=now,
         )
         target = rules.target(
             namespace=namespace,
             name=name,
             current=decode_data(secret.get("data") or {}) if secret is not None else None,
-            previous=annotations.get(rules.PREVIOUS_USER),
+            previous=annotations.get(PREVIOUS_USER),
             pending=_pending(stored),
             due=plan.due,
             request=request,
@@ -203,9 +213,9 @@ class Databases:
         if target.rotation_seen:
             annotations[ROTATION_SEEN] = target.rotation_seen
         if target.rotation:
-            annotations[rules.ROTATED_AT] = rules.format_time(now)
+            annotations[ROTATED_AT] = format_time(now)
         if target.previous:
-            annotations[rules.PREVIOUS_USER] = target.previous
+            annotations[PREVIOUS_USER] = target.previous
         desired = rules.credentials(user=target.user, password=target.password, server=server, database=owner)
         await self.write_secret(obj, secret, desired, annotations)
         if stored is not None:
@@ -244,7 +254,7 @@ class Databases:
         secret_name = rules.secret_name(name)
         now = self.now()
         readers = await self.readers(namespace, secret_name, desired)
-        rotated_at = rules.parse_time(annotations.get(rules.ROTATED_AT)) or now
+        rotated_at = parse_time(annotations.get(ROTATED_AT)) or now
         plan = rules.retirement(readers, rotated_at=rotated_at, grace=self.grace, now=now)
         await self.warn_opted_out(obj, previous, plan)
         if not plan.drop:
@@ -258,7 +268,7 @@ class Databases:
             )
         finally:
             await admin.close()
-        annotations.pop(rules.PREVIOUS_USER, None)
+        annotations.pop(PREVIOUS_USER, None)
         await self.write_secret(obj, await self.read_secret(namespace, secret_name), desired, annotations)
         self.warned.pop(self._key(obj), None)
         await self.event(obj, "OldLoginDropped", f"dropped {previous}: {plan.why}")
@@ -408,7 +418,7 @@ class Databases:
                 raise
 
     async def remove_finalizer(self, obj: dict[str, Any]) -> None:
-        finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != rules.FINALIZER]
+        finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != DATABASE_FINALIZER]
         await self.patch(
             obj, {"metadata": {"finalizers": finalizers, "resourceVersion": obj["metadata"]["resourceVersion"]}}
         )
@@ -494,7 +504,7 @@ def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
 
 
 def _created(secret: dict[str, Any] | None) -> datetime.datetime | None:
-    return rules.parse_time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
+    return parse_time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
 
 
 def _safe(error: BaseException) -> str:

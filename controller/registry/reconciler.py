@@ -25,7 +25,7 @@ from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import registry as rules
 from rules.names import ROTATION_SEEN
-from rules.secretdata import encode, labels
+from rules.secretdata import encode, generate_password, labels
 from rules.workloads import resource_path
 
 log = reconcile_logger(__name__)
@@ -73,7 +73,7 @@ class Registry:
         config: RegistryConfig,
         caches: Caches,
         *,
-        new_password: Callable[[], str] = rules.generate_password,
+        new_password: Callable[[], str] = generate_password,
     ) -> None:
         self.api = api
         self.config = config

@@ -23,6 +23,7 @@ from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.registry import LocalRegistry, registry_binary
 from rules import registry as rules
+from rules.secretdata import generate_password
 from tests.e2e.versions import SecretVersions
 from tests.leaks import GUARD
 
@@ -289,7 +290,7 @@ def test_a_password_on_its_way_in_when_the_controller_died_is_finished_not_lost(
     wait_for(lambda: committed(cluster, namespace), timeout=20, what="registry-credentials")
     user = credentials(cluster, namespace)["REGISTRY_USER"]
     controller.stop(kill=True)
-    password = GUARD.register(rules.generate_password())
+    password = GUARD.register(generate_password())
     rotation = {
         "apiVersion": "v1",
         "kind": "Secret",
