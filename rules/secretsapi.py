@@ -75,6 +75,9 @@ class ApiError(Exception):
         return status(self.code, self.reason, self.message, details=details)
 
 
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid"}
+
+
 def status(code: int, reason: str, message: str, *, details: JsonObject | None = None) -> JsonObject:
     body: JsonObject = {
         "kind": "Status",
@@ -84,8 +87,8 @@ def status(code: int, reason: str, message: str, *, details: JsonObject | None =
         "message": message,
         "code": code,
     }
-    if reason:
-        body["reason"] = reason
+    if reason or code in REASONS:
+        body["reason"] = reason or REASONS[code]
     if details:
         body["details"] = details
     return body
@@ -139,19 +142,22 @@ def parse_write(body: Any, namespace: str) -> WriteRequest:
     if not isinstance(spec, dict):
         raise invalid("spec is required: spec.secretName and spec.data, spec.stringData or spec.remove")
     secret = spec.get("secretName")
+    problems: list[tuple[str, str]] = []
     if not isinstance(secret, str) or not is_secret_name(secret):
-        raise invalid(
-            f"spec.secretName {secret!r} is not a valid Secret name: lower-case letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit",
-            ("spec.secretName", "invalid"),
+        problems.append(
+            (
+                "spec.secretName",
+                f"{secret!r} is not a valid Secret name: lower-case letters, digits, '-' and '.', starting and "
+                "ending with a letter or digit",
+            )
         )
     values: dict[str, bytes] = {}
-    problems: list[tuple[str, str]] = []
     for key, value in _spec_map(spec, "data").items():
+        if not isinstance(value, str):
+            problems.append((f"spec.data[{key}]", "must be a base64 string"))
+            continue
         try:
-            values[key] = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-            if not isinstance(value, str):
-                problems.append((f"spec.data[{key}]", "must be a base64 string"))
+            values[key] = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             problems.append((f"spec.data[{key}]", "is not valid base64 (use spec.stringData for plain text)"))
     for key, value in _spec_map(spec, "stringData").items():
@@ -168,23 +174,21 @@ def parse_write(body: Any, namespace: str) -> WriteRequest:
     for key in [*values, *remove]:
         if not is_secret_key(key):
             problems.append(
-                (f"key {key!r}", "is not a valid Secret key: letters, digits, '-', '_' and '.', at most 253")
+                (f"key {key!r}", "is not a valid Secret key: letters, digits, '-', '_' and '.', at most 253 characters")
             )
     both = sorted(set(values) & set(remove))
     if both:
         problems.append(("spec.remove", f"{', '.join(both)} also set: a write sets or removes a key, not both"))
-    if not values and not remove and not problems:
+    if not values and not remove:
         problems.append(("spec", "nothing to do: give spec.data, spec.stringData or spec.remove"))
     allow = spec.get("allowGenerated", False)
     if not isinstance(allow, bool):
         problems.append(("spec.allowGenerated", "must be true or false"))
     if problems:
         raise invalid(
-            f"{WRITE_KIND} for secret {secret!r} is invalid: "
-            + "; ".join(f"{where} {what}" for where, what in problems),
-            *problems,
+            f"{WRITE_KIND} is invalid: " + "; ".join(f"{where}: {what}" for where, what in problems), *problems
         )
-    return WriteRequest(namespace, secret, values, frozenset(remove), allow is True)
+    return WriteRequest(namespace, str(secret), values, frozenset(remove), allow is True)
 
 
 def secret_type(secret: JsonObject) -> str:
@@ -309,7 +313,7 @@ def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject 
     return {
         "apiVersion": API_VERSION,
         "kind": WRITE_KIND,
-        "metadata": {"namespace": request.namespace, "creationTimestamp": None},
+        "metadata": {"name": request.secret, "namespace": request.namespace, "creationTimestamp": None},
         "spec": {
             "secretName": request.secret,
             "keys": sorted(request.set),

@@ -1,0 +1,1 @@
+"""``kubectl smll``: one-line writes through the write-only Secrets API (docs/write-only-secrets.md)."""
