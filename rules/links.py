@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
-from rules.workloads import JsonObject, annotations_of, controller_owner, copy_json, pod_template
+from rules.workloads import JsonObject, annotations_of, controller_owner, copy_json, dicts_in, pod_template
 
 EXAMPLE = LINK_PREFIX + "API_KEY=stripe/STRIPE_SECRET_KEY"
 # Key names that say nothing of what they hold (the product page's "KEY_1" example).
@@ -142,18 +142,11 @@ def read_record(found: Mapping[str, str]) -> dict[str, list[str]]:
     }
 
 
-def _containers(spec: JsonObject, field_name: str) -> list[JsonObject]:
-    found = spec.get(field_name)
-    if not isinstance(found, list):
-        return []
-    return [c for c in found if isinstance(c, dict)]
-
-
 def _target_names(spec: JsonObject, chosen: tuple[str, ...] | None) -> list[str]:
-    app = [str(c.get("name")) for c in _containers(spec, "containers")]
+    app = [str(c.get("name")) for c in dicts_in(spec.get("containers"))]
     if chosen is None:
         return app
-    init = [str(c.get("name")) for c in _containers(spec, "initContainers")]
+    init = [str(c.get("name")) for c in dicts_in(spec.get("initContainers"))]
     missing = [name for name in chosen if name not in app and name not in init]
     if missing:
         have = ", ".join(app + init) or "none"
@@ -170,7 +163,7 @@ def _link_container(container: JsonObject, want: Mapping[str, Link], managed: It
     """Give one container exactly the wanted links; returns problems (hand-set vars in the way)."""
     managed = set(managed)
     before = container.get("env")
-    env = [e for e in before if isinstance(e, dict)] if isinstance(before, list) else []
+    env = dicts_in(before)
     env = [e for e in env if not (e.get("name") in managed and e.get("name") not in want)]
     problems: list[str] = []
     for var, link in sorted(want.items()):
@@ -208,7 +201,7 @@ def apply_links(template: JsonObject, request: LinkRequest) -> None:
     targets = set(_target_names(spec, request.containers))
     new_record: dict[str, list[str]] = {}
     problems: list[str] = []
-    for container in _containers(spec, "containers") + _containers(spec, "initContainers"):
+    for container in dicts_in(spec.get("containers")) + dicts_in(spec.get("initContainers")):
         name = str(container.get("name"))
         want = request.links if name in targets else {}
         problems += _link_container(container, want, record.get(name, ()))

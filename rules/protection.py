@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rules.names import PROTECTION, REVISION
 from rules.references import How, Use, Via, secret_uses
-from rules.workloads import POD_KINDS, JsonObject, annotations_of
+from rules.workloads import POD_KINDS, JsonObject, annotations_of, dict_or_empty
 
 MESSAGE_LIMIT = 5
 # Workloads that replace their own pods, revision by revision (a Deployment does it through ReplicaSets).
@@ -51,17 +51,17 @@ class Referrer:
         return f"{self.kind.lower()}/{self.name}"
 
 
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, dict) else {}
-
-
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _activity(obj: JsonObject, kind: str) -> tuple[int, bool]:
     """(pods it runs, idle) by the object's own spec and status; see Referrer."""
-    metadata, spec, status = _dict(obj.get("metadata")), _dict(obj.get("spec")), _dict(obj.get("status"))
+    metadata, spec, status = (
+        dict_or_empty(obj.get("metadata")),
+        dict_or_empty(obj.get("spec")),
+        dict_or_empty(obj.get("status")),
+    )
     if kind == "Pod":
         finished = status.get("phase") in FINISHED_PHASES
         return (0, True) if finished else (1, False)
@@ -84,14 +84,14 @@ def _activity(obj: JsonObject, kind: str) -> tuple[int, bool]:
 
 
 def referrer_of(obj: JsonObject, kind: str) -> Referrer:
-    metadata = _dict(obj.get("metadata"))
+    metadata = dict_or_empty(obj.get("metadata"))
     owner = None
     for reference in metadata.get("ownerReferences") or []:
         if isinstance(reference, dict) and reference.get("controller") is True and reference.get("kind") in POD_KINDS:
             owner = Owner(str(reference["kind"]), str(reference.get("name", "")), str(reference.get("uid")))
     pods, idle = _activity(obj, kind)
     revision = annotations_of(obj).get(REVISION) if kind == "ReplicaSet" else None
-    scaled_down = kind == "ReplicaSet" and _dict(obj.get("spec")).get("replicas", 1) == 0
+    scaled_down = kind == "ReplicaSet" and dict_or_empty(obj.get("spec")).get("replicas", 1) == 0
     return Referrer(
         kind=kind,
         namespace=str(metadata.get("namespace", "")),

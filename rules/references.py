@@ -10,11 +10,10 @@ import contextlib
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from rules.links import LinkDenied, parse_link
 from rules.names import LINK_PREFIX
-from rules.workloads import JsonObject, annotations_of, pod_spec, pod_template
+from rules.workloads import JsonObject, annotations_of, dict_or_empty, dicts_in, pod_spec, pod_template
 
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 
@@ -62,42 +61,34 @@ class Use:
         return self.how.via is Via.IMAGE_PULL_SECRETS
 
 
-def _list(value: Any) -> list[JsonObject]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> JsonObject:
-    return value if isinstance(value, dict) else {}
-
-
 def _item_keys(source: JsonObject) -> frozenset[str] | None:
-    items = _list(source.get("items"))
+    items = dicts_in(source.get("items"))
     keys = frozenset(str(item["key"]) for item in items if isinstance(item.get("key"), str))
     return keys or None
 
 
 def _container_uses(spec: JsonObject) -> Iterator[Use]:
     for field in CONTAINER_FIELDS:
-        for container in _list(spec.get(field)):
-            for entry in _list(container.get("env")):
-                ref = _dict(_dict(entry.get("valueFrom")).get("secretKeyRef"))
+        for container in dicts_in(spec.get(field)):
+            for entry in dicts_in(container.get("env")):
+                ref = dict_or_empty(dict_or_empty(entry.get("valueFrom")).get("secretKeyRef"))
                 if isinstance(ref.get("name"), str) and isinstance(ref.get("key"), str):
                     how = How(Via.ENV, str(entry.get("name")))
                     yield Use(ref["name"], how, frozenset({ref["key"]}), ref.get("optional") is True)
-            for source in _list(container.get("envFrom")):
-                ref = _dict(source.get("secretRef"))
+            for source in dicts_in(container.get("envFrom")):
+                ref = dict_or_empty(source.get("secretRef"))
                 if isinstance(ref.get("name"), str):
                     yield Use(ref["name"], How(Via.ENV_FROM), None, ref.get("optional") is True)
 
 
 def _volume_uses(spec: JsonObject) -> Iterator[Use]:
-    for volume in _list(spec.get("volumes")):
-        secret = _dict(volume.get("secret"))
+    for volume in dicts_in(spec.get("volumes")):
+        secret = dict_or_empty(volume.get("secret"))
         if isinstance(secret.get("secretName"), str):
             how = How(Via.VOLUME, str(volume.get("name")))
             yield Use(secret["secretName"], how, _item_keys(secret), secret.get("optional") is True)
-        for source in _list(_dict(volume.get("projected")).get("sources")):
-            projected = _dict(source.get("secret"))
+        for source in dicts_in(dict_or_empty(volume.get("projected")).get("sources")):
+            projected = dict_or_empty(source.get("secret"))
             if isinstance(projected.get("name"), str):
                 how = How(Via.PROJECTED_VOLUME, str(volume.get("name")))
                 yield Use(projected["name"], how, _item_keys(projected), projected.get("optional") is True)
@@ -120,7 +111,7 @@ def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
     spec = pod_spec(obj, kind) or {}
     template = pod_template(obj, kind)
     uses: set[Use] = set(_container_uses(spec)) | set(_volume_uses(spec))
-    for pull in _list(spec.get("imagePullSecrets")):
+    for pull in dicts_in(spec.get("imagePullSecrets")):
         if isinstance(pull.get("name"), str) and pull["name"]:
             uses.add(Use(pull["name"], How(Via.IMAGE_PULL_SECRETS)))
     annotation_sets = [annotations_of(obj)]

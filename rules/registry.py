@@ -29,7 +29,7 @@ import bcrypt
 from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
 from rules.secretdata import decode_data, encode, labels
 from rules.secretdata import generate_password as generate_password  # controller/registry reads it from here
-from rules.workloads import is_terminating
+from rules.workloads import annotations_of, is_terminating, labels_of
 
 CREDENTIALS = "registry-credentials"
 PULL_SECRET = "registry-pull-secret"
@@ -169,8 +169,7 @@ class Observed:
 
 
 def is_member(namespace: Mapping[str, Any] | None) -> bool:
-    metadata = (namespace or {}).get("metadata") or {}
-    return VPC_LABEL in (metadata.get("labels") or {}) and not is_terminating(namespace or {})
+    return VPC_LABEL in labels_of(namespace) and not is_terminating(namespace or {})
 
 
 def is_writable(namespace: Mapping[str, Any] | None) -> bool:
@@ -178,30 +177,25 @@ def is_writable(namespace: Mapping[str, Any] | None) -> bool:
 
 
 def rotate_request(namespace: Mapping[str, Any] | None) -> str | None:
-    annotations = ((namespace or {}).get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(ROTATE)
-    return str(value) if value is not None else None
+    return annotations_of(namespace).get(ROTATE)
 
 
 def secret_state(secret: Mapping[str, Any] | None) -> SecretState | None:
     if secret is None:
         return None
-    metadata = secret.get("metadata") or {}
-    found = metadata.get("labels") or {}
     return SecretState(
-        managed=found.get(MANAGED_BY_LABEL) == PRODUCT,
+        managed=labels_of(secret).get(MANAGED_BY_LABEL) == PRODUCT,
         type=str(secret.get("type") or "Opaque"),
         data=decode_data(secret.get("data") or {}),
-        rotation_seen=(metadata.get("annotations") or {}).get(ROTATION_SEEN),
+        rotation_seen=annotations_of(secret).get(ROTATION_SEEN),
     )
 
 
 def pending_state(secret: Mapping[str, Any] | None) -> Pending | None:
     if secret is None:
         return None
-    metadata = secret.get("metadata") or {}
     password = decode_data(secret.get("data") or {}).get(ROTATION_KEY, "")
-    return Pending(password, (metadata.get("annotations") or {}).get(ROTATION_SEEN))
+    return Pending(password, annotations_of(secret).get(ROTATION_SEEN))
 
 
 def image_pull_secret_names(service_account: Mapping[str, Any] | None) -> tuple[str, ...] | None:

@@ -70,7 +70,17 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
     return path if name is None else f"{path}/{name}"
 
 
-def _child(parent: JsonObject, key: str) -> JsonObject | None:
+def dict_or_empty(value: object) -> JsonObject:
+    """``value`` when it is a JSON object, else an empty one: reading a malformed object never raises."""
+    return value if isinstance(value, dict) else {}
+
+
+def dicts_in(value: object) -> list[JsonObject]:
+    """The JSON objects of ``value`` when it is a list (anything else in it is skipped), else none."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _child(parent: Mapping[str, Any], key: str) -> JsonObject | None:
     value = parent.get(key)
     return value if isinstance(value, dict) else None
 
@@ -96,12 +106,20 @@ def pod_spec(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
     return _child(template, "spec") if template is not None else None
 
 
-def annotations_of(obj: JsonObject | None) -> dict[str, str]:
+def _strings(obj: Mapping[str, Any] | None, field: str) -> dict[str, str]:
     metadata = _child(obj, "metadata") if obj is not None else None
-    found = metadata.get("annotations") if metadata is not None else None
+    found = metadata.get(field) if metadata is not None else None
     if not isinstance(found, dict):
         return {}
     return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def annotations_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    return _strings(obj, "annotations")
+
+
+def labels_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    return _strings(obj, "labels")
 
 
 def controller_owner(obj: JsonObject) -> tuple[str, str, str] | None:

@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from rules.workloads import rollout_complete
+from rules.workloads import (
+    KINDS,
+    POD_KINDS,
+    annotations_of,
+    dict_or_empty,
+    dicts_in,
+    is_terminating,
+    labels_of,
+    pod_template,
+    resource_path,
+    rollout_complete,
+)
 
 
 def service(kind: str, status: dict[str, Any], *, replicas: int | None = 2, generation: int = 3) -> dict[str, Any]:
@@ -84,3 +95,52 @@ def test_a_rollout_is_complete_when_every_pod_runs_the_current_template(
     obj: dict[str, Any], kind: str, complete: bool
 ) -> None:
     assert rollout_complete(obj, kind) is complete
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "name", "path"),
+    [
+        pytest.param("Deployment", None, None, "/apis/apps/v1/deployments", id="apps-everywhere"),
+        pytest.param("CronJob", "shop", None, "/apis/batch/v1/namespaces/shop/cronjobs", id="batch-in-a-namespace"),
+        pytest.param("Pod", "shop", "web-1", "/api/v1/namespaces/shop/pods/web-1", id="core-one-object"),
+        pytest.param("Namespace", None, "shop", "/api/v1/namespaces/shop", id="a-namespace"),
+        pytest.param("Database", "shop", "orders", "/apis/smll.io/v1alpha1/namespaces/shop/databases/orders", id="crd"),
+    ],
+)
+def test_every_api_path_comes_from_the_table_of_kinds(
+    kind: str, namespace: str | None, name: str | None, path: str
+) -> None:
+    assert resource_path(kind, namespace, name) == path
+
+
+def test_the_kinds_that_run_pods_have_a_pod_template_and_a_pod_is_its_own() -> None:
+    assert {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"} == POD_KINDS
+    cronjob = {"spec": {"jobTemplate": {"spec": {"template": {"metadata": {"name": "t"}}}}}}
+    pod = {"kind": "Pod", "spec": {}}
+    assert pod_template(cronjob, "CronJob") == {"metadata": {"name": "t"}}
+    assert pod_template(pod) is pod
+    assert pod_template({"data": {}}, "Secret") is None
+    assert all(KINDS[kind].template is None for kind in KINDS.keys() - POD_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "terminating"),
+    [
+        pytest.param({"metadata": {"name": "a"}, "status": {"phase": "Active"}}, False, id="active"),
+        pytest.param({"metadata": {"deletionTimestamp": "2026-11-27T00:00:00Z"}}, True, id="deleted"),
+        pytest.param({"metadata": {}, "status": {"phase": "Terminating"}}, True, id="terminating-phase"),
+        pytest.param({}, False, id="empty"),
+    ],
+)
+def test_a_namespace_is_terminating_once_deleted(namespace: dict[str, Any], terminating: bool) -> None:
+    assert is_terminating(namespace) is terminating
+
+
+def test_malformed_objects_read_as_empty() -> None:
+    assert dict_or_empty(["not", "a", "dict"]) == {}
+    assert dicts_in([{"a": 1}, "x", None, {"b": 2}]) == [{"a": 1}, {"b": 2}]
+    assert dicts_in({"a": 1}) == []
+    obj = {"metadata": {"labels": {"a": "1", "n": 2}, "annotations": "not-a-dict"}}
+    assert labels_of(obj) == {"a": "1"}
+    assert annotations_of(obj) == {}
+    assert labels_of(None) == {}
