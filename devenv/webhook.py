@@ -5,7 +5,6 @@ The webhook definitions come from the chart's own files, so the local run regist
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import ssl
@@ -23,6 +22,7 @@ from devenv.cluster import ControlPlane
 from devenv.process import Component, free_port
 from rules.certs import make_ca, make_leaf
 from rules.names import PRODUCT_NAMESPACE
+from rules.secretdata import encode
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"
 CONFIGURATION_NAME = "smll-secrets"
@@ -44,7 +44,7 @@ def namespace_selector(product_namespace: str) -> dict[str, Any]:
 
 def configurations(base_url: str, ca_pem: bytes, product_namespace: str = PRODUCT_NAMESPACE) -> list[dict[str, Any]]:
     """The webhook configurations, registered by url for a webhook running outside the cluster."""
-    ca_bundle = base64.b64encode(ca_pem).decode()
+    ca_bundle = encode(ca_pem)
 
     def hooks(file: str, path: str) -> list[dict[str, Any]]:
         return [

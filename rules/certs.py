@@ -39,6 +39,27 @@ def _backdate(valid_for: datetime.timedelta) -> datetime.timedelta:
     return min(datetime.timedelta(minutes=5), valid_for / 10)
 
 
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    now: datetime.datetime | None,
+    valid_for: datetime.timedelta,
+) -> x509.CertificateBuilder:
+    """A certificate for ``key``, valid from a little before ``now`` (the clock's by default) for ``valid_for``."""
+    now = now or _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _backdate(valid_for))
+        .not_valid_after(now + valid_for)
+    )
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -48,15 +69,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def make_ca(common_name: str, *, valid_for: datetime.timedelta, now: datetime.datetime | None = None) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = now or _now()
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _backdate(valid_for))
-        .not_valid_after(now + valid_for)
+        _builder(name, name, key, now=now, valid_for=valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -99,15 +113,8 @@ def make_leaf(
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    now = now or _now()
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attributes))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _backdate(valid_for))
-        .not_valid_after(now + valid_for)
+        _builder(x509.Name(attributes), ca.certificate.subject, key, now=now, valid_for=valid_for)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),

@@ -20,7 +20,7 @@ def generate_password() -> str:
 
 
 def encode(value: str | bytes) -> str:
-    """Base64 text, as a Secret's ``data`` (and a webhook's ``caBundle``) holds it."""
+    """Base64 text, as a Secret's ``data`` holds it (and a webhook's ``caBundle``, an admission review's patch)."""
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 

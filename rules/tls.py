@@ -5,7 +5,6 @@ argument), tested by table; webhook/selfmanaged.py is the edge that reads, appli
 
 from __future__ import annotations
 
-import base64
 import copy
 import datetime
 import enum
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
 from rules.certs import KeyPair, make_ca, make_leaf
+from rules.secretdata import decode, encode
 
 YEAR = datetime.timedelta(days=365)
 # The keys of the Secret that holds the pair and its CA.
@@ -78,23 +78,20 @@ class Material:
     @property
     def ca_bundle(self) -> str:
         """The value of a webhook's ``clientConfig.caBundle``."""
-        return base64.b64encode(self.bundle_pem).decode()
+        return encode(self.bundle_pem)
 
     def secret_data(self) -> dict[str, str]:
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode()
-
         return {
-            CERT_FILE: b64(self.serving.cert_pem),
-            KEY_FILE: b64(self.serving.key_pem),
-            CA_FILE: b64(self.bundle_pem),
-            CA_KEY: b64(self.ca.key_pem),
+            CERT_FILE: encode(self.serving.cert_pem),
+            KEY_FILE: encode(self.serving.key_pem),
+            CA_FILE: encode(self.bundle_pem),
+            CA_KEY: encode(self.ca.key_pem),
         }
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> Material:
         """Raises ValueError (or KeyError) when the data is not a complete, readable set."""
-        raw = {key: base64.b64decode(data[key], validate=True) for key in (CERT_FILE, KEY_FILE, CA_FILE, CA_KEY)}
+        raw = {key: decode(data[key]) for key in (CERT_FILE, KEY_FILE, CA_FILE, CA_KEY)}
         bundle = tuple(x509.load_pem_x509_certificates(raw[CA_FILE]))
         ca = KeyPair(bundle[0].public_bytes(serialization.Encoding.PEM), raw[CA_KEY])
         serving = KeyPair(raw[CERT_FILE], raw[KEY_FILE])
@@ -228,7 +225,7 @@ def take_step(
 
 def _bundle_certs(ca_bundle: str) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(base64.b64decode(ca_bundle))
+        return x509.load_pem_x509_certificates(decode(ca_bundle))
     except ValueError:
         return []
 

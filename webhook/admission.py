@@ -6,13 +6,13 @@ response with ``allowed: false``.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from typing import Any, NotRequired, TypedDict
 
 import orjson
 
 from rules.links import LinkDenied, SecretKeys, link_object
+from rules.secretdata import encode
 from rules.workloads import POD_KINDS
 
 API_VERSION = "admission.k8s.io/v1"
@@ -102,7 +102,7 @@ def allow(uid: str, *, warnings: Iterable[str] = (), patch: list[dict[str, Any]]
     response: AdmissionResponse = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+        response["patch"] = encode(orjson.dumps(patch))
     warnings = list(warnings)
     if warnings:
         response["warnings"] = warnings
