@@ -20,6 +20,7 @@ from devenv.binaries import CACHE_ROOT, Binaries, ensure_binaries, ensure_helm, 
 from devenv.cluster import ControlPlane
 from devenv.controller import LocalController, install_database_support
 from devenv.images import build_images, push
+from devenv.incluster import HTPASSWD_SECRET as HTPASSWD_NAME
 from devenv.incluster import Platform, install
 from devenv.node import NODE_COMPONENTS, clean_host
 from devenv.postgres import LocalPostgres
@@ -32,7 +33,7 @@ from rules.names import PRODUCT_NAMESPACE
 # SMLL_DEMO_DIR lets a test run the demo without touching a developer's own.
 DEMO_DIR = Path(os.environ.get("SMLL_DEMO_DIR", CACHE_ROOT / "demo"))
 STATE = DEMO_DIR / "state.json"
-HTPASSWD_SECRET = "smll-system/registry-htpasswd"
+HTPASSWD_SECRET = f"{PRODUCT_NAMESPACE}/{HTPASSWD_NAME}"
 
 
 def say(text: str) -> None:
@@ -139,10 +140,10 @@ def up() -> None:
         f"  export KUBECONFIG={plane.kubeconfig}\n"
         f"  export PATH={binaries.kubectl.parent}:{ensure_helm().parent}:$PATH\n"
         "  kubectl get nodes\n"
-        "  kubectl -n smll-system get pods\n"
+        f"  kubectl -n {PRODUCT_NAMESPACE} get pods\n"
         "  kubectl -n demo get deployments,pods,secrets,databases\n"
         f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/cluster/node/logs\n"
-        "  kubectl -n smll-system logs deploy/smll-secrets -c controller\n"
+        f"  kubectl -n {PRODUCT_NAMESPACE} logs deploy/smll-secrets -c controller\n"
         "Stop everything with: make down"
     )
 
