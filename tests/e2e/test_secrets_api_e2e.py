@@ -69,7 +69,7 @@ def plugin(plane: ControlPlane, *args: str, stdin: str = "") -> subprocess.Compl
     scripts = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{scripts}:{plane.binaries.kubectl.parent}:{os.environ.get('PATH', '')}"}
     result = subprocess.run(
-        [str(plane.binaries.kubectl), f"--kubeconfig={plane.kubeconfig}", "smll", *args, f"--as={WRITER}"],
+        [str(plane.binaries.kubectl), "smll", *args, f"--as={WRITER}"],  # kubectl takes no flag before a plugin
         input=stdin,
         capture_output=True,
         text=True,
