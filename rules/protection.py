@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rules.names import PROTECTION, REVISION
 from rules.references import How, Use, Via, secret_uses
-from rules.workloads import POD_KINDS, JsonObject, annotations_of, dict_or_empty
+from rules.workloads import POD_KINDS, JsonObject, annotations_of, controller_reference, dict_or_empty
 
 MESSAGE_LIMIT = 5
 # Workloads that replace their own pods, revision by revision (a Deployment does it through ReplicaSets).
@@ -85,10 +85,10 @@ def _activity(obj: JsonObject, kind: str) -> tuple[int, bool]:
 
 def referrer_of(obj: JsonObject, kind: str) -> Referrer:
     metadata = dict_or_empty(obj.get("metadata"))
+    reference = controller_reference(obj)
     owner = None
-    for reference in metadata.get("ownerReferences") or []:
-        if isinstance(reference, dict) and reference.get("controller") is True and reference.get("kind") in POD_KINDS:
-            owner = Owner(str(reference["kind"]), str(reference.get("name", "")), str(reference.get("uid")))
+    if reference is not None and reference.get("kind") in POD_KINDS:
+        owner = Owner(str(reference["kind"]), str(reference.get("name", "")), str(reference.get("uid")))
     pods, idle = _activity(obj, kind)
     revision = annotations_of(obj).get(REVISION) if kind == "ReplicaSet" else None
     scaled_down = kind == "ReplicaSet" and dict_or_empty(obj.get("spec")).get("replicas", 1) == 0

@@ -122,17 +122,19 @@ def labels_of(obj: Mapping[str, Any] | None) -> dict[str, str]:
     return _strings(obj, "labels")
 
 
+def controller_reference(obj: JsonObject) -> JsonObject | None:
+    """The ownerReference of the object's managing controller, if it has one (the API allows one at most)."""
+    metadata = _child(obj, "metadata") or {}
+    return next((r for r in dicts_in(metadata.get("ownerReferences")) if r.get("controller") is True), None)
+
+
 def controller_owner(obj: JsonObject) -> tuple[str, str, str] | None:
     """(API group, kind, name) of the object's managing controller, if it has one."""
-    metadata = _child(obj, "metadata") or {}
-    references = metadata.get("ownerReferences")
-    if not isinstance(references, list):
+    reference = controller_reference(obj)
+    if reference is None:
         return None
-    for reference in references:
-        if isinstance(reference, dict) and reference.get("controller") is True:
-            group = str(reference.get("apiVersion", "")).rpartition("/")[0]
-            return group, str(reference.get("kind", "")), str(reference.get("name", ""))
-    return None
+    group = str(reference.get("apiVersion", "")).rpartition("/")[0]
+    return group, str(reference.get("kind", "")), str(reference.get("name", ""))
 
 
 def rollout_complete(obj: JsonObject, kind: str) -> bool:
