@@ -117,16 +117,19 @@ class Databases:
         self.hmac_key = hmac_key
         self.grace = grace
         self.now = now
-        # The Database objects (they hold no secrets); a delete needs no reconcile: the finalizer's update did it.
-        self.objects: Store[DatabaseKey, dict[str, Any]] = Store(
-            lambda obj: (name_of(obj), obj), touched=queue.add, touch_deleted=False
-        )
+        # The Database objects (they hold no secrets).
+        self.objects: Store[DatabaseKey, dict[str, Any]] = Store(lambda obj: (name_of(obj), obj), changed=self._changed)
         # Readers that opted out of rollouts, told of the rotation: Database → (the previous login, readers told).
         self.warned: dict[DatabaseKey, tuple[str, set[str]]] = {}
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> DatabaseKey:
         return name_of(obj)
+
+    def _changed(self, key: DatabaseKey, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """A delete needs no reconcile: the update that set its deletionTimestamp brought the key already."""
+        if after is not None:
+            self.queue.add(key)
 
     # ---- reconcile ----------------------------------------------------------------------------------------
 

@@ -1,11 +1,10 @@
 """Rollouts: roll a Deployment, StatefulSet or DaemonSet once when a Secret key it reads changes.
 
-Two informer handlers keep what the decision needs, and nothing more: per Secret, keyed digests of its keys (never
-values) and whether it is generated credentials; per service, its uses of Secrets, whether it opted in or out, and
-the state it was last rolled for. A change to a
-Secret enqueues the services that use it after the settling window; the reconcile reads the caches, decides with
-the pure ``rules.rollout`` functions, and writes the new state — with the restart annotation when it rolls — in one
-PATCH guarded by the object's resourceVersion.
+Frame stores keep what the decision needs, and nothing more: per Secret, keyed digests of its keys (never values)
+and whether it is generated credentials; per service, its uses of Secrets, whether it opted in or out, and the
+state it was last rolled for. A change to a Secret enqueues the services that use it after the settling window;
+the reconcile reads the caches, decides with the pure ``rules.rollout`` functions, and writes the new state — with
+the restart annotation when it rolls — in one PATCH guarded by the object's resourceVersion.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from controller.frame.loop import Loop
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.queue import WorkQueue
 from controller.frame.settings import Settings
+from controller.frame.store import Store
 from kubeio.events import record_event
 from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
@@ -86,108 +86,76 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """All that is kept of a Secret: keyed digests of its keys (the values go as soon as it is decoded), and
+    whether it is generated credentials (a rotation rolls every reader)."""
+
+    keys: dict[str, str]
+    generated: bool
+
+
+def secret_entry(obj: dict[str, Any], hmac_key: bytes) -> tuple[SecretKey, Digests]:
+    metadata = obj.get("metadata") or {}
+    key = (sys.intern(str(metadata.get("namespace", ""))), str(metadata.get("name", "")))
+    labels = metadata.get("labels") or {}
+    return key, Digests(key_digests(obj.get("data") or {}, hmac_key), is_generated(labels))
+
+
 class Caches:
-    """Secret digests and services, with the reverse index Secret → services that read it."""
+    """Secret digests and services (one store per kind), with the reverse index Secret → services that read it."""
 
     def __init__(self, hmac_key: bytes, queue: WorkQueue[ServiceKey], settle_seconds: float) -> None:
-        self.hmac_key = hmac_key
         self.queue = queue
         self.settle_seconds = settle_seconds
-        self.digests: dict[SecretKey, dict[str, str]] = {}
-        self.services: dict[ServiceKey, Service] = {}
+        self.secrets: Store[SecretKey, Digests] = Store(
+            lambda obj: secret_entry(obj, hmac_key), changed=self._secret_changed
+        )
+        self.services: dict[str, Store[ServiceKey, Service]] = {
+            kind: Store(_service_compact(kind), changed=self._service_changed) for kind in sorted(ROLLED_KINDS)
+        }
         self.readers: dict[SecretKey, set[ServiceKey]] = defaultdict(set)
-        self.generated: set[SecretKey] = set()  # database and registry credentials: a rotation rolls every reader
-        self.secrets_listed = False
 
-    # ---- Secrets ------------------------------------------------------------------------------------------
+    def service(self, key: ServiceKey) -> Service | None:
+        return self.services[key[0]].get(key)
 
-    def _secret_changed(self, key: SecretKey) -> None:
-        for service in self.readers.get(key, ()):
-            self.queue.add_after(service, self.settle_seconds)
+    def _secret_changed(self, key: SecretKey, before: Digests | None, after: Digests | None) -> None:
+        """A change of a Secret's keys (not at the first list: no rollout at start) rolls its readers after the
+        settling window."""
+        changed = (before.keys if before else None) != (after.keys if after else None)
+        if changed and self.secrets.synced:
+            for service in self.readers.get(key, ()):
+                self.queue.add_after(service, self.settle_seconds)
 
-    def set_digests(self, key: SecretKey, digests: dict[str, str] | None, *, generated: bool = False) -> None:
-        before = self.digests.get(key)
-        if generated and digests is not None:
-            self.generated.add(key)
-        else:
-            self.generated.discard(key)
-        if digests is None:
-            self.digests.pop(key, None)
-        else:
-            self.digests[key] = digests
-        if before != digests and self.secrets_listed:
-            self._secret_changed(key)
-
-    def secret_handler(self) -> SecretHandler:
-        return SecretHandler(self)
-
-    # ---- services -----------------------------------------------------------------------------------------
-
-    def set_service(self, key: ServiceKey, service: Service | None) -> None:
-        old = self.services.pop(key, None)
-        if old is not None:
-            for use in old.uses:
-                self.readers[(old.namespace, use.secret)].discard(key)
-        if service is not None:
-            self.services[key] = service
-            for use in service.uses:
-                self.readers[(service.namespace, use.secret)].add(key)
+    def _service_changed(self, key: ServiceKey, before: Service | None, after: Service | None) -> None:
+        if before is not None:
+            for use in before.uses:
+                self.readers[(before.namespace, use.secret)].discard(key)
+        if after is not None:
+            for use in after.uses:
+                self.readers[(after.namespace, use.secret)].add(key)
             self.queue.add(key)
-
-    def service_handler(self, kind: str) -> ServiceHandler:
-        return ServiceHandler(self, kind)
 
     def secrets_of(self, service: Service) -> dict[str, dict[str, str] | None]:
         """The digests of each Secret the service uses; None for one that does not exist."""
-        return {use.secret: self.digests.get((service.namespace, use.secret)) for use in service.uses}
+        found = {use.secret: self.secrets.get((service.namespace, use.secret)) for use in service.uses}
+        return {secret: digests.keys if digests is not None else None for secret, digests in found.items()}
 
     def rolling_uses(self, service: Service) -> tuple[Use, ...]:
-        generated = {use.secret for use in service.uses if (service.namespace, use.secret) in self.generated}
+        generated = set()
+        for use in service.uses:
+            digests = self.secrets.get((service.namespace, use.secret))
+            if digests is not None and digests.generated:
+                generated.add(use.secret)
         return rolling_uses(service.uses, opted_in=service.opted_in, opted_out=service.opted_out, generated=generated)
 
 
-class SecretHandler:
-    def __init__(self, caches: Caches) -> None:
-        self.caches = caches
+def _service_compact(kind: str) -> Callable[[dict[str, Any]], tuple[ServiceKey, Service]]:
+    def compact(obj: dict[str, Any]) -> tuple[ServiceKey, Service]:
+        service = service_of(obj, kind)
+        return service.key, service
 
-    def compact(self, obj: dict[str, Any]) -> tuple[SecretKey, dict[str, str], bool]:
-        """All that is kept of a Secret: its key, per-key digests and whether it is generated credentials; the
-        values go as soon as it is decoded."""
-        metadata = obj.get("metadata") or {}
-        key = (sys.intern(str(metadata.get("namespace", ""))), str(metadata.get("name", "")))
-        labels = metadata.get("labels") or {}
-        return key, key_digests(obj.get("data") or {}, self.caches.hmac_key), is_generated(labels)
-
-    def replace(self, objects: list[tuple[SecretKey, dict[str, str], bool]]) -> None:
-        fresh = {key: (digests, generated) for key, digests, generated in objects}
-        for key in set(self.caches.digests) - set(fresh):
-            self.caches.set_digests(key, None)
-        for key, (digests, generated) in fresh.items():
-            self.caches.set_digests(key, digests, generated=generated)
-        self.caches.secrets_listed = True
-
-    def apply(self, event_type: str, obj: tuple[SecretKey, dict[str, str], bool]) -> None:
-        key, digests, generated = obj
-        self.caches.set_digests(key, None if event_type == "DELETED" else digests, generated=generated)
-
-
-class ServiceHandler:
-    def __init__(self, caches: Caches, kind: str) -> None:
-        self.caches = caches
-        self.kind = kind
-
-    def compact(self, obj: dict[str, Any]) -> Service:
-        return service_of(obj, self.kind)
-
-    def replace(self, objects: list[Service]) -> None:
-        fresh = {s.key: s for s in objects}
-        for key in [k for k in self.caches.services if k[0] == self.kind and k not in fresh]:
-            self.caches.set_service(key, None)
-        for key, service in fresh.items():
-            self.caches.set_service(key, service)
-
-    def apply(self, event_type: str, service: Service) -> None:
-        self.caches.set_service(service.key, None if event_type == "DELETED" else service)
+    return compact
 
 
 class Rollouts:
@@ -209,7 +177,7 @@ class Rollouts:
         self.held: dict[ServiceKey, str] = {}
 
     async def reconcile(self, key: ServiceKey) -> None:
-        service = self.caches.services.get(key)
+        service = self.caches.service(key)
         uses = self.caches.rolling_uses(service) if service is not None else ()
         if service is None or not uses:
             self.held.pop(key, None)
@@ -256,7 +224,7 @@ class Rollouts:
     async def failed(self, key: ServiceKey, message: str) -> None:
         """A reconcile refused for good (an RBAC rule missing, another admission webhook denying the patch): one
         Warning Event on the service; its next change tries again."""
-        service = self.caches.services.get(key)
+        service = self.caches.service(key)
         if service is None:
             return
         await self._record(
@@ -303,8 +271,8 @@ def rollout_loop(
     """Rollouts: one key per service; fed by every Secret (reduced to digests) and every service of a rolled kind."""
     queue: WorkQueue[ServiceKey] = WorkQueue()
     caches = Caches(hmac_key, queue, settings.settle_seconds)
-    informers = [Informer(api, resource_path("Secret"), caches.secret_handler())] + [
-        Informer(api, resource_path(kind), caches.service_handler(kind)) for kind in sorted(ROLLED_KINDS)
+    informers = [Informer(api, resource_path("Secret"), caches.secrets)] + [
+        Informer(api, resource_path(kind), store) for kind, store in caches.services.items()
     ]
     rollouts = Rollouts(api, caches, metrics)
     return Loop("rollouts", queue, informers, rollouts.reconcile, rollouts.failed)

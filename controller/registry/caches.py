@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.frame.queue import WorkQueue
-from controller.frame.store import JsonObject, Store, name_of
+from controller.frame.store import JsonObject, Store, name_of, touching
 from rules import registry as rules
 from rules.secretdata import decode_data
 
@@ -37,13 +37,15 @@ def _service_account_entry(obj: JsonObject) -> tuple[str, JsonObject]:
 class Caches:
     def __init__(self, queue: WorkQueue[str]) -> None:
         self.queue = queue
-        self.namespaces: Store[str, JsonObject] = Store(_namespace_entry, touched=queue.add)
+        self.namespaces: Store[str, JsonObject] = Store(_namespace_entry, changed=touching(queue.add))
         # (namespace, name) → one of the registry Secrets of a namespace
-        self.secrets: Store[tuple[str, str], JsonObject] = Store(_secret_entry, touched=lambda key: queue.add(key[0]))
+        self.secrets: Store[tuple[str, str], JsonObject] = Store(
+            _secret_entry, changed=touching(lambda key: queue.add(key[0]))
+        )
         # VPC namespace → its rotation Secret
-        self.rotations: Store[str, JsonObject] = Store(_rotation_entry, touched=queue.add)
+        self.rotations: Store[str, JsonObject] = Store(_rotation_entry, changed=touching(queue.add))
         # namespace → its default ServiceAccount
-        self.service_accounts: Store[str, JsonObject] = Store(_service_account_entry, touched=queue.add)
+        self.service_accounts: Store[str, JsonObject] = Store(_service_account_entry, changed=touching(queue.add))
         self.htpasswd: JsonObject | None = None
 
     def entries(self) -> dict[str, str]:

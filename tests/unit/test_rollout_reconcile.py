@@ -12,7 +12,7 @@ from controller.frame.queue import WorkQueue
 from controller.rollouts import Caches, Rollouts, ServiceKey
 from rules.names import RESTARTED_AT, ROLLOUT_STATE, SECRET_TYPE_LABEL
 from rules.secretdata import encode
-from rules.workloads import ROLLED_KINDS, resource_path
+from rules.workloads import resource_path
 from tests.factories import JsonObject, container, pod_spec, workload
 from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
 
@@ -50,9 +50,9 @@ class Controller:
     async def settle(self) -> None:
         """Relist and reconcile until nothing is left to do: what the loop reaches after every watch event."""
         for _ in range(10):
-            feed(self.api, resource_path("Secret"), self.caches.secret_handler())
-            for kind in ROLLED_KINDS:
-                feed(self.api, resource_path(kind), self.caches.service_handler(kind))
+            feed(self.api, resource_path("Secret"), self.caches.secrets)
+            for kind, store in self.caches.services.items():
+                feed(self.api, resource_path(kind), store)
             keys = 0
             while (key := self.queue.try_get()[0]) is not None:
                 keys += 1
