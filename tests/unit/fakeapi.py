@@ -15,7 +15,7 @@ import datetime
 import itertools
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ import pytest
 from kubernetes_asyncio import client
 
 import kubeio.rest
+from controller.frame.queue import WorkQueue
 from kubeio.rest import MERGE_PATCH, ApiException
 from rules.workloads import KINDS as KIND_TABLE
 
@@ -291,3 +292,19 @@ def feed(api: FakeApi, path: str, handler: Any, query: Mapping[str, str] | None 
     """What an informer's list hands its handler: the objects at ``path``, each reduced by the handler's compact."""
     compact = getattr(handler, "compact", lambda obj: obj)
     handler.replace([compact(obj) for obj in api.listing(path, query)["items"]])
+
+
+async def settle(
+    api: FakeApi, queue: WorkQueue[Any], reconcile: Callable[[Any], Awaitable[None]], relist: Callable[[], None]
+) -> None:
+    """Relist, then reconcile every key that is due now, until a round writes nothing: where a loop gets to after
+    the watch events its own writes cause (a key delayed to later, such as a schedule, is not waited for)."""
+    for _ in range(10):
+        api.requests.clear()
+        relist()
+        while (key := queue.try_get()[0]) is not None:
+            await reconcile(key)
+            queue.done(key)
+        if not api.writes():
+            return
+    raise AssertionError("the reconciles never settled: each round wrote something")

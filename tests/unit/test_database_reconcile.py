@@ -15,7 +15,7 @@ from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, ROTATE, SECRET_TYPE_L
 from rules.secretdata import decode_data, encode
 from rules.workloads import resource_path
 from tests.factories import JsonObject
-from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
+from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
 
 CONTROLLER = "smll-system"
 SERVER = rules.Server(name="default", host="pg.example", port=5432, sslmode="require", admin_secret="pg-admin")
@@ -74,16 +74,10 @@ class Controller:
         )
 
     async def settle(self) -> None:
-        """Relist the Databases and reconcile what is due now, until a round writes nothing."""
-        for _ in range(10):
-            self.api.requests.clear()
-            feed(self.api, resource_path("Database"), self.databases.objects)
-            while (key := self.queue.try_get()[0]) is not None:
-                await self.databases.reconcile(key)
-                self.queue.done(key)
-            if not self.api.writes():
-                return
-        raise AssertionError("the Database never settled")
+        await settle(self.api, self.queue, self.databases.reconcile, self.relist)
+
+    def relist(self) -> None:
+        feed(self.api, resource_path("Database"), self.databases.objects)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from rules.names import COMPONENT_LABEL, REGISTRY_TYPE, ROTATE, SECRET_TYPE_LABE
 from rules.secretdata import decode_data
 from rules.workloads import resource_path
 from tests.factories import JsonObject
-from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
+from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
 
 CONTROLLER = "smll-system"
 CONFIG = RegistryConfig("https://registry.example:5000", "registry", "htpasswd", CONTROLLER)
@@ -60,15 +60,7 @@ class Controller:
         )
 
     async def settle(self) -> None:
-        for _ in range(10):
-            self.api.requests.clear()
-            self.relist()
-            while (key := self.queue.try_get()[0]) is not None:
-                await self.registry.reconcile(key)
-                self.queue.done(key)
-            if not self.api.writes():
-                return
-        raise AssertionError("the registry credentials never settled")
+        await settle(self.api, self.queue, self.registry.reconcile, self.relist)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from rules.names import RESTARTED_AT, ROLLOUT_STATE, SECRET_TYPE_LABEL
 from rules.secretdata import encode
 from rules.workloads import resource_path
 from tests.factories import JsonObject, container, pod_spec, workload
-from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed
+from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 SECRET = resource_path("Secret", "shop", "stripe")
@@ -47,21 +47,13 @@ class Controller:
         self.caches = Caches(b"k" * 32, self.queue, settle_seconds=0)
         self.rollouts = Rollouts(NO_CLIENT, self.caches, ControllerMetrics(), now=lambda: NOW)
 
+    def relist(self) -> None:
+        feed(self.api, resource_path("Secret"), self.caches.secrets)
+        for kind, store in self.caches.services.items():
+            feed(self.api, resource_path(kind), store)
+
     async def settle(self) -> None:
-        """Relist and reconcile until nothing is left to do: what the loop reaches after every watch event."""
-        for _ in range(10):
-            feed(self.api, resource_path("Secret"), self.caches.secrets)
-            for kind, store in self.caches.services.items():
-                feed(self.api, resource_path(kind), store)
-            keys = 0
-            while (key := self.queue.try_get()[0]) is not None:
-                keys += 1
-                await self.rollouts.reconcile(key)
-                self.queue.done(key)
-            if not self.api.writes() or keys == 0:
-                return
-            self.api.requests.clear()
-        raise AssertionError("the rollouts never settled")
+        await settle(self.api, self.queue, self.rollouts.reconcile, self.relist)
 
 
 def restarted_at(api: FakeApi) -> str | None:
