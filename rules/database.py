@@ -19,6 +19,7 @@ from rules.names import PREVIOUS_USER as PREVIOUS_USER
 from rules.names import ROTATED_AT as ROTATED_AT
 from rules.names import ROTATION_SEEN as ROTATION_SEEN
 from rules.secretdata import encode, generate_password
+from rules.text import listed
 from rules.times import format_time as format_time
 from rules.times import parse_duration
 from rules.times import parse_time as parse_time
@@ -303,21 +304,15 @@ def retirement(
     return Retirement(False, "", waiting, opted_out, drop_at)
 
 
-def shown(names: Sequence[str], limit: int = 5) -> str:
-    """``a, b, c`` — or the first ``limit`` and how many more."""
-    listed = ", ".join(names[:limit])
-    return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
 def retirement_message(previous: str, plan: Retirement) -> str:
     """For the Ready condition while the previous login is kept: who is waited for, and who will not roll."""
     message = (
-        f"rotation: {previous} kept until {shown(plan.waiting)} have rolled, at the latest {format_time(plan.drop_at)}"
+        f"rotation: {previous} kept until {listed(plan.waiting)} have rolled, at the latest {format_time(plan.drop_at)}"
     )
     if plan.opted_out:
         message += (
             f'; not rolled automatically (auto-rollout "false"), they lose {previous} then unless restarted: '
-            f"{shown([reader.name for reader in plan.opted_out])}"
+            f"{listed([reader.name for reader in plan.opted_out])}"
         )
     return message
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from rules.names import PROTECTION, REVISION
 from rules.references import How, Use, Via, secret_uses
+from rules.text import LIMIT, counted, listed, noun
 from rules.workloads import POD_KINDS, JsonObject, annotations_of, controller_reference, dict_or_empty
 
-MESSAGE_LIMIT = 5
 # Workloads that replace their own pods, revision by revision (a Deployment does it through ReplicaSets).
 ROLLING_KINDS = frozenset({"StatefulSet", "DaemonSet"})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -150,7 +150,7 @@ class _Attribution:
     def old_copy(self, referrer: Referrer) -> str:
         """A ReplicaSet or Job made from a template its owner no longer has, while it still runs pods."""
         count = max(referrer.pods, self.live_pods.get(referrer.uid, 0))
-        pods = f"{count} pod{'' if count == 1 else 's'}"
+        pods = counted(count, "pod")
         if referrer.kind == "ReplicaSet":
             return (
                 f"old ReplicaSet {referrer.name}, {pods}, {'scaling down' if referrer.scaled_down else 'rolling out'}"
@@ -214,7 +214,7 @@ def usage(
             if keys is not None:
                 needed |= use.required_keys & keys
     for (label, doing), pods in old_pods.items():
-        report.setdefault(label, set()).add(f"{len(pods)} old pod{'' if len(pods) == 1 else 's'}, {doing}")
+        report.setdefault(label, set()).add(f"{counted(len(pods), 'old pod')}, {doing}")
     for hows in report.values():
         # A link shows as the env var it put in place; name it once.
         hows -= {How(Via.LINK, how.name) for how in hows if isinstance(how, How) and how.via is Via.ENV}
@@ -229,12 +229,17 @@ def _revision_order(referrer: Referrer) -> int:
     return int(referrer.revision) if referrer.revision and referrer.revision.isdigit() else 0
 
 
-def usage_message(subject: str, report: Mapping[str, tuple[str, ...]], *, limit: int = MESSAGE_LIMIT) -> str:
+def secret_subject(secret_name: str) -> str:
+    return f'secret "{secret_name}"'
+
+
+def keys_subject(secret_name: str, keys: frozenset[str]) -> str:
+    return f"{noun(len(keys), 'key')} {', '.join(sorted(keys))} of {secret_subject(secret_name)}"
+
+
+def usage_message(subject: str, report: Mapping[str, tuple[str, ...]], *, limit: int = LIMIT) -> str:
     parts = [f"{label} ({', '.join(hows)})" for label, hows in report.items()]
-    shown = ", ".join(parts[:limit])
-    if len(parts) > limit:
-        shown += f" and {len(parts) - limit} more"
-    return f"{subject} is used by {shown}; remove these references first"
+    return f"{subject} is used by {listed(parts, limit)}; remove these references first"
 
 
 def dormant_warnings(subject: str, dormant: Iterable[Referrer]) -> list[str]:
@@ -273,11 +278,8 @@ def removed_keys(old: JsonObject, new: JsonObject) -> frozenset[str]:
 
 
 def delete_refusal(secret_name: str, report: Mapping[str, tuple[str, ...]]) -> str | None:
-    return usage_message(f'secret "{secret_name}"', report) if report else None
+    return usage_message(secret_subject(secret_name), report) if report else None
 
 
 def key_removal_refusal(secret_name: str, keys: frozenset[str], report: Mapping[str, tuple[str, ...]]) -> str | None:
-    if not report:
-        return None
-    noun = "key" if len(keys) == 1 else "keys"
-    return usage_message(f'{noun} {", ".join(sorted(keys))} of secret "{secret_name}"', report)
+    return usage_message(keys_subject(secret_name, keys), report) if report else None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from rules.names import AUTO_ROLLOUT, GENERATED_TYPES, LINK_PREFIX, SECRET_TYPE_LABEL
 from rules.references import Use
 from rules.secretdata import decode
+from rules.text import noun
 
 ABSENT = "-"  # the digest of a key that does not exist
 WHOLE = "*"  # marks a Secret the service reads whole (envFrom, a volume without items): every key counts
@@ -187,7 +188,7 @@ def describe(changed: Mapping[str, tuple[str, ...]]) -> str:
 def describe_missing(missing: Missing) -> str:
     """For the Event of a held rollout: names of Secrets and keys, never values."""
     return "; ".join(
-        f"secret {secret!r} has no key{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+        f"secret {secret!r} has no {noun(len(keys), 'key')} {', '.join(keys)}"
         if keys
         else f"secret {secret!r} does not exist"
         for secret, keys in sorted(missing.items())

@@ -20,8 +20,10 @@ from rules.protection import (
     dormant_warnings,
     is_exempt,
     key_removal_refusal,
+    keys_subject,
     referrer_of,
     removed_keys,
+    secret_subject,
     usage,
 )
 from webhook.admission import AdmissionRequest, AdmissionResponse, allow, deny
@@ -117,14 +119,14 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
             return allow(uid)
         users = await _users(view, namespace, name, None)
         refusal = delete_refusal(name, users.report)
-        subject = f'secret "{name}"'
+        subject = secret_subject(name)
     elif kind == "Secret" and operation == "UPDATE":
         removed = removed_keys(old, new)
         if not removed or is_exempt(new, namespace_terminating=terminating):
             return allow(uid)
         users = await _users(view, namespace, name, removed)
         refusal = key_removal_refusal(name, users.needed, users.report)
-        subject = f'{"key" if len(removed) == 1 else "keys"} {", ".join(sorted(removed))} of secret "{name}"'
+        subject = keys_subject(name, removed)
     elif kind == "Database" and operation == "DELETE":
         if is_exempt(old, namespace_terminating=terminating):
             return allow(uid)
@@ -133,7 +135,7 @@ async def validate(request: AdmissionRequest, view: ProtectionView) -> Admission
         refusal = delete_refusal(secret, users.report)
         if refusal:
             refusal = f'database "{name}": its credentials {refusal}'
-        subject = f'secret "{secret}" (the credentials of database "{name}")'
+        subject = f'{secret_subject(secret)} (the credentials of database "{name}")'
     else:
         return allow(uid)
     if refusal:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from rules.protection import MESSAGE_LIMIT, Referrer, dormant_warnings, referrer_of, usage, usage_message
+from rules.protection import Referrer, dormant_warnings, referrer_of, usage, usage_message
+from rules.text import LIMIT
 from tests.factories import JsonObject, container, pod_spec, workload
 
 
@@ -280,5 +281,5 @@ def test_the_message_names_at_most_five_referrers_and_counts_the_rest(referrers:
     message = usage_message('secret "shared"', report)
 
     named = ", ".join(f"deployment/svc-{i:02} (envFrom)" for i in range(shown))
-    assert MESSAGE_LIMIT == 5
+    assert LIMIT == 5
     assert message == f'secret "shared" is used by {named}{more}; remove these references first'
