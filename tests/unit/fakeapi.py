@@ -23,6 +23,7 @@ import pytest
 from kubernetes_asyncio import client
 
 import kubeio.rest
+from controller.frame.logs import reconciling
 from controller.frame.queue import WorkQueue
 from kubeio.rest import MERGE_PATCH, ApiException
 from rules.workloads import KINDS as KIND_TABLE
@@ -295,15 +296,22 @@ def feed(api: FakeApi, path: str, handler: Any, query: Mapping[str, str] | None 
 
 
 async def settle(
-    api: FakeApi, queue: WorkQueue[Any], reconcile: Callable[[Any], Awaitable[None]], relist: Callable[[], None]
+    api: FakeApi,
+    queue: WorkQueue[Any],
+    reconcile: Callable[[Any], Awaitable[None]],
+    relist: Callable[[], None],
+    *,
+    loop: str,
 ) -> None:
     """Relist, then reconcile every key that is due now, until a round writes nothing: where a loop gets to after
-    the watch events its own writes cause (a key delayed to later, such as a schedule, is not waited for)."""
+    the watch events its own writes cause (a key delayed to later, such as a schedule, is not waited for). Each
+    reconcile logs with its fields, as under the frame's workers."""
     for _ in range(10):
         api.requests.clear()
         relist()
         while (key := queue.try_get()[0]) is not None:
-            await reconcile(key)
+            with reconciling(loop, key):
+                await reconcile(key)
             queue.done(key)
         if not api.writes():
             return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import logging
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import controller.databases as databases_module
 from controller.databases import DatabaseKey, Databases
 from controller.frame.queue import WorkQueue
+from kubeio.logs import JsonFormatter
 from rules import database as rules
 from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, ROTATE, SECRET_TYPE_LABEL
 from rules.secretdata import decode_data, encode
@@ -74,7 +77,7 @@ class Controller:
         )
 
     async def settle(self) -> None:
-        await settle(self.api, self.queue, self.databases.reconcile, self.relist)
+        await settle(self.api, self.queue, self.databases.reconcile, self.relist, loop="databases")
 
     def relist(self) -> None:
         feed(self.api, resource_path("Database"), self.databases.objects)
@@ -216,3 +219,22 @@ async def test_deleting_a_database_with_policy_delete_drops_it_on_the_server_and
     assert api.get(ORDERS) is None
     assert server.databases == set()
     assert server.logins == {}
+
+
+async def test_json_logs_name_the_database_and_its_outcome_and_never_a_password(
+    api: FakeApi, server: FakePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api.put(resource_path("Database", "shop"), orders())
+    controller = Controller(api)
+    await controller.settle()
+    first = credentials(api)["POSTGRES_PASSWORD"]
+    api.patch(ORDERS, {"metadata": {"annotations": {ROTATE: "1"}}})
+    await controller.settle()
+
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    for password in (first, credentials(api)["POSTGRES_PASSWORD"], "admin-password"):
+        assert password not in "\n".join(lines)
+    told = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.databases"]
+    assert [line["outcome"] for line in told] == ["Provisioned"]
+    assert told[0]["object"] == {"namespace": "shop", "name": "orders"}

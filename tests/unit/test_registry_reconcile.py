@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -10,6 +11,7 @@ from controller.frame.queue import WorkQueue
 from controller.registry.caches import Caches, HtpasswdHandler
 from controller.registry.config import RegistryConfig
 from controller.registry.reconciler import Registry
+from kubeio.logs import JsonFormatter
 from rules import registry as rules
 from rules.names import COMPONENT_LABEL, REGISTRY_TYPE, ROTATE, SECRET_TYPE_LABEL, VPC_LABEL
 from rules.secretdata import decode_data
@@ -60,7 +62,7 @@ class Controller:
         )
 
     async def settle(self) -> None:
-        await settle(self.api, self.queue, self.registry.reconcile, self.relist)
+        await settle(self.api, self.queue, self.registry.reconcile, self.relist, loop="registry")
 
 
 @pytest.fixture
@@ -165,3 +167,28 @@ async def test_a_foreign_secret_in_the_way_blocks_the_namespace_and_says_so_once
     assert foreign["data"] == {}  # never overwritten
     assert [event["reason"] for event in api.events()] == ["RegistryCredentialsBlocked"]
     assert api.events()[0]["metadata"]["namespace"] == "default"  # where the apiserver takes a Namespace's Events
+
+
+async def test_json_logs_name_the_namespace_and_each_outcome_and_never_a_password(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    controller = Controller(api)
+    await controller.settle()
+    first = secret_data(api, CREDENTIALS)["REGISTRY_PASSWORD"]
+    api.patch(SHOP, {"metadata": {"annotations": {ROTATE: "now"}}})
+    await controller.settle()
+    second = secret_data(api, CREDENTIALS)["REGISTRY_PASSWORD"]
+
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    assert first not in "\n".join(lines)
+    assert second not in "\n".join(lines)
+    reconciles = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.registry.reconciler"]
+    assert {line["outcome"] for line in reconciles} >= {
+        "password-pending",
+        "credentials-created",
+        "credentials-updated",
+    }
+    assert all(
+        (line["loop"], line["object"]) == ("registry", {"kind": "Namespace", "name": "shop"}) for line in reconciles
+    )

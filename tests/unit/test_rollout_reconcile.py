@@ -53,7 +53,7 @@ class Controller:
             feed(self.api, resource_path(kind), store)
 
     async def settle(self) -> None:
-        await settle(self.api, self.queue, self.rollouts.reconcile, self.relist)
+        await settle(self.api, self.queue, self.rollouts.reconcile, self.relist, loop="rollouts")
 
 
 def restarted_at(api: FakeApi) -> str | None:
