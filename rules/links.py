@@ -8,13 +8,21 @@ annotation removes exactly its env entry, and so that applying twice changes not
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
-from rules.workloads import JsonObject, annotations_of, controller_owner, copy_json, dicts_in, pod_template
+from rules.workloads import (
+    JsonObject,
+    annotations_of,
+    compact_json,
+    controller_owner,
+    copy_json,
+    dicts_in,
+    json_object,
+    pod_template,
+)
 
 EXAMPLE = LINK_PREFIX + "API_KEY=stripe/STRIPE_SECRET_KEY"
 # Key names that say nothing of what they hold (the product page's "KEY_1" example).
@@ -129,12 +137,7 @@ def link_request(*annotation_sets: Mapping[str, str]) -> LinkRequest:
 
 def read_record(found: Mapping[str, str]) -> dict[str, list[str]]:
     """The managed-env record: container name → vars the product put there. Unreadable counts as empty."""
-    try:
-        record = json.loads(found.get(MANAGED_ENV, "{}"))
-    except ValueError:
-        return {}
-    if not isinstance(record, dict):
-        return {}
+    record = json_object(found.get(MANAGED_ENV, "{}")) or {}
     return {
         str(name): [var for var in vars_ if isinstance(var, str)]
         for name, vars_ in record.items()
@@ -213,7 +216,7 @@ def apply_links(template: JsonObject, request: LinkRequest) -> None:
     if new_record:
         if not isinstance(current, dict):
             current = metadata["annotations"] = {}
-        current[MANAGED_ENV] = json.dumps(new_record, sort_keys=True, separators=(",", ":"))
+        current[MANAGED_ENV] = compact_json(new_record)
     elif isinstance(current, dict):
         current.pop(MANAGED_ENV, None)
         if not current:

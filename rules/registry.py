@@ -18,7 +18,6 @@ between any two writes never loses a password the registry accepts:
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import bcrypt
 from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
 from rules.secretdata import decode_data, encode, labels
 from rules.secretdata import generate_password as generate_password  # controller/registry reads it from here
-from rules.workloads import annotations_of, is_terminating, labels_of
+from rules.workloads import annotations_of, compact_json, is_terminating, labels_of
 
 CREDENTIALS = "registry-credentials"
 PULL_SECRET = "registry-pull-secret"
@@ -112,7 +111,7 @@ def dockerconfigjson(host: str, user: str, password: str) -> str:
     """The ``.dockerconfigjson`` of a pull secret for one registry user (deterministic, so it compares as text)."""
     auth = encode(f"{user}:{password}")
     body = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return compact_json(body)
 
 
 def parse_htpasswd(text: str) -> dict[str, str]:

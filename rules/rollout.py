@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from rules.names import AUTO_ROLLOUT, GENERATED_TYPES, LINK_PREFIX, SECRET_TYPE_
 from rules.references import Use
 from rules.secretdata import decode
 from rules.text import noun
+from rules.workloads import compact_json, json_object
 
 ABSENT = "-"  # the digest of a key that does not exist
 WHOLE = "*"  # marks a Secret the service reads whole (envFrom, a volume without items): every key counts
@@ -96,13 +96,8 @@ def current_state(uses: Iterable[Use], secrets: Mapping[str, Mapping[str, str] |
 
 def parse_state(text: str | None) -> State | None:
     """The stored state, or None when there is none (a service seen for the first time) or it is unreadable."""
-    if not text:
-        return None
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(found, dict):
+    found = json_object(text) if text else None
+    if found is None:
         return None
     return {
         str(secret): {str(k): str(v) for k, v in keys.items()}
@@ -112,7 +107,7 @@ def parse_state(text: str | None) -> State | None:
 
 
 def format_state(state: State) -> str:
-    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+    return compact_json(state)
 
 
 # secret name → the keys new pods would miss and fail on; () when the whole Secret is missing

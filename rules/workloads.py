@@ -4,6 +4,7 @@ whom; when a namespace is going. Plain dicts in, plain dicts out."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,20 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
         path += f"/namespaces/{namespace}"
     path += f"/{found.resource}"
     return path if name is None else f"{path}/{name}"
+
+
+def compact_json(value: object) -> str:
+    """Canonical JSON text (sorted keys, no spaces): equal values are equal texts, in an annotation or a Secret."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def json_object(text: str) -> JsonObject | None:
+    """The JSON object ``text`` holds; None when it holds anything else or is not JSON."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def dict_or_empty(value: object) -> JsonObject:
