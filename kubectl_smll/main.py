@@ -42,7 +42,8 @@ def parse_assignments(items: Sequence[str], stdin: BinaryIO) -> dict[str, bytes]
     for item in items:
         key, sep, source = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"{item.split('=')[0]!r}: give KEY=VALUE, KEY=@FILE or KEY=- (value on stdin)")
+            # Not echoed: a word without '=' may be a value typed without its key.
+            raise UsageError("an argument has no KEY= part: give KEY=VALUE, KEY=@FILE or KEY=- (value on stdin)")
         if not is_secret_key(key):
             raise UsageError(f"{key!r} is not a valid Secret key: letters, digits, '-', '_' and '.'")
         if key in values:
