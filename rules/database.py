@@ -14,19 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.names import CREDENTIALS_SUFFIX, DATABASE_FINALIZER, MAX_NAME
-from rules.names import PREVIOUS_USER as PREVIOUS_USER
-from rules.names import ROTATED_AT as ROTATED_AT
-from rules.names import ROTATION_SEEN as ROTATION_SEEN
+from rules.names import CREDENTIALS_SUFFIX, MAX_NAME
 from rules.secretdata import encode, generate_password
 from rules.text import listed
-from rules.times import format_time as format_time
-from rules.times import parse_duration
-from rules.times import parse_time as parse_time
-
-# The names re-exported above (and this one) live in rules/names.py and rules/times.py; controller/databases.py
-# still reads them as ``rules.database.<name>``.
-FINALIZER = DATABASE_FINALIZER
+from rules.times import format_time, parse_duration
 
 KEYS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "DATABASE_URL")
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1

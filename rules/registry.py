@@ -26,8 +26,7 @@ from typing import Any
 import bcrypt
 
 from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
-from rules.secretdata import decode_data, encode, labels
-from rules.secretdata import generate_password as generate_password  # controller/registry reads it from here
+from rules.secretdata import decode_data, encode, generate_password, labels
 from rules.workloads import annotations_of, compact_json, is_terminating, labels_of
 
 CREDENTIALS = "registry-credentials"
