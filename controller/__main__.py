@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from controller.databases import ConfigError, load_servers
+from controller.databases.config import ConfigError, load_servers
 from controller.frame.logs import tag_reconcile_lines
 from controller.frame.settings import Settings
 from controller.main import run

@@ -18,7 +18,8 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.databases import database_loop, load_servers
+from controller.databases.config import load_servers
+from controller.databases.loop import database_loop
 from controller.frame.loop import Loop, leaf_errors, run_loop
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.secrets import secret_body

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import controller.__main__ as controller_cli
-from controller.databases import load_servers
+from controller.databases.config import load_servers
 from controller.frame.settings import Settings
 from devenv.binaries import ensure_helm
 from devenv.webhook import configurations as local_configurations

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-import controller.databases as databases_module
-from controller.databases import DatabaseKey, Databases
+import controller.databases.reconciler as databases_module
+from controller.databases.reconciler import DatabaseKey, Databases
 from controller.frame.queue import WorkQueue
 from kubeio.logs import JsonFormatter
 from rules import database as rules
@@ -235,6 +235,6 @@ async def test_json_logs_name_the_database_and_its_outcome_and_never_a_password(
     lines = [JsonFormatter().format(record) for record in caplog.records]
     for password in (first, credentials(api)["POSTGRES_PASSWORD"], "admin-password"):
         assert password not in "\n".join(lines)
-    told = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.databases"]
+    told = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.databases.reconciler"]
     assert [line["outcome"] for line in told] == ["Provisioned"]
     assert told[0]["object"] == {"namespace": "shop", "name": "orders"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.databases import ConfigError, load_servers
+from controller.databases.config import ConfigError, load_servers
 from rules import database as rules
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)

@@ -1,4 +1,5 @@
-"""The Database loop: a role and a database on a real PostgreSQL server, and a credentials Secret that works.
+"""The reconcile of one Database: a role and a database on a real PostgreSQL server, and a credentials Secret
+that works.
 
 Order of writes, chosen so that a crash at any point neither loses a password in use nor leaves a Secret that
 does not work for longer than one retry:
@@ -19,22 +20,17 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import yaml
 from kubernetes_asyncio import client
 
+from controller.databases.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
 from controller.frame.logs import outcome, reconcile_logger
-from controller.frame.loop import Loop
 from controller.frame.queue import WorkQueue
 from controller.frame.secrets import delete_exactly, owner_reference, secret_body
-from controller.frame.settings import Settings
 from controller.frame.store import Store, name_of
-from controller.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
 from kubeio.events import record_event
-from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
 from rules.names import (
@@ -64,36 +60,6 @@ log = reconcile_logger(__name__)
 
 DatabaseKey = tuple[str, str]  # namespace, name
 READER_KINDS = {kind.lower(): kind for kind in ROLLED_KINDS}
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def load_servers(path: Path) -> dict[str, rules.Server]:
-    """``servers: {NAME: {host, port, sslmode, adminSecret}}`` — a clear error names what to fix."""
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read the database config {path}: {error}") from None
-    servers = document.get("servers") if isinstance(document, dict) else None
-    if not isinstance(servers, dict) or not servers:
-        raise ConfigError(f"{path}: expected 'servers:' with at least one named server")
-    found = {}
-    for name, spec in servers.items():
-        if not isinstance(spec, dict) or not spec.get("host") or not spec.get("adminSecret"):
-            raise ConfigError(f"{path}: server {name!r} needs host and adminSecret (and may set port, sslmode)")
-        sslmode = str(spec.get("sslmode", "require"))
-        if sslmode not in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
-            raise ConfigError(f"{path}: server {name!r} has sslmode {sslmode!r}; use disable, require, verify-full…")
-        found[str(name)] = rules.Server(
-            name=str(name),
-            host=str(spec["host"]),
-            port=int(spec.get("port", 5432)),
-            sslmode=sslmode,
-            admin_secret=str(spec["adminSecret"]),
-        )
-    return found
 
 
 class Databases:
@@ -473,29 +439,6 @@ class Databases:
             message=message,
             warning=warning,
         )
-
-
-def database_loop(
-    api: client.ApiClient, settings: Settings, hmac_key: bytes, servers: dict[str, rules.Server]
-) -> Loop[DatabaseKey]:
-    """Databases: one key per Database object; a reconcile refused for good is told in its Ready condition."""
-    queue: WorkQueue[DatabaseKey] = WorkQueue()
-    databases = Databases(
-        api,
-        queue,
-        servers=servers,
-        namespace=settings.namespace,
-        hmac_key=hmac_key,
-        grace=datetime.timedelta(seconds=settings.rotation_grace_seconds),
-    )
-
-    async def failed(key: DatabaseKey, message: str) -> None:
-        obj = databases.objects.get(key)
-        if obj is not None:  # the Ready condition, and an Event when its reason changes
-            await databases.status(obj, "False", "ReconcileFailed", message)
-
-    informers = [Informer(api, resource_path("Database"), databases.objects)]
-    return Loop("databases", queue, informers, databases.reconcile, failed)
 
 
 def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
