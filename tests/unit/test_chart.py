@@ -49,6 +49,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "everything": {
         "replicaCount": 3,
         "logLevel": "DEBUG",
+        "logFormat": "json",
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "pull"}],
         "pod": {"priorityClassName": "system-cluster-critical", "nodeSelector": {"pool": "system"}},
@@ -337,6 +338,7 @@ def test_development_mode_registers_the_webhooks_by_url(helm: Path) -> None:
         ),
         ({"webhook": {"tls": {"mode": "vault"}}}, "mode"),
         ({"logLevel": "TRACE"}, "logLevel"),
+        ({"logFormat": "xml"}, "logFormat"),
         ({"replicaCount": 0}, "replicaCount"),
         ({"controller": {"databases": {"servers": {"default": {"host": "pg"}}}}}, "adminSecret"),
     ],
@@ -347,6 +349,7 @@ def test_development_mode_registers_the_webhooks_by_url(helm: Path) -> None:
         "misspelled-server",
         "bad-mode",
         "bad-level",
+        "bad-log-format",
         "no-replicas",
         "server-without-admin-secret",
     ],
@@ -416,6 +419,7 @@ def test_the_controller_command_line_is_accepted_by_the_controller(
         return 0
 
     monkeypatch.setattr(controller_cli, "run", run)
+    assert "--log-format=json" in args
     assert controller_cli.main(args) == 0
     [settings] = seen
     assert settings.namespace == NAMESPACE

@@ -13,6 +13,7 @@
     - --workers={{ .Values.controller.workers }}
     - --metrics-port={{ .Values.controller.metricsPort }}
     - --log-level={{ .Values.logLevel }}
+    - --log-format={{ .Values.logFormat }}
     {{- if .Values.controller.databases.servers }}
     - --database-config=/etc/smll-secrets/databases.yaml
     {{- end }}
