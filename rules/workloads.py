@@ -37,6 +37,9 @@ KINDS: Mapping[str, Kind] = {
     "ServiceAccount": Kind("v1", "serviceaccounts"),
     "Namespace": Kind("v1", "namespaces"),
     "Database": Kind("smll.io/v1alpha1", "databases"),
+    "MutatingWebhookConfiguration": Kind("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
+    "ValidatingWebhookConfiguration": Kind("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations"),
+    "APIService": Kind("apiregistration.k8s.io/v1", "apiservices"),
 }
 # Kinds that run pods: they are linked, and they are the referrers protection counts.
 POD_KINDS = frozenset(kind for kind, found in KINDS.items() if found.template is not None)

@@ -35,6 +35,7 @@ from kubernetes_asyncio import client
 from kubeio.errors import describe as describe_error
 from kubeio.errors import transient
 from kubeio.rest import ApiException, get_or_none, json_request
+from rules.names import MANAGED_BY_LABEL, PRODUCT
 from rules.tls import (
     CA_FILE,
     CERT_FILE,
@@ -49,16 +50,14 @@ from rules.tls import (
     trusts,
     with_ca_bundle,
 )
+from rules.workloads import resource_path
 from webhook.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
-CONFIGURATION_PATHS = {
-    "MutatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-    "ValidatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-    "APIService": "/apis/apiregistration.k8s.io/v1/apiservices",
-}
-MANAGED_BY = {"app.kubernetes.io/managed-by": "smll-secrets-webhook"}
+# What carries the caBundle kept in step: the webhook configurations, and the write-only API's APIService.
+CONFIGURATION_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService")
+MANAGED_BY = {MANAGED_BY_LABEL: f"{PRODUCT}-webhook"}
 MAX_ATTEMPTS = 5
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,22 +106,22 @@ class SelfManagedCertificate:
 
     @property
     def _secret_path(self) -> str:
-        return f"/api/v1/namespaces/{self.settings.secret_namespace}/secrets"
+        return resource_path("Secret", self.settings.secret_namespace)
 
     async def _read(self, path: str) -> dict[str, Any] | None:
         return await get_or_none(self.api, path)
 
     async def _configurations(self) -> list[tuple[str, dict[str, Any]]]:
         found = []
-        for kind, collection in CONFIGURATION_PATHS.items():
+        for kind in CONFIGURATION_KINDS:
             name = self.settings.api_service if kind == "APIService" else self.settings.configuration_name
             if not name:
                 continue
-            configuration = await self._read(f"{collection}/{name}")
+            configuration = await self._read(resource_path(kind, name=name))
             if configuration is None:
                 log.debug("no %s %s to keep in step", kind, name)
             else:
-                found.append((collection, configuration))
+                found.append((kind, configuration))
         return found
 
     async def _write_secret(self, secret: dict[str, Any] | None, material: Material) -> None:
@@ -197,12 +196,11 @@ class SelfManagedCertificate:
             return None
 
     async def _publish(self, configurations: list[tuple[str, dict[str, Any]]], material: Material) -> None:
-        for collection, configuration in configurations:
+        for kind, configuration in configurations:
             updated = with_ca_bundle(configuration, material.ca_bundle)
             if updated is not None:
                 name = configuration["metadata"]["name"]
-                await json_request(self.api, "PUT", f"{collection}/{name}", body=updated)
-                kind = collection.rsplit("/", 1)[-1]
+                await json_request(self.api, "PUT", resource_path(kind, name=name), body=updated)
                 log.info("the caBundle of %s %s now trusts %d CA(s)", kind, name, len(material.bundle))
 
     def _write_files(self, material: Material) -> None:
