@@ -21,11 +21,10 @@ import yaml
 from devenv.cluster import ControlPlane
 from devenv.process import Component, free_port
 from rules.certs import make_ca, make_leaf
-from rules.names import PRODUCT_NAMESPACE
+from rules.names import PRODUCT_NAMESPACE, WEBHOOK_CONFIGURATION
 from rules.secretdata import encode
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"
-CONFIGURATION_NAME = "smll-secrets"
 
 
 def webhook_definitions(name: str) -> list[dict[str, Any]]:
@@ -60,7 +59,7 @@ def configurations(base_url: str, ca_pem: bytes, product_namespace: str = PRODUC
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": kind,
-            "metadata": {"name": CONFIGURATION_NAME},
+            "metadata": {"name": WEBHOOK_CONFIGURATION},
             "webhooks": hooks(file, path),
         }
         for kind, file, path in (
@@ -173,7 +172,7 @@ class LocalWebhook:
 
     def unregister(self) -> None:
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            self.plane.kubectl("delete", kind, CONFIGURATION_NAME, "--ignore-not-found", check=False)
+            self.plane.kubectl("delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found", check=False)
 
     def restart(self) -> None:
         """Start the same server again (same port and certificate), e.g. after ``stop()`` in a fault test."""

@@ -45,6 +45,8 @@ NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PRODUCT = "smll-secrets"
+# The name of both webhook configurations (the chart's, by its default release name, and the local run's).
+WEBHOOK_CONFIGURATION = PRODUCT
 
 # A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts.
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

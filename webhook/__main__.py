@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from kubeio import logs
+from rules.names import WEBHOOK_CONFIGURATION
 from rules.times import parse_duration
 from rules.tls import Policy, SubjectNames
 from webhook.selfmanaged import SelfManagedSettings
@@ -64,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     managed.add_argument("--service-namespace", help="namespace of the Service (default: the Secret's)")
     managed.add_argument(
         "--webhook-configuration",
-        default="smll-secrets",
+        default=WEBHOOK_CONFIGURATION,
         help="name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is kept in step",
     )
     managed.add_argument(

@@ -35,7 +35,7 @@ from kubernetes_asyncio import client
 from kubeio.errors import describe as describe_error
 from kubeio.errors import transient
 from kubeio.rest import ApiException, get_or_none, json_request
-from rules.names import MANAGED_BY_LABEL, PRODUCT
+from rules.names import MANAGED_BY_LABEL, PRODUCT, WEBHOOK_CONFIGURATION
 from rules.tls import (
     CA_FILE,
     CERT_FILE,
@@ -74,7 +74,7 @@ class SelfManagedSettings:
     secret_name: str
     names: SubjectNames
     directory: Path
-    configuration_name: str = "smll-secrets"
+    configuration_name: str = WEBHOOK_CONFIGURATION
     api_service: str = ""  # the write-only API's APIService, whose caBundle is kept in step too ("": none)
     check_seconds: float = 60.0
     policy: Policy = field(default_factory=Policy)
