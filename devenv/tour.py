@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 
@@ -169,7 +173,37 @@ def tour(
         run("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/private", "--timeout=120s")
         run("-n", NAMESPACE, "get", "pod/private", "-o", "jsonpath={.spec.imagePullSecrets}")
 
+    if pods_run:
+        write_only(plane, say, run)
+
     say("\nThe tour passed: linking, warnings, protection, rollouts, database and registry credentials work here.")
+
+
+def write_only(plane: ControlPlane, say: Callable[[str], None], run: Callable[..., str]) -> None:
+    """The write-only API (served by the in-cluster webhook behind its APIService): a CI user bound to the writer
+    role sets a key with the kubectl plugin, cannot read Secrets, and lists them without values."""
+    say("\n==> write-only keys: a CI user with the writer role, and no verb on secrets")
+    run("-n", NAMESPACE, "create", "rolebinding", "ci-writer", "--clusterrole=smll-secrets-secret-writer", "--user=ci")
+    command = ["smll", "secrets", "set", "stripe", "WEBHOOK_SIGNING=-", "-n", NAMESPACE, "--as=ci"]
+    say("$ echo -n whsec_demo | kubectl " + " ".join(command))
+    scripts = str(Path(sys.executable).parent)
+    result = subprocess.run(  # kubectl takes no flag before a plugin's name: the kubeconfig comes by environment
+        [str(plane.binaries.kubectl), *command],
+        input="whsec_demo",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig), "PATH": f"{scripts}:{os.environ.get('PATH', '')}"},
+    )
+    say("  " + (result.stdout + result.stderr).strip())
+    if result.returncode != 0:
+        raise TourFailed("the write through the write-only API failed")
+    run("--as=ci", "-n", NAMESPACE, "get", "secret", "stripe", expect_failure=True)
+    listing = run("--as=ci", "-n", NAMESPACE, "get", "writeonlysecrets")
+    if "STRIPE_SECRET_KEY,WEBHOOK_SIGNING" not in listing:
+        raise TourFailed("the listing does not show the key set through the API")
+    run("--as=ci", "-n", NAMESPACE, "describe", "writeonlysecret", "stripe")
 
 
 async def _whoami(url: str) -> tuple[str, str]:
