@@ -364,7 +364,7 @@ def _member_step(
     changes: dict[str, str | None] = {
         key: value for key, value in desired.items() if credentials.data.get(key) != value
     }
-    changes |= {key: None for key in credentials.data if key not in desired}  # exactly the contract keys
+    changes |= {key: None for key in credentials.data if key not in CONTRACT_KEYS}  # exactly the contract keys
     if changes or (seen is not None and seen != credentials.rotation_seen):
         return UpdateCredentials(changes, seen)
     if pending is not None:
