@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from kubernetes_asyncio.client import ApiClient
 
 import controller.main as main
+from controller import rollout_key
 from controller.frame import loop as frame
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.queue import WorkQueue
@@ -392,7 +393,7 @@ CANARY = base64.b64encode(b"canary-value-never-shown").decode()
 def test_what_is_wrong_with_the_rollout_key_is_said_without_its_value(
     data: dict[str, str], problem: str | None
 ) -> None:
-    found = main.rollout_key_problem(data)
+    found = rollout_key.rollout_key_problem(data)
 
     assert found is None if problem is None else (found is not None and problem in found)
     assert CANARY not in (found or "")
@@ -415,8 +416,8 @@ async def test_a_rollout_key_secret_without_its_key_stops_the_controller_with_an
     monkeypatch.setattr("kubeio.rest.json_request", request)
     monkeypatch.setattr("kubeio.events.json_request", request)
 
-    with pytest.raises(main.RolloutKeyError) as error:
-        await main.ensure_hmac_key(None, "smll-system", "smll-secrets-rollout-key")  # type: ignore[arg-type]
+    with pytest.raises(rollout_key.RolloutKeyError) as error:
+        await rollout_key.ensure_rollout_key(None, "smll-system", "smll-secrets-rollout-key")  # type: ignore[arg-type]
 
     assert 'the rollout key Secret smll-system/smll-secrets-rollout-key has no "key" entry' in str(error.value)
     assert "kubectl -n smll-system delete secret smll-secrets-rollout-key" in str(error.value)
