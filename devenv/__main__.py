@@ -138,10 +138,12 @@ def up() -> None:
     say(
         "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"
-        f"  export PATH={binaries.kubectl.parent}:{ensure_helm().parent}:$PATH\n"
+        f"  export PATH={binaries.kubectl.parent}:{ensure_helm().parent}:{Path(sys.executable).parent}:$PATH\n"
         "  kubectl get nodes\n"
         f"  kubectl -n {PRODUCT_NAMESPACE} get pods\n"
         "  kubectl -n demo get deployments,pods,secrets,databases\n"
+        "  kubectl -n demo get writeonlysecrets          # keys, users, changes: never values\n"
+        "  kubectl smll secrets --help                   # the write-only API's plugin\n"
         f"Logs: {DEMO_DIR}/cluster/logs, {DEMO_DIR}/cluster/node/logs\n"
         f"  kubectl -n {PRODUCT_NAMESPACE} logs deploy/smll-secrets -c controller\n"
         "Stop everything with: make down"

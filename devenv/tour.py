@@ -173,10 +173,11 @@ def tour(
         run("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/private", "--timeout=120s")
         run("-n", NAMESPACE, "get", "pod/private", "-o", "jsonpath={.spec.imagePullSecrets}")
 
+    done = "linking, warnings, protection, rollouts, database and registry credentials"
     if pods_run:
         write_only(plane, say, run)
-
-    say("\nThe tour passed: linking, warnings, protection, rollouts, database and registry credentials work here.")
+        done += ", write-only keys"
+    say(f"\nThe tour passed: {done} work here.")
 
 
 def write_only(plane: ControlPlane, say: Callable[[str], None], run: Callable[..., str]) -> None:
