@@ -262,6 +262,32 @@ def test_a_configuration_trusts_a_ca_when_every_webhook_carries_it(
     assert trusts(configuration(*bundles), FRESH.ca.certificate) is trusted
 
 
+def api_service(bundle: str | None) -> dict[str, object]:
+    spec: dict[str, object] = {"group": "secrets.smll.io", "service": {"name": "smll-secrets-webhook"}}
+    if bundle is not None:
+        spec["caBundle"] = bundle
+    return {
+        "kind": "APIService",
+        "metadata": {"name": "v1alpha1.secrets.smll.io", "resourceVersion": "3"},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(("bundle", "trusted"), [(None, False), ("b2xk", False), (FRESH.ca_bundle, True)])
+def test_the_write_only_api_s_apiservice_keeps_its_bundle_in_spec(bundle: str | None, trusted: bool) -> None:
+    before = api_service(bundle)
+    assert trusts(before, FRESH.ca.certificate) is trusted
+    after = with_ca_bundle(before, FRESH.ca_bundle)
+    if trusted:
+        assert after is None
+        return
+    assert after is not None
+    assert after["spec"]["caBundle"] == FRESH.ca_bundle
+    assert after["spec"]["service"] == {"name": "smll-secrets-webhook"}
+    assert after["metadata"] == before["metadata"]
+    assert before["spec"].get("caBundle") == bundle, "the object read is not changed"  # type: ignore[attr-defined]
+
+
 # -- the Secret -----------------------------------------------------------------------------------------------
 
 
