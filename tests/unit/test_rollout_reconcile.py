@@ -170,3 +170,27 @@ async def test_a_refused_patch_is_an_error_for_the_frame_and_nothing_is_rolled(m
     assert restarted_at(api) is None
     await controller.rollouts.failed(("Deployment", "shop", "web"), "HTTP 403 Refused")
     assert [event["reason"] for event in api.events()] == ["RolloutFailed"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet"])
+async def test_every_rolled_kind_is_rolled_once_at_its_own_path(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())
+    env = [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "stripe", "key": "KEY"}}}]
+    api.put(resource_path(kind, "shop"), workload(kind, annotations=LINK, spec=pod_spec(container(env=env))))
+    controller = Controller(api)
+    await controller.settle()
+
+    change_key(api)
+    await controller.settle()
+
+    found = api.get(resource_path(kind, "shop", "web"))
+    assert found is not None
+    assert RESTARTED_AT in found["spec"]["template"]["metadata"]["annotations"]
+    [event] = api.events()
+    assert (event["reason"], event["involvedObject"]["kind"], event["involvedObject"]["apiVersion"]) == (
+        "SecretChanged",
+        kind,
+        "apps/v1",
+    )
