@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rules.names import LINK_PREFIX, REVISION
+
 JsonObject = dict[str, Any]
-LINK = "env.secrets.smll.io/"
 NAMESPACE = "shop"
 # The Secrets the links point at, and their keys: the webhook's SecretKeyIndex is filled with these.
 SECRETS: dict[str, list[str]] = {
@@ -93,8 +94,8 @@ def _container(name: str, port: int) -> JsonObject:
 def linked_deployment(name: str = "checkout", namespace: str = NAMESPACE, *, links: int = 10) -> JsonObject:
     """A Deployment as a real one looks: 3 containers, probes, resources, ordinary env, ``links`` link annotations."""
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop", "team": "payments"}
-    annotations = {f"{LINK}{key}": f"{secret}/{key}" for secret, key in LINKS[:links]}
-    annotations["deployment.kubernetes.io/revision"] = "1"
+    annotations = {f"{LINK_PREFIX}{key}": f"{secret}/{key}" for secret, key in LINKS[:links]}
+    annotations[REVISION] = "1"
     annotations["owner.example.com/contact"] = "payments-oncall@example.com"
     return {
         "apiVersion": "apps/v1",

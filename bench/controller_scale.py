@@ -27,10 +27,9 @@ from devenv.cluster import ControlPlane, running_control_plane, wait_for
 from devenv.controller import LocalController
 from kubeio.client import kube_client
 from kubeio.rest import MERGE_PATCH, json_request, stream_json_lines
+from rules.names import AUTO_ROLLOUT, RESTARTED_AT, ROLLOUT_STATE
 
 NAMESPACE = "scale"
-RESTARTED_AT = "secrets.smll.io/restarted-at"
-ROLLED_FOR = "secrets.smll.io/rolled-for"
 
 
 def deployment(name: str, secret: str) -> dict[str, Any]:
@@ -38,7 +37,7 @@ def deployment(name: str, secret: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {"secrets.smll.io/auto-rollout": "true"}},
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {AUTO_ROLLOUT: "true"}},
         "spec": {
             "replicas": 0,
             "selector": {"matchLabels": {"app": name}},
@@ -146,7 +145,7 @@ async def latency(plane: ControlPlane, api: client.ApiClient, workdir: Path, cou
         made = max(made, count)
         controller, _ = start_controller(plane, workdir, f"latency-{count}")
         try:
-            await wait_count(api, "metadata", ROLLED_FOR, count, timeout=300)
+            await wait_count(api, "metadata", ROLLOUT_STATE, count, timeout=300)
             listing = await json_request(api, "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")
             before = {i["metadata"]["name"]: _stamp(i) for i in listing["items"]}
             watch = asyncio.create_task(wait_restamped(api, before, count, listing["metadata"]["resourceVersion"]))
@@ -203,7 +202,7 @@ async def scale(
     total = existing + deployments
     rows: list[list[object]] = []
     first, synced = start_controller(plane, workdir, "cold-1")
-    recorded = await wait_count(api, "metadata", ROLLED_FOR, total, timeout=600)
+    recorded = await wait_count(api, "metadata", ROLLOUT_STATE, total, timeout=600)
     rows.append(["first start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
     rows.append(["first start: every service's state recorded (no rollout)", f"{synced + recorded:.1f} s", ""])
     rows.append(["RSS after the first start", f"{rss_mib(first):.0f} MiB", "≤ 150 MB"])
