@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rules import registry as rules
+from rules.workloads import resource_path
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,11 @@ class RegistryConfig:
 
     @property
     def htpasswd_path(self) -> str:
-        return f"/api/v1/namespaces/{self.htpasswd_namespace}/secrets/{self.htpasswd_name}"
+        return resource_path("Secret", self.htpasswd_namespace, self.htpasswd_name)
 
     @property
     def rotations_path(self) -> str:
-        return f"/api/v1/namespaces/{self.rotation_namespace}/secrets"
+        return resource_path("Secret", self.rotation_namespace)
 
 
 def parse_secret_ref(value: str) -> tuple[str, str]:
