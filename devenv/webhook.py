@@ -21,10 +21,13 @@ import yaml
 from devenv.cluster import ControlPlane
 from devenv.process import Component, free_port
 from rules.certs import make_ca, make_leaf
-from rules.names import PRODUCT_NAMESPACE, WEBHOOK_CONFIGURATION
+from rules.names import LINK_PREFIX, PRODUCT_NAMESPACE, WEBHOOK_CONFIGURATION
 from rules.secretdata import encode
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "files"
+
+# A malformed link only the webhook refuses: how the local run sees that the apiserver calls it.
+PROBE = LINK_PREFIX + "PROBE"
 
 
 def webhook_definitions(name: str) -> list[dict[str, Any]]:
@@ -80,7 +83,7 @@ def wait_until_judging(plane: ControlPlane, *, timeout: float = 30) -> None:
         "metadata": {
             "name": "webhook-probe",
             "namespace": "default",
-            "annotations": {"env.secrets.smll.io/PROBE": "not-a-link"},
+            "annotations": {PROBE: "not-a-link"},
         },
         "spec": {
             "selector": {"matchLabels": {"app": "probe"}},
@@ -93,7 +96,7 @@ def wait_until_judging(plane: ControlPlane, *, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = plane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
-        if "env.secrets.smll.io/PROBE" in result.stderr:
+        if PROBE in result.stderr:
             return
         time.sleep(0.3)
     raise RuntimeError("the apiserver did not start calling the webhook within the time allowed")
