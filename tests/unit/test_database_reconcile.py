@@ -14,11 +14,12 @@ from controller.databases.reconciler import DatabaseKey, Databases
 from controller.frame.queue import WorkQueue
 from kubeio.logs import JsonFormatter
 from rules import database as rules
-from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, ROTATE, SECRET_TYPE_LABEL
+from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, RESTARTED_AT, ROTATE, SECRET_TYPE_LABEL
 from rules.secretdata import decode_data, encode
 from rules.workloads import resource_path
-from tests.factories import JsonObject
+from tests.factories import JsonObject, container, pod_spec, workload
 from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
+from tests.unit.test_rollout_reconcile import Controller as Rollouts
 
 CONTROLLER = "smll-system"
 SERVER = rules.Server(name="default", host="pg.example", port=5432, sslmode="require", admin_secret="pg-admin")
@@ -238,3 +239,52 @@ async def test_json_logs_name_the_database_and_its_outcome_and_never_a_password(
     told = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.databases.reconciler"]
     assert [line["outcome"] for line in told] == ["Provisioned"]
     assert told[0]["object"] == {"namespace": "shop", "name": "orders"}
+
+
+async def test_a_rotation_keeps_the_old_login_until_its_reader_has_rolled_to_the_new_one(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    """The Database loop and the rollout loop together: the rotation rolls the reader (it did not opt in: a
+    generated Secret rolls every reader), and the old login goes once the new pods all run."""
+    web = resource_path("Deployment", "shop", "web")
+    env = [
+        {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "orders-credentials", "key": "DATABASE_URL"}}}
+    ]
+    api.put(resource_path("Database", "shop"), orders())
+    api.put(resource_path("Deployment", "shop"), workload("Deployment", spec=pod_spec(container(env=env))))
+    databases, rollouts = Controller(api), Rollouts(api)
+    await databases.settle()
+    await rollouts.settle()
+    before = credentials(api)
+
+    api.patch(ORDERS, {"metadata": {"annotations": {ROTATE: "1"}}})
+    await databases.settle()
+    after = credentials(api)
+    assert set(server.logins) == {before["POSTGRES_USER"], after["POSTGRES_USER"]}
+    found = api.get(ORDERS)
+    assert found is not None
+    assert "deployment/web" in found["status"]["conditions"][0]["message"]
+
+    await rollouts.settle()  # the reader rolls to the new credentials
+    rolled = api.get(web)
+    assert rolled is not None
+    assert RESTARTED_AT in rolled["spec"]["template"]["metadata"]["annotations"]
+    api.patch(  # what the Deployment controller reports once every new pod runs
+        web + "/status",
+        {
+            "status": {
+                "observedGeneration": rolled["metadata"]["generation"],
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "availableReplicas": 1,
+            }
+        },
+    )
+    databases.queue.add(("shop", "orders"))  # its recheck, without waiting for it
+    await databases.settle()
+
+    assert server.logins == {after["POSTGRES_USER"]: after["POSTGRES_PASSWORD"]}
+    assert [event["reason"] for event in api.events() if event["involvedObject"]["kind"] == "Database"] == [
+        "Rotated",
+        "OldLoginDropped",
+    ]
