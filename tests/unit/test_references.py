@@ -108,3 +108,23 @@ def test_link_annotations_on_the_workload_and_its_template_count_as_references()
         Use("db", How(Via.LINK, "DB"), frozenset({"DATABASE_URL"})),
         Use("stripe", How(Via.LINK, "API_KEY"), frozenset({"STRIPE_SECRET_KEY"})),
     )
+
+
+@pytest.mark.parametrize(
+    ("how", "shown"),
+    [
+        pytest.param(How(Via.ENV, "API_KEY"), "env API_KEY", id="env"),
+        pytest.param(How(Via.ENV_FROM), "envFrom", id="envFrom"),
+        pytest.param(How(Via.VOLUME, "certs"), "volume certs", id="volume"),
+        pytest.param(How(Via.PROJECTED_VOLUME, "all"), "projected volume all", id="projected"),
+        pytest.param(How(Via.IMAGE_PULL_SECRETS), "imagePullSecrets", id="pull"),
+        pytest.param(How(Via.LINK, "DB"), "link DB", id="link"),
+    ],
+)
+def test_a_use_is_shown_in_messages_as_where_and_by_which_name(how: How, shown: str) -> None:
+    assert str(how) == shown
+
+
+def test_only_a_pull_secret_is_for_image_pulls() -> None:
+    assert Use("pull", How(Via.IMAGE_PULL_SECRETS)).for_image_pull
+    assert not any(Use("s", How(via, "x")).for_image_pull for via in Via if via is not Via.IMAGE_PULL_SECRETS)
