@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
 from rules.workloads import (
+    KINDS,
     JsonObject,
     annotations_of,
     compact_json,
@@ -262,9 +263,12 @@ def link_warnings(request: LinkRequest, secret_keys: SecretKeys, namespace: str)
 # Those copies are never linked themselves: the owner's template was, and a copy that differed from it would be
 # undone or fought over by its controller.
 MADE_FROM_TEMPLATE: Mapping[str, frozenset[tuple[str, str]]] = {
-    "ReplicaSet": frozenset({("apps", "Deployment")}),
-    "Job": frozenset({("batch", "CronJob")}),
-    "Pod": frozenset({("apps", "ReplicaSet"), ("batch", "Job"), ("apps", "StatefulSet"), ("apps", "DaemonSet")}),
+    made: frozenset((KINDS[owner].group, owner) for owner in owners)
+    for made, owners in {
+        "ReplicaSet": ("Deployment",),
+        "Job": ("CronJob",),
+        "Pod": ("ReplicaSet", "Job", "StatefulSet", "DaemonSet"),
+    }.items()
 }
 
 

@@ -23,6 +23,10 @@ class Kind:
     resource: str
     template: tuple[str, ...] | None = None
 
+    @property
+    def group(self) -> str:
+        return group_of(self.api_version)
+
 
 # The one table of kinds: every path the product asks the API for, and every pod spec it reads, comes from here.
 KINDS: Mapping[str, Kind] = {
@@ -57,6 +61,11 @@ def copy_json(value: JsonObject) -> JsonObject:
     except TypeError:
         return copy.deepcopy(value)
     return copied
+
+
+def group_of(api_version: str) -> str:
+    """The API group of an apiVersion ("" for the core group's ``v1``)."""
+    return api_version.rpartition("/")[0]
 
 
 def api_version(kind: str) -> str:
@@ -151,8 +160,11 @@ def controller_owner(obj: JsonObject) -> tuple[str, str, str] | None:
     reference = controller_reference(obj)
     if reference is None:
         return None
-    group = str(reference.get("apiVersion", "")).rpartition("/")[0]
-    return group, str(reference.get("kind", "")), str(reference.get("name", ""))
+    return (
+        group_of(str(reference.get("apiVersion", ""))),
+        str(reference.get("kind", "")),
+        str(reference.get("name", "")),
+    )
 
 
 def rollout_complete(obj: JsonObject, kind: str) -> bool:
