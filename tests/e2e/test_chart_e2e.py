@@ -133,12 +133,16 @@ def test_install_upgrade_and_uninstall_leave_nothing_behind(
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         patch = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]
         cluster.kubectl("patch", kind, FULLNAME, "--type=json", "-p", json.dumps(patch))
+    api_service = "apiservice/v1alpha1.secrets.smll.io"
+    cluster.kubectl("patch", api_service, "--type=merge", "-p", json.dumps({"spec": {"caBundle": bundle}}))
     run_helm(
         helm, cluster, "upgrade", RELEASE, str(CHART), "-n", namespace, values={"controller": {"settleSeconds": 3}}
     )
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         live = json.loads(cluster.kubectl("get", kind, FULLNAME, "-o", "json").stdout)
         assert live["webhooks"][0]["clientConfig"]["caBundle"] == bundle, kind
+    live_api = json.loads(cluster.kubectl("get", api_service, "-o", "json").stdout)
+    assert live_api["spec"]["caBundle"] == bundle, "the write-only API's APIService keeps the webhook's CA"
     args = json.loads(cluster.kubectl("get", "deployment", FULLNAME, "-n", namespace, "-o", "json").stdout)
     assert "--settle-seconds=3" in args["spec"]["template"]["spec"]["containers"][1]["args"]
 
