@@ -75,7 +75,15 @@ class ApiError(Exception):
         return status(self.code, self.reason, self.message, details=details)
 
 
-REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid"}
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    422: "Invalid",
+}
 
 
 def status(code: int, reason: str, message: str, *, details: JsonObject | None = None) -> JsonObject:

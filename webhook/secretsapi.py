@@ -120,6 +120,7 @@ class SecretsApi:
     async def list_views(self, request: web.Request) -> web.Response:
         namespace = request.match_info.get("namespace", "")
         who = self.authenticate(request)
+        _no_watch(request)
         await self.authorize(who, "list", rules.VIEWS, namespace)
         path = f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
         query = {k: v for k, v in request.query.items() if k in ("labelSelector", "fieldSelector")}
@@ -133,6 +134,7 @@ class SecretsApi:
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
+        _no_watch(request)
         await self.authorize(who, "get", rules.VIEWS, namespace, name)
         secret = await get_or_none(self.kube, f"/api/v1/namespaces/{namespace}/secrets/{name}")
         if secret is None:
@@ -200,6 +202,15 @@ class SecretsApi:
         metadata = secret.get("metadata") or {}
         referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
         return rules.view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
+
+
+def _no_watch(request: web.Request) -> None:
+    if request.query.get("watch") in ("1", "true"):
+        raise rules.ApiError(
+            405,
+            "MethodNotAllowed",
+            f"{rules.VIEWS} cannot be watched (a watch would stream Secrets as they change): list them again instead",
+        )
 
 
 def _wants_table(request: web.Request) -> bool:

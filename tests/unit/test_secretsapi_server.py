@@ -140,3 +140,10 @@ async def test_requests_before_the_api_client_exists_are_answered_with_a_status(
                            USER)  # fmt: skip
     assert code == 503
     assert body["kind"] == "Status"
+
+
+async def test_a_watch_is_refused_with_a_status_that_says_why(listeners: Listeners) -> None:
+    path = "/apis/secrets.smll.io/v1alpha1/namespaces/shop/writeonlysecrets?watch=true"
+    code, body = await get(listeners.api, client(FRONT_PROXY_CA), path, USER)
+    assert code == 405
+    assert "cannot be watched" in str(body["message"])
