@@ -21,6 +21,8 @@ ROTATION_SEEN = ANNOTATION_PREFIX + "rotate-seen"
 # On database credentials: the login kept until the readers have rolled, and when the password last changed.
 PREVIOUS_USER = ANNOTATION_PREFIX + "previous-user"
 ROTATED_AT = ANNOTATION_PREFIX + "rotated-at"
+# On a Secret written through the write-only API: key → when the API last changed it (RFC 3339), as JSON.
+KEYS_CHANGED_AT = ANNOTATION_PREFIX + "keys-changed-at"
 # On a Database: dropped by the controller once the server's database and role are dealt with.
 DATABASE_FINALIZER = "smll.io/database"
 # Kubernetes' own: the revision of a Deployment that a ReplicaSet holds.

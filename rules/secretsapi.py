@@ -11,8 +11,6 @@ Two resources, both namespaced:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import json
 import re
@@ -21,16 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
-from rules.names import (
-    ANNOTATION_PREFIX,
-    DATABASE_TYPE,
-    REGISTRY_TYPE,
-    SECRET_TYPE_LABEL,
-    is_secret_key,
-    is_secret_name,
-)
+from rules.names import GENERATED_TYPES, KEYS_CHANGED_AT, SECRET_TYPE_LABEL, is_secret_key, is_secret_name
 from rules.protection import Referrer, usage
 from rules.references import Use
+from rules.secretdata import decode, encode
 from rules.workloads import JsonObject
 
 GROUP = "secrets.smll.io"
@@ -41,11 +33,8 @@ VIEWS = "writeonlysecrets"
 WRITE_KIND = "SecretWrite"
 WRITES = "secretwrites"
 CUSTOM_TYPE = "custom"
-GENERATED_TYPES = frozenset({DATABASE_TYPE, REGISTRY_TYPE})
 
-# On a Secret written through the API: key → when the API last changed it (RFC 3339). Keys written some other way
-# are dated by the Secret's managedFields (see ``key_changes``).
-KEYS_CHANGED_AT = ANNOTATION_PREFIX + "keys-changed-at"
+# Keys written other than through the API are dated by the Secret's managedFields (see ``key_changes``).
 FIELD_MANAGER = "smll-secrets-api"
 # What the apiserver accepts in one Secret: the decoded values together.
 MAX_SECRET_BYTES = 1024 * 1024
@@ -165,8 +154,8 @@ def parse_write(body: Any, namespace: str) -> WriteRequest:
             problems.append((f"spec.data[{key}]", "must be a base64 string"))
             continue
         try:
-            values[key] = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
+            values[key] = decode(value)
+        except ValueError:
             problems.append((f"spec.data[{key}]", "is not valid base64 (use spec.stringData for plain text)"))
     for key, value in _spec_map(spec, "stringData").items():
         if not isinstance(value, str):
@@ -235,7 +224,7 @@ def plan_write(
     if current is None:
         if request.remove:
             raise not_found(namespace, name)
-        data = {key: _b64(value) for key, value in sorted(request.set.items())}
+        data = {key: encode(value) for key, value in sorted(request.set.items())}
         _check_size(name, data)
         metadata: JsonObject = {
             "name": name,
@@ -255,13 +244,13 @@ def plan_write(
     kind = secret_type(current)
     if kind in GENERATED_TYPES:
         _check_generated(name, kind, request, data)
-    changed = sorted(key for key, value in request.set.items() if data.get(key) != _b64(value))
+    changed = sorted(key for key, value in request.set.items() if data.get(key) != encode(value))
     unchanged = sorted(set(request.set) - set(changed))
     removed = sorted(request.remove)
     if not changed and not removed:
         return None, WriteResult(unchanged=tuple(unchanged))
     for key in changed:
-        data[key] = _b64(request.set[key])
+        data[key] = encode(request.set[key])
     for key in removed:
         del data[key]
     _check_size(name, data)
@@ -297,7 +286,7 @@ def _check_generated(name: str, kind: str, request: WriteRequest, data: Mapping[
 
 
 def _check_size(name: str, data: Mapping[str, str]) -> None:
-    size = sum(len(base64.b64decode(value)) for value in data.values()) + sum(len(key) for key in data)
+    size = sum(len(decode(value)) for value in data.values()) + sum(len(key) for key in data)
     if size > MAX_SECRET_BYTES:
         raise ApiError(
             413,
@@ -305,10 +294,6 @@ def _check_size(name: str, data: Mapping[str, str]) -> None:
             f'secret "{name}" would hold {size} bytes; a Secret holds at most {MAX_SECRET_BYTES} (1 MiB): split it '
             "or keep large files out of Secrets",
         )
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
 
 
 def _stamp_json(stamps: Mapping[str, str]) -> str:

@@ -10,13 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 from rules.protection import Referrer, referrer_of
-from rules.workloads import KINDS, POD_KINDS, is_terminating, resource_path
-
-# kind → (path of the kind across all namespaces, path template within one namespace), for webhook/server.py; from
-# the one table of kinds (rules.workloads.KINDS).
-REFERRER_PATHS: dict[str, tuple[str, str]] = {
-    kind: (resource_path(kind), resource_path(kind, "{namespace}")) for kind in KINDS if kind in POD_KINDS
-}
+from rules.workloads import is_terminating
 
 
 class ReferrerIndex:

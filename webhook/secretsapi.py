@@ -26,6 +26,7 @@ from kubernetes_asyncio import client
 from kubeio.errors import describe
 from kubeio.rest import ApiException, get_or_none, json_request
 from rules import secretsapi as rules
+from rules.workloads import resource_path
 from webhook.referrers import ReferrerIndex
 from webhook.tls import ReloadingCertificate
 
@@ -122,7 +123,7 @@ class SecretsApi:
         who = self.authenticate(request)
         _no_watch(request)
         await self.authorize(who, "list", rules.VIEWS, namespace)
-        path = f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
+        path = resource_path("Secret", namespace or None)
         query = {k: v for k, v in request.query.items() if k in ("labelSelector", "fieldSelector")}
         found = await json_request(self.kube, "GET", path, query=query)
         views = [self._view(secret) for secret in found.get("items") or []]
@@ -136,7 +137,7 @@ class SecretsApi:
         who = self.authenticate(request)
         _no_watch(request)
         await self.authorize(who, "get", rules.VIEWS, namespace, name)
-        secret = await get_or_none(self.kube, f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        secret = await get_or_none(self.kube, resource_path("Secret", namespace, name))
         if secret is None:
             raise rules.not_found(namespace, name)
         view = self._view(secret)
@@ -148,7 +149,7 @@ class SecretsApi:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
         await self.authorize(who, "delete", rules.VIEWS, namespace, name)
-        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        path = resource_path("Secret", namespace, name)
         try:
             await json_request(self.kube, "DELETE", path, query=_dry_run(request))
         except ApiException as error:
@@ -180,7 +181,7 @@ class SecretsApi:
         self, wanted: rules.WriteRequest, query: dict[str, str]
     ) -> tuple[dict[str, Any] | None, rules.WriteResult]:
         """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again."""
-        collection = f"/api/v1/namespaces/{wanted.namespace}/secrets"
+        collection = resource_path("Secret", wanted.namespace)
         query = {**query, "fieldManager": rules.FIELD_MANAGER}
         for attempt in range(WRITE_ATTEMPTS):
             current = await get_or_none(self.kube, f"{collection}/{wanted.secret}")

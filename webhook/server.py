@@ -17,8 +17,8 @@ from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import raw_request
 from rules.secretsapi import DEFAULT_STALE_AFTER
+from rules.workloads import POD_KINDS, resource_path
 from webhook.app import STATE, WebhookState, background, create_app, serve_until_stopped
-from webhook.referrers import REFERRER_PATHS
 from webhook.secretsapi import SecretsApi, add_routes
 from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
 from webhook.tls import ReloadingCertificate
@@ -56,8 +56,8 @@ def watches(
             Informer(api, "/api/v1/secrets", state.secret_keys),
             Informer(api, "/api/v1/namespaces", state.protection.terminating),
             *(
-                Informer(api, all_namespaces, state.protection.referrers.handler(kind))
-                for kind, (all_namespaces, _) in REFERRER_PATHS.items()
+                Informer(api, resource_path(kind), state.protection.referrers.handler(kind))
+                for kind in sorted(POD_KINDS)
             ),
         ]
         state.ready_checks.extend(informer.synced.is_set for informer in informers)
@@ -85,13 +85,13 @@ async def consistent_snapshot(api: client.ApiClient, namespace: str) -> Snapshot
         token = ""
         while True:
             query: dict[str, str | int | bool] = {"limit": 500, **({"continue": token} if token else {})}
-            page = await raw_request(api, "GET", path.format(namespace=namespace), query=query)
+            page = await raw_request(api, "GET", path, query=query)
             pages.append((kind, page))
             token = _continue_token(page)
             if not token:
                 return pages
 
-    kinds = await asyncio.gather(*(of_kind(kind, path) for kind, (_, path) in REFERRER_PATHS.items()))
+    kinds = await asyncio.gather(*(of_kind(kind, resource_path(kind, namespace)) for kind in sorted(POD_KINDS)))
     return [page for pages in kinds for page in pages]
 
 

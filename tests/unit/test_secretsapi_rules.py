@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from rules import secretsapi as api
+from rules.names import KEYS_CHANGED_AT
 from rules.protection import Owner, Referrer
 from rules.references import How, Use, Via
 
@@ -93,7 +94,7 @@ def request(set_: dict[str, str] | None = None, remove: set[str] | None = None, 
 
 
 def stamps_of(body: dict[str, Any]) -> dict[str, str]:
-    return json.loads(body["metadata"]["annotations"][api.KEYS_CHANGED_AT])  # type: ignore[no-any-return]
+    return json.loads(body["metadata"]["annotations"][KEYS_CHANGED_AT])  # type: ignore[no-any-return]
 
 
 def test_a_missing_secret_is_created_with_the_keys_and_their_change_times() -> None:
@@ -106,7 +107,7 @@ def test_a_missing_secret_is_created_with_the_keys_and_their_change_times() -> N
 
 
 def test_keys_not_named_are_kept_and_only_changed_keys_are_stamped() -> None:
-    current = secret({"A": "1", "B": "2", "C": "3"}, annotations={api.KEYS_CHANGED_AT: '{"A":"2026-01-01T00:00:00Z"}'})
+    current = secret({"A": "1", "B": "2", "C": "3"}, annotations={KEYS_CHANGED_AT: '{"A":"2026-01-01T00:00:00Z"}'})
     current["metadata"]["managedFields"] = [{"manager": "kubectl"}]
     body, result = api.plan_write(current, request({"A": "1", "B": "new"}, {"C"}), NOW)
     assert body is not None
@@ -215,7 +216,7 @@ def test_when_each_key_last_changed(
 ) -> None:
     metadata: dict[str, Any] = {"creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": fields}
     if stamps:
-        metadata["annotations"] = {api.KEYS_CHANGED_AT: json.dumps(stamps)}
+        metadata["annotations"] = {KEYS_CHANGED_AT: json.dumps(stamps)}
     found = api.key_changes(secret({"A": "1"}, **metadata))
     assert {k: api.rfc3339(v) for k, v in found.items()} == expected
 
