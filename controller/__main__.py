@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         "--settle-seconds",
         type=float,
         default=defaults.settle_seconds,
-        help="settling window: changes within it become one rollout per service",
+        help="settling window: changes less than this apart become one rollout per service",
+    )
+    parser.add_argument(
+        "--settle-max-seconds",
+        type=float,
+        default=defaults.settle_max_seconds,
+        help="the longest a burst of changes is held back as one rollout (never less than --settle-seconds)",
     )
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument(
@@ -53,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     logs.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.lease_seconds < 3 or args.settle_seconds < 0 or args.workers < 1:
-        parser.error("--lease-seconds must be at least 3, --settle-seconds not negative, --workers at least 1")
+    if args.lease_seconds < 3 or args.settle_seconds < 0 or args.settle_max_seconds < 0 or args.workers < 1:
+        parser.error(
+            "--lease-seconds must be at least 3, --settle-seconds and --settle-max-seconds not negative,"
+            " --workers at least 1"
+        )
     if args.database_config is not None:
         try:
             load_servers(args.database_config)
@@ -76,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_name=args.lease_name,
         lease_seconds=args.lease_seconds,
         settle_seconds=args.settle_seconds,
+        settle_max_seconds=args.settle_max_seconds,
         workers=args.workers,
         database_config=args.database_config,
         rotation_grace_seconds=args.rotation_grace_seconds,

@@ -2,9 +2,13 @@
 
 Frame stores keep what the decision needs, and nothing more: per Secret, keyed digests of its keys (never values)
 and whether it is generated credentials; per service, its uses of Secrets, whether it opted in or out, and the
-state it was last rolled for. A change to a Secret enqueues the services that use it after the settling window;
-the reconcile reads the caches, decides with the pure ``rules.rollout`` functions, and writes the new state — with
-the restart annotation when it rolls — in one PATCH guarded by the object's resourceVersion.
+state it was last rolled for. A change to a Secret enqueues the services that use it on the settling window
+(``rules.settling``); the reconcile reads the caches, decides with the pure ``rules.rollout`` functions, and writes
+the new state — with the restart annotation when it rolls — in one PATCH guarded by the object's resourceVersion.
+
+The queue's lanes: at start every service is background work (most have nothing to do); a change seen on a watch is
+urgent and goes ahead of them. A service's event that changes nothing the decision reads (a status update, or the
+controller's own PATCH, which the reconcile writes through to the cache) enqueues nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import datetime
 import sys
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -58,6 +62,7 @@ class Service:
     name: str
     uid: str
     resource_version: str
+    generation: int
     opted_in: bool
     opted_out: bool
     uses: tuple[Use, ...]
@@ -66,6 +71,11 @@ class Service:
     @property
     def key(self) -> ServiceKey:
         return self.kind, self.namespace, self.name
+
+    def same_as(self, other: Service) -> bool:
+        """Equal in all but the resourceVersion: a change that is no reason to reconcile. (The generation moves
+        with any change of the spec or the annotations, so a user's edit still brings a failed service back.)"""
+        return replace(other, resource_version=self.resource_version) == self
 
 
 def service_of(obj: dict[str, Any], kind: str) -> Service:
@@ -78,6 +88,7 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         resource_version=str(metadata.get("resourceVersion", "")),
+        generation=int(metadata.get("generation") or 0),
         opted_in=opted_in(found, template),
         opted_out=opted_out(found, template),
         # A pull secret is read at image pull only: changing it is no reason to restart anything.
@@ -105,9 +116,12 @@ def secret_entry(obj: dict[str, Any], hmac_key: bytes) -> tuple[SecretKey, Diges
 class Caches:
     """Secret digests and services (one store per kind), with the reverse index Secret → services that read it."""
 
-    def __init__(self, hmac_key: bytes, queue: WorkQueue[ServiceKey], settle_seconds: float) -> None:
+    def __init__(
+        self, hmac_key: bytes, queue: WorkQueue[ServiceKey], settle_seconds: float, settle_max_seconds: float = 0.0
+    ) -> None:
         self.queue = queue
         self.settle_seconds = settle_seconds
+        self.settle_max_seconds = settle_max_seconds
         self.secrets: Store[SecretKey, Digests] = Store(
             lambda obj: secret_entry(obj, hmac_key), changed=self._secret_changed
         )
@@ -120,21 +134,25 @@ class Caches:
         return self.services[key[0]].get(key)
 
     def _secret_changed(self, key: SecretKey, before: Digests | None, after: Digests | None) -> None:
-        """A change of a Secret's keys (not at the first list: no rollout at start) rolls its readers after the
-        settling window."""
-        changed = (before.keys if before else None) != (after.keys if after else None)
-        if changed and self.secrets.synced:
-            for service in self.readers.get(key, ()):
-                self.queue.add_after(service, self.settle_seconds)
+        """A change of a Secret's keys or type (not at the first list: no rollout at start) reconciles its readers
+        on the settling window."""
+        if before == after or not self.secrets.synced:
+            return
+        for service in self.readers.get(key, ()):
+            self.queue.add_settled(service, self.settle_seconds, self.settle_max_seconds)
 
     def _service_changed(self, key: ServiceKey, before: Service | None, after: Service | None) -> None:
+        """Every service once at the first list, as background work; afterwards only a change the decision reads,
+        as urgent work."""
+        if before is not None and after is not None and before.same_as(after):
+            return
         if before is not None:
             for use in before.uses:
                 self.readers[(before.namespace, use.secret)].discard(key)
         if after is not None:
             for use in after.uses:
                 self.readers[(after.namespace, use.secret)].add(key)
-            self.queue.add(key)
+            self.queue.add(key, background=not self.services[key[0]].synced)
 
     def secrets_of(self, service: Service) -> dict[str, dict[str, str] | None]:
         """The digests of each Secret the service uses; None for one that does not exist."""
@@ -176,21 +194,21 @@ class Rollouts:
         # Services whose rollout is held, with the reason last told in an Event: told once, not per reconcile.
         self.held: dict[ServiceKey, str] = {}
 
-    async def reconcile(self, key: ServiceKey) -> None:
+    async def reconcile(self, key: ServiceKey) -> bool:
+        """Whether it wrote anything (the frame paces writes, not reconciles that find nothing to do)."""
         service = self.caches.service(key)
         uses = self.caches.rolling_uses(service) if service is not None else ()
         if service is None or not uses:
             self.held.pop(key, None)
-            return
+            return False
         secrets = self.caches.secrets_of(service)
         current = current_state(uses, secrets)
         decision = decide(parse_state(service.stored), current, missing_needs(service.uses, secrets))
         if decision.held:
-            await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")
-            return
+            return await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")
         self.held.pop(key, None)
         if not decision.record:
-            return
+            return False
         patch: dict[str, Any] = {
             "metadata": {
                 "resourceVersion": service.resource_version,
@@ -204,11 +222,12 @@ class Rollouts:
             patch["spec"] = {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}
         path = resource_path(service.kind, service.namespace, service.name)
         try:
-            await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
+            patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status == 404:
-                return
+                return True
             raise
+        self.write_through(service, patched)
         if decision.roll:
             self.metrics.rollouts.labels(service.kind).inc()
             log.info(
@@ -220,6 +239,17 @@ class Rollouts:
                 extra=outcome("rolled-out"),
             )
             await self.event(service, describe(decision.changed))
+        return True
+
+    def write_through(self, service: Service, patched: dict[str, Any]) -> None:
+        """The cache sees the PATCH at once, so its watch event changes nothing and enqueues nothing — unless the
+        watch already brought this or a later version (the cache moved on from what was patched): then it stays."""
+        store = self.caches.services[service.kind]
+        cached = store.get(service.key)
+        if cached is not None and cached.resource_version == service.resource_version and patched:
+            after = service_of(patched, service.kind)
+            if after.key == service.key:
+                store.put(service.key, after)
 
     async def failed(self, key: ServiceKey, message: str) -> None:
         """A reconcile refused for good (an RBAC rule missing, another admission webhook denying the patch): one
@@ -231,10 +261,11 @@ class Rollouts:
             service, "RolloutFailed", f"Could not roll out or record the Secrets this service reads: {message}", True
         )
 
-    async def hold(self, service: Service, why: str) -> None:
-        """A change that would roll the service into pods that cannot start: say so once, roll nothing."""
+    async def hold(self, service: Service, why: str) -> bool:
+        """A change that would roll the service into pods that cannot start: say so once, roll nothing. Whether it
+        told (wrote an Event)."""
         if self.held.get(service.key) == why:
-            return
+            return False
         self.held[service.key] = why
         log.warning(
             "held the rollout of %s/%s/%s: %s",
@@ -246,6 +277,7 @@ class Rollouts:
         )
         message = f"Not rolled out: {why}; new pods could not start, the running ones keep their values"
         await self._record(service, "RolloutHeld", message, True)
+        return True
 
     async def event(self, service: Service, why: str) -> None:
         await self._record(service, "SecretChanged", f"Rolled out: {why}", False)
@@ -270,7 +302,7 @@ def rollout_loop(
 ) -> Loop[ServiceKey]:
     """Rollouts: one key per service; fed by every Secret (reduced to digests) and every service of a rolled kind."""
     queue: WorkQueue[ServiceKey] = WorkQueue()
-    caches = Caches(hmac_key, queue, settings.settle_seconds)
+    caches = Caches(hmac_key, queue, settings.settle_seconds, settings.settle_max_seconds)
     informers = [Informer(api, resource_path("Secret"), caches.secrets)] + [
         Informer(api, resource_path(kind), store) for kind, store in caches.services.items()
     ]

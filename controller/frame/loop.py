@@ -1,5 +1,8 @@
 """A loop: informers that keep its caches and feed its queue, and the reconcile of one key, run by workers.
 
+A reconcile may say whether it wrote (``False``: it found nothing to do); the workers take a token of the queue's
+rate limit after each one that wrote, failed, or did not say, so only writes are paced.
+
 The workers apply the error model (``frame.failures``) to every reconcile the same way: a conflict is retried
 quietly, a transient failure with per-key backoff; a terminal one is reported on the object (``failed``) and not
 retried — the next change to the object brings its key back; anything else is logged in full and retried.
@@ -37,7 +40,7 @@ class Loop(Generic[K]):
     name: str
     queue: WorkQueue[K]
     informers: list[Informer]
-    reconcile: Callable[[K], Awaitable[None]]
+    reconcile: Callable[[K], Awaitable[bool | None]]
     failed: Callable[[K, str], Awaitable[None]] | None = None
 
 
@@ -47,9 +50,10 @@ async def work(loop: Loop[Any], metrics: ControllerMetrics) -> None:
     while True:
         key = await queue.get()
         started = time.perf_counter()
+        wrote: bool | None = None
         with reconciling(loop.name, key):
             try:
-                await loop.reconcile(key)
+                wrote = await loop.reconcile(key)
             except Exception as error:
                 await handle_failure(loop, metrics, key, error)
             else:
@@ -59,6 +63,12 @@ async def work(loop: Loop[Any], metrics: ControllerMetrics) -> None:
                 queue.done(key)
                 metrics.reconcile_duration.labels(loop.name).observe(time.perf_counter() - started)
                 metrics.queue_depth.labels(loop.name).set(len(queue))
+        if wrote is False:
+            # Nothing written, and maybe nothing awaited: let the watches run (a change must not wait for a
+            # whole start's worth of no-op reconciles to be done).
+            await asyncio.sleep(0)
+        else:
+            await queue.pace()
 
 
 async def handle_failure(loop: Loop[Any], metrics: ControllerMetrics, key: Any, error: Exception) -> None:

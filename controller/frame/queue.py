@@ -1,12 +1,20 @@
-"""A work queue of keys, in the manner of client-go's: de-duplicating, delaying, rate-limited, never running one key
-twice at once.
+"""A work queue of keys, in the manner of client-go's: de-duplicating, delaying, in two lanes, never running one key
+twice at once, with a token bucket for the writes the work makes.
 
 - ``add(key)`` makes a key ready; a key already waiting is not added again; a key being processed is marked
   dirty and comes back once ``done`` is called.
-- ``add_after(key, delay)`` makes it ready later; of several pending delays the earliest wins, so a burst of
-  changes within a settling window becomes one run.
-- ``retry(key)`` re-adds it after a per-key exponential backoff; ``forget(key)`` resets that backoff.
-- ``get()`` waits for a ready key, respecting an overall token-bucket rate limit.
+- Two lanes: ``add(key)`` is urgent (a change seen on a watch), ``add(key, background=True)`` is background work
+  (every key at start, a resync). ``get()`` takes urgent keys first, so a real change never waits behind a
+  resync; a background key that gets an urgent ``add`` moves up.
+- ``add_after(key, delay)`` makes it ready later; of several pending delays the earliest wins.
+- ``add_settled(key, settle, settle_max)``: a change to coalesce, on a sliding window (``rules.settling``): each
+  one pushes the key back to ``settle`` seconds after it, at most ``settle_max`` after the one that opened the
+  window. The window closes when the key becomes ready.
+- ``retry(key)`` re-adds it, in the lane it was taken from, after a per-key exponential backoff; ``forget(key)``
+  resets that backoff.
+- ``pace()`` waits for a token of the overall rate limit: the workers take one for each reconcile that wrote
+  (or failed), none for one that found nothing to do — a start's thousands of no-op reconciles are not paced
+  like writes.
 
 Time comes from an injected clock and sleeps from an injected sleeper, so tests drive it without waiting.
 """
@@ -16,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from rules.settling import settle_due
 
 K = TypeVar("K", bound=Hashable)
 
@@ -37,12 +48,17 @@ class WorkQueue(Generic[K]):
         self.max_delay = max_delay
         self.rate = rate
         self.burst = burst
-        self._ready: list[K] = []
-        self._queued: set[K] = set()
-        self._processing: set[K] = set()
-        self._dirty: set[K] = set()
+        # Ready keys: key → urgent? The lanes may hold stale entries (a key that moved up, or was taken): a lane's
+        # entry counts only while ``_queued`` says the key is ready in that lane.
+        self._queued: dict[K, bool] = {}
+        self._urgent: deque[K] = deque()
+        self._background: deque[K] = deque()
+        self._processing: dict[K, bool] = {}  # key → taken from the urgent lane?
+        self._dirty: dict[K, bool] = {}  # key changed while processed → urgent?
         self._delayed: list[tuple[float, int, K]] = []
-        self._waiting: dict[K, float] = {}  # key → when its earliest pending delay ends
+        self._waiting: dict[K, float] = {}  # key → when its pending delay ends
+        self._waiting_urgent: set[K] = set()
+        self._windows: dict[K, float] = {}  # key → when its open settling window began
         self._counter = 0
         self._failures: dict[K, int] = {}
         self._tokens = float(burst)
@@ -51,22 +67,52 @@ class WorkQueue(Generic[K]):
 
     # ---- adding -------------------------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, background: bool = False) -> None:
+        urgent = not background or key in self._waiting_urgent
         self._waiting.pop(key, None)  # ready now: a pending delay for it is moot
+        self._waiting_urgent.discard(key)
+        self._windows.pop(key, None)
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or urgent
             return
-        if key not in self._queued:
-            self._queued.add(key)
-            self._ready.append(key)
+        queued = self._queued.get(key)
+        if queued is None or (urgent and not queued):
+            self._queued[key] = urgent
+            (self._urgent if urgent else self._background).append(key)
             self._wakeup.set()
 
-    def add_after(self, key: K, delay: float) -> None:
+    def add_after(self, key: K, delay: float, *, background: bool = False) -> None:
         if delay <= 0:
+            self.add(key, background=background)
+            return
+        self._wait(key, self.clock() + delay, background=background, earliest=True)
+
+    def add_settled(self, key: K, settle: float, settle_max: float) -> None:
+        """An urgent change to coalesce with the others to this key on a sliding window (see the module)."""
+        if key in self._queued:
+            self.add(key)  # it runs soon and sees this change too; up to the urgent lane
+            return
+        now = self.clock()
+        opened, due = settle_due(self._windows.get(key), now, settle, settle_max)
+        if due <= now:
             self.add(key)
             return
-        due = self.clock() + delay
-        if key in self._queued or self._waiting.get(key, float("inf")) <= due:
+        pending = self._waiting.get(key)
+        if pending is not None and key not in self._windows and pending <= due:
+            # A retry or a plain delay is due before the window would close: it runs then and sees this change.
+            self._waiting_urgent.add(key)
+            return
+        self._windows[key] = opened
+        self._wait(key, due, background=False, earliest=False)
+
+    def _wait(self, key: K, due: float, *, background: bool, earliest: bool) -> None:
+        if key in self._queued:
+            if not background:
+                self.add(key)
+            return
+        if not background:
+            self._waiting_urgent.add(key)
+        if earliest and self._waiting.get(key, float("inf")) <= due:
             return
         self._waiting[key] = due
         self._counter += 1
@@ -77,7 +123,7 @@ class WorkQueue(Generic[K]):
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         delay = float(min(self.base_delay * 2.0**failures, self.max_delay))
-        self.add_after(key, delay)
+        self.add_after(key, delay, background=not self._processing.get(key, True))
         return delay
 
     def forget(self, key: K) -> None:
@@ -90,28 +136,27 @@ class WorkQueue(Generic[K]):
         while self._delayed and self._delayed[0][0] <= now:
             due, _, key = heapq.heappop(self._delayed)
             if self._waiting.get(key) == due:
-                del self._waiting[key]
-                self.add(key)
+                self.add(key, background=key not in self._waiting_urgent)
 
-    def _refill(self) -> None:
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
+    def _take(self, lane: deque[K], urgent: bool) -> K | None:
+        while lane:
+            key = lane.popleft()
+            if self._queued.get(key) is urgent:
+                del self._queued[key]
+                self._processing[key] = urgent
+                return key
+        return None
 
     def try_get(self) -> tuple[K | None, float | None]:
-        """A ready key, or (None, seconds until one may be ready; None when nothing is pending)."""
+        """A ready key, urgent first, or (None, seconds until one may be ready; None when nothing is pending)."""
         self._promote_due()
-        self._refill()
-        if self._ready:
-            if self._tokens < 1:
-                return None, (1 - self._tokens) / self.rate
-            self._tokens -= 1
-            key = self._ready.pop(0)
-            self._queued.discard(key)
-            self._processing.add(key)
+        key = self._take(self._urgent, True)
+        if key is None:
+            key = self._take(self._background, False)
+        if key is not None:
             return key, None
         if self._waiting:
-            return None, max(0.0, min(self._waiting.values()) - self.clock())
+            return None, max(0.0, self._delayed[0][0] - self.clock())
         return None, None
 
     async def get(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> K:
@@ -132,16 +177,32 @@ class WorkQueue(Generic[K]):
                 sleeper.cancel()
 
     def done(self, key: K) -> None:
-        self._processing.discard(key)
+        self._processing.pop(key, None)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, background=not self._dirty.pop(key))
+
+    # ---- the rate limit -----------------------------------------------------------------------------------
+
+    def take_token(self) -> float:
+        """Take a token of the overall rate limit: 0 when taken, else how long until one is there (none taken)."""
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    async def pace(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Wait until a token is taken."""
+        while (wait := self.take_token()) > 0:
+            await sleep(wait)
 
     # ---- looking ------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         """Keys ready or waiting for a delay (what a queue-depth metric shows)."""
-        return len(self._ready) + len(self._waiting)
+        return len(self._queued) + len(self._waiting)
 
     def processing(self, key: K) -> bool:
         return key in self._processing

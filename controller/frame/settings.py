@@ -18,6 +18,7 @@ class Settings:
     lease_name: str = "smll-secrets-controller"
     lease_seconds: int = 15
     settle_seconds: float = 2.0
+    settle_max_seconds: float = 30.0  # the longest a burst is coalesced (rules.settling)
     workers: int = 8
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped inside the cluster
     metrics_port: int = 8080

@@ -298,7 +298,7 @@ def feed(api: FakeApi, path: str, handler: Any, query: Mapping[str, str] | None 
 async def settle(
     api: FakeApi,
     queue: WorkQueue[Any],
-    reconcile: Callable[[Any], Awaitable[None]],
+    reconcile: Callable[[Any], Awaitable[object]],
     relist: Callable[[], None],
     *,
     loop: str,

@@ -20,6 +20,7 @@ NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 SECRET = resource_path("Secret", "shop", "stripe")
 WEB = resource_path("Deployment", "shop", "web")
 LINK = {"env.secrets.smll.io/API_KEY": "stripe/KEY"}
+OTHER_LINK = {"env.secrets.smll.io/TOKEN": "other/KEY"}
 
 
 def stripe(labels: dict[str, str] | None = None) -> JsonObject:
@@ -194,3 +195,31 @@ async def test_every_rolled_kind_is_rolled_once_at_its_own_path(kind: str, monke
         kind,
         "apps/v1",
     )
+
+
+async def test_a_start_is_background_work_a_change_goes_ahead_and_the_controllers_own_writes_enqueue_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())
+    api.put(resource_path("Secret", "shop"), {"metadata": {"name": "other"}, "data": {"KEY": encode("t")}})
+    api.put(resource_path("Deployment", "shop"), workload("Deployment", "a-first", annotations=OTHER_LINK))
+    api.put(resource_path("Deployment", "shop"), reads_key(**LINK))
+    controller = Controller(api)
+    controller.relist()  # the first list: both services, in the background lane
+    change_key(api)  # seen on the watch: urgent
+    controller.caches.secrets.apply("MODIFIED", controller.caches.secrets.compact(api.get(SECRET) or {}))
+
+    first, second = ("Deployment", "shop", "web"), ("Deployment", "shop", "a-first")
+    assert [controller.queue.try_get()[0] for _ in range(2)] == [first, second]
+    for key in [first, second]:
+        assert await controller.rollouts.reconcile(key)  # the first start records each service's state
+        controller.queue.done(key)
+
+    controller.relist()  # what the watch brings of those writes: the cache has them already
+    api.patch(WEB, {"metadata": {"labels": {"tier": "web"}}})  # a change the decision does not read
+    controller.relist()
+
+    assert len(controller.queue) == 0
+    assert not await controller.rollouts.reconcile(("Deployment", "shop", "web"))  # nothing to do: nothing written
