@@ -58,6 +58,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "webhook": {"excludeNamespaces": ["flux-system"], "tls": {"mode": "cert-manager"}},
         "controller": {
             "settleSeconds": 5,
+            "settleMaxSeconds": 45,
             "databases": {"servers": SERVERS},
             "registry": {"url": "registry.example.com"},
         },
@@ -425,6 +426,7 @@ def test_the_controller_command_line_is_accepted_by_the_controller(
     assert settings.namespace == NAMESPACE
     assert settings.identity == "pod-0"
     assert settings.settle_seconds == 5
+    assert settings.settle_max_seconds == 45
     assert settings.registry_url == "registry.example.com"
     assert settings.htpasswd_secret == f"{NAMESPACE}/registry-htpasswd"
     assert load_servers(config)["default"].admin_secret == "pg-admin"

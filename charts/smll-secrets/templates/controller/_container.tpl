@@ -10,6 +10,7 @@
     - --lease-name={{ include "smll-secrets.leaseName" . }}
     - --lease-seconds={{ .Values.controller.leaseSeconds }}
     - --settle-seconds={{ .Values.controller.settleSeconds }}
+    - --settle-max-seconds={{ .Values.controller.settleMaxSeconds }}
     - --workers={{ .Values.controller.workers }}
     - --metrics-port={{ .Values.controller.metricsPort }}
     - --log-level={{ .Values.logLevel }}
