@@ -399,6 +399,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_meter(pids: dict[str, int]) -> Callable[[], str]:
+    """CPU seconds each process uses from now until the returned function is called, as a note."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def used() -> str:
+        return "CPU " + ", ".join(f"{name} {cpu_seconds(pid) - before[name]:.2f} s" for name, pid in pids.items())
+
+    return used
+
+
 async def wait_idle(pid: int, *, window: float = 3.0, busy: float = 0.03, timeout: float = 300) -> bool:
     """Until the process used under ``busy`` of a CPU over ``window`` seconds; False if it never did."""
     started = time.perf_counter()
@@ -474,7 +484,11 @@ class Bench:
     api: client.ApiClient
     contenders: list[Contender]
     settle: float
+    servers: dict[str, int] = field(default_factory=dict)  # etcd and kube-apiserver: their CPU is noted too
     rows: list[Row] = field(default_factory=list)
+
+    def meter(self, contender: Contender) -> Callable[[], str]:
+        return cpu_meter({contender.name: contender.pid(), **self.servers})
 
     def row(self, what: str, unit: str) -> Row:
         found = Row(what, unit)
@@ -510,11 +524,13 @@ class Bench:
                     if contender.name == SMLL:
                         await watch.wait_recorded(names, timeout=600)  # its first start records, rolls nothing
                     await asyncio.sleep(1)
+                    meter = self.meter(contender)
                     started = time.perf_counter()
                     await set_secret(self.api, "shared", f"{contender.name}-{len(names)}")
                     took, rolled = await watch.wait_rolled(started, names, timeout=60 + 0.6 * len(names))
+                    cpu = meter()
                     await asyncio.sleep(2)  # a second rollout of any of them would show now
-                    note = f"{watch.rollouts(started, names)} rollouts"
+                    note = f"{watch.rollouts(started, names)} rollouts; {cpu}"
                     row.add(contender.name, took, note if took is not None else f"{rolled} of {len(names)}; {note}")
 
             await self.each(measure, ["shared"])
@@ -593,11 +609,13 @@ class Bench:
             ) -> None:
                 async with TemplateWatch(self.api) as watch:
                     synced = await contender.start(settle=0)
+                    meter = self.meter(contender)
                     started = time.perf_counter()  # the moment it reports ready
                     await set_secret(self.api, name, f"{contender.name}-restart-{attempt}")
                     took, _ = await watch.wait_rolled(started, [service], timeout=300)
+                    cpu = meter()
                     cold.add(contender.name, synced)
-                    restart.add(contender.name, took, "" if took is not None else "not within 300 s")
+                    restart.add(contender.name, took, cpu if took is not None else f"not within 300 s; {cpu}")
 
             await self.each(idle, [])
             await self.each(changed, [name])
@@ -612,7 +630,9 @@ async def run(args: argparse.Namespace) -> list[Row]:
             contenders: list[Contender] = [Smll(plane, args.workdir)]
             if args.reloader is not None:
                 contenders.append(Reloader(plane, api, args.reloader.resolve(), args.workdir))
-            bench = Bench(api, contenders, args.settle_seconds)
+            servers = {name: plane.components[name].process for name in ("etcd", "kube-apiserver")}
+            pids = {name: process.pid for name, process in servers.items() if process is not None}
+            bench = Bench(api, contenders, args.settle_seconds, pids)
             print(f"1. a Secret changed → dependents rolled ({', '.join(map(str, counts))})", flush=True)
             await bench.dependents(counts)
             print(f"2. a burst of {args.burst} changes, {args.burst_services} services", flush=True)
