@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -154,6 +155,31 @@ async def test_a_burst_of_updates_becomes_one_rollout(
     quiet_period()
 
     assert len(rollout_events(cluster, namespace)) == 1
+
+
+async def test_a_burst_longer_than_the_window_with_changes_closer_than_it_becomes_one_rollout(
+    cluster: ControlPlane,
+    namespace: str,
+    controllers: list[LocalController],
+    tmp_path: Path,
+    kube_api: client.ApiClient,
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "stripe", f"--from-literal=KEY={GUARD.canary()}", "-n", namespace)
+    linked_deployment(cluster, namespace)
+    start_controller(cluster, controllers, tmp_path, lease=lease(), settle=2.5)
+    wait_for(lambda: recorded(cluster, namespace), timeout=20, what="the controller to record what web reads")
+
+    # Seven changes 0.8 s apart: the burst lasts 4.8 s, almost twice the window, each change well inside it.
+    path = f"/api/v1/namespaces/{namespace}/secrets/stripe"
+    for i in range(7):
+        if i:
+            await asyncio.sleep(0.8)
+        body = {"stringData": {"KEY": GUARD.canary(f"burst-{i}")}}
+        await json_request(kube_api, "PATCH", path, body=body, content_type=MERGE_PATCH)
+    wait_for(lambda: restarted_at(cluster, namespace) is not None, timeout=20, what="the rollout")
+    await asyncio.sleep(2.5 + 3)
+
+    assert rollout_events(cluster, namespace) == ["Rolled out: secret 'stripe' changed keys KEY"]
 
 
 def test_restarting_the_controller_rolls_nothing_and_a_change_made_while_it_was_down_rolls_once(
