@@ -7,11 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from controller.databases.config import ConfigError, load_servers
 from controller.frame.logs import tag_reconcile_lines
 from controller.frame.settings import Settings
 from controller.main import run
-from controller.registry.config import parse_secret_ref
 from kubeio import logs
 
 
@@ -65,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             " --workers at least 1"
         )
     if args.database_config is not None:
+        from controller.databases.config import ConfigError, load_servers  # only when turned on
+
         try:
             load_servers(args.database_config)
         except ConfigError as error:
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.registry_url is None) != (args.htpasswd_secret is None):
         parser.error("--registry-url and --htpasswd-secret go together")
     if args.htpasswd_secret is not None:
+        from controller.registry.config import parse_secret_ref  # only when turned on
+
         try:
             parse_secret_ref(args.htpasswd_secret)
         except ValueError as error:

@@ -1,7 +1,8 @@
 """The controller process: leader election, health and metrics, and the loops it leads.
 
 Each loop (``controller.rollouts``, ``controller.databases``, ``controller.registry``) builds a ``frame.Loop``; this
-module only chooses which run and runs them in the frame.
+module only chooses which run and runs them in the frame. The database and registry loops are imported only when
+their flags turn them on: a controller that only rolls out never loads their SQL driver, YAML or bcrypt.
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.databases.config import load_servers
-from controller.databases.loop import database_loop
 from controller.frame.loop import Loop, leaf_errors, run_loop
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.settings import Settings
 from controller.leader import LeaderElector
-from controller.registry.loop import registry_loop
 from controller.rollout_key import ensure_rollout_key
 from controller.rollouts import rollout_loop
 from kubeio.client import kube_client
@@ -52,8 +50,13 @@ async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMet
     hmac_key = await ensure_rollout_key(api, settings.namespace, settings.hmac_secret)
     loops: list[Loop[Any]] = [rollout_loop(api, settings, metrics, hmac_key)]
     if settings.database_config is not None:
+        from controller.databases.config import load_servers  # only when turned on (module doc)
+        from controller.databases.loop import database_loop
+
         loops.append(database_loop(api, settings, hmac_key, load_servers(settings.database_config)))
     if settings.registry_url is not None and settings.htpasswd_secret is not None:
+        from controller.registry.loop import registry_loop  # only when turned on (module doc)
+
         loops.append(registry_loop(api, settings))
     async with asyncio.TaskGroup() as group:
         for loop in loops:
