@@ -3,7 +3,9 @@
 1. Time from a Secret update to all dependents patched, for 1, 100 and 1,000 dependents (settling window 0).
    Beside it, the apiserver's own PATCH rate on this machine: the ceiling no controller can beat.
 2. Controller RSS with 10,000 Secrets and 5,000 Deployments, and cold start to synced at that size, twice: the
-   first start records every service (no rollout), the second finds nothing to do (zero rollouts).
+   first start records every service (no rollout), the second finds nothing to do (zero rollouts). At each start,
+   a Secret changed the moment the controller reports ready ("rollouts: caches synced" in its log, polled every
+   50 ms) → the one service reading it rolled: a real change must not wait behind the start's work.
 
 ``python -m bench.controller_scale [--dependents 1,100,1000] [--secrets 10000 --deployments 5000]``
 The kube-controller-manager is stopped while measuring, so nothing but the controller and the bench writes.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from bench.apiserver import stopped_controller_manager
-from bench.common import machine, table
+from bench.common import load_average, machine, table
 from devenv.cluster import ControlPlane, running_control_plane, wait_for
 from devenv.controller import LocalController
 from kubeio.client import kube_client
@@ -128,8 +131,37 @@ def start_controller(plane: ControlPlane, workdir: Path, name: str) -> tuple[Loc
     controller = LocalController(plane, workdir / name, identity=name, settle_seconds=0, lease_name=f"bench-{name}")
     started = time.perf_counter()
     controller.start()
-    wait_for(lambda: "rollouts: caches synced" in controller.log(), timeout=300, what="the controller's caches")
+    wait_for(
+        lambda: "rollouts: caches synced" in controller.log(),
+        timeout=300,
+        what="the controller's caches",
+        interval=0.05,
+    )
     return controller, time.perf_counter() - started
+
+
+PROBE = "probe"  # a Deployment reading the Secret of the same name, its state recorded before the big start
+
+
+async def changed_at_ready(
+    plane: ControlPlane, api: client.ApiClient, workdir: Path, name: str, value: str
+) -> tuple[LocalController, float, float]:
+    """Start a controller; the moment it reports ready, change the probe's Secret. (The controller, its cold start,
+    the seconds from the change to the probe rolled.)"""
+    found = await json_request(api, "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{PROBE}")
+    watch = asyncio.create_task(wait_restamped(api, {PROBE: _stamp(found)}, 1, found["metadata"]["resourceVersion"]))
+    await asyncio.sleep(0.2)  # the watch is open
+    controller, synced = start_controller(plane, workdir, name)
+    started = time.perf_counter()
+    await json_request(
+        api,
+        "PATCH",
+        f"/api/v1/namespaces/{NAMESPACE}/secrets/{PROBE}",
+        body={"stringData": {"TOKEN": value}},
+        content_type=MERGE_PATCH,
+    )
+    await asyncio.wait_for(watch, timeout=300)
+    return controller, synced, time.perf_counter() - started
 
 
 async def latency(plane: ControlPlane, api: client.ApiClient, workdir: Path, counts: list[int]) -> list[list[object]]:
@@ -180,6 +212,11 @@ async def wait_restamped(api: client.ApiClient, before: dict[str, str | None], c
                 return
 
 
+def _annotations(plane: ControlPlane, name: str) -> dict[str, str]:
+    found = json.loads(plane.kubectl("get", f"deployment/{name}", "-n", NAMESPACE, "-o", "json").stdout)
+    return dict(found["metadata"].get("annotations") or {})
+
+
 def _stamp(item: dict[str, Any]) -> str | None:
     stamp = (item["spec"]["template"]["metadata"].get("annotations") or {}).get(RESTARTED_AT)
     return str(stamp) if stamp else None
@@ -188,6 +225,11 @@ def _stamp(item: dict[str, Any]) -> str | None:
 async def scale(
     plane: ControlPlane, api: client.ApiClient, workdir: Path, secrets: int, deployments: int
 ) -> list[list[object]]:
+    await create_many(api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body(PROBE, "p0")])
+    await create_many(api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", [deployment(PROBE, PROBE)])
+    recorder, _ = start_controller(plane, workdir, "probe")
+    wait_for(lambda: ROLLOUT_STATE in _annotations(plane, PROBE), timeout=120, what="the probe's state recorded")
+    recorder.stop()
     took = await create_many(
         api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body(f"s-{i}", f"value-{i}") for i in range(secrets)]
     )
@@ -201,18 +243,25 @@ async def scale(
     print(f"  created {deployments:,} Deployments in {took:.0f}s")
     total = existing + deployments
     rows: list[list[object]] = []
-    first, synced = start_controller(plane, workdir, "cold-1")
-    recorded = await wait_count(api, "metadata", ROLLOUT_STATE, total, timeout=600)
-    rows.append(["first start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
-    rows.append(["first start: every service's state recorded (no rollout)", f"{synced + recorded:.1f} s", ""])
-    rows.append(["RSS after the first start", f"{rss_mib(first):.0f} MiB", "≤ 150 MB"])
+    began = time.perf_counter()
+    first, synced, rolled = await changed_at_ready(plane, api, workdir, "cold-1", "p1")
     rollouts_before = annotated(await list_deployments(api), "template", RESTARTED_AT)
+    await wait_count(api, "metadata", ROLLOUT_STATE, total, timeout=600)
+    recorded = time.perf_counter() - began
+    rows.append(["first start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
+    rows.append(["first start: a Secret changed at ready → its service rolled", f"{rolled:.2f} s", "≤ 1 s"])
+    rows.append(["first start: every service's state recorded (no rollout)", f"{recorded:.1f} s", ""])
+    rows.append(["RSS after the first start", f"{rss_mib(first):.0f} MiB", "≤ 150 MB"])
+    rollouts_after = annotated(await list_deployments(api), "template", RESTARTED_AT)
+    rows.append(["first start: rollouts besides the probe's", str(rollouts_after - rollouts_before), "0"])
     first.stop()
-    second, synced = start_controller(plane, workdir, "cold-2")
+    rollouts_before = annotated(await list_deployments(api), "template", RESTARTED_AT)
+    second, synced, rolled = await changed_at_ready(plane, api, workdir, "cold-2", "p2")
     await asyncio.sleep(10)
     rollouts_after = annotated(await list_deployments(api), "template", RESTARTED_AT)
     rows.append(["second start: caches synced", f"{synced:.1f} s", "≤ 10 s"])
-    rows.append(["second start: rollouts", str(rollouts_after - rollouts_before), "0"])
+    rows.append(["second start: a Secret changed at ready → its service rolled", f"{rolled:.2f} s", "≤ 1 s"])
+    rows.append(["second start: rollouts besides the probe's", str(rollouts_after - rollouts_before - 1), "0"])
     rows.append(["RSS after the second start (synced, 10 s idle)", f"{rss_mib(second):.0f} MiB", "≤ 150 MB"])
     second.stop()
     return rows
@@ -230,8 +279,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             rate = await patch_rate(api, names)
             print(table(["dependents", "update → all patched", "aim"], rows))
             print(f"the apiserver's own PATCH rate here (16 concurrent clients, {len(names)} patches): {rate:.0f}/s")
-            print(f"\n2. {args.secrets:,} Secrets and {args.deployments:,} Deployments")
+            print(f"load average: {load_average()}")
+            print(f"\n2. {args.secrets:,} Secrets and {args.deployments:,} Deployments", flush=True)
             print(table(["what", "measured", "aim"], await scale(plane, api, workdir, args.secrets, args.deployments)))
+            print(f"load average: {load_average()}")
         finally:
             await api.close()
 
