@@ -148,7 +148,11 @@ class Caches:
             return
         if before is not None:
             for use in before.uses:
-                self.readers[(before.namespace, use.secret)].discard(key)
+                readers = self.readers.get((before.namespace, use.secret))
+                if readers is not None:
+                    readers.discard(key)
+                    if not readers:  # keep no empty set for a Secret nobody reads any more
+                        del self.readers[(before.namespace, use.secret)]
         if after is not None:
             for use in after.uses:
                 self.readers[(after.namespace, use.secret)].add(key)
