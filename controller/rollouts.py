@@ -307,8 +307,8 @@ def rollout_loop(
     """Rollouts: one key per service; fed by every Secret (reduced to digests) and every service of a rolled kind."""
     queue: WorkQueue[ServiceKey] = WorkQueue()
     caches = Caches(hmac_key, queue, settings.settle_seconds, settings.settle_max_seconds)
-    informers = [Informer(api, resource_path("Secret"), caches.secrets)] + [
-        Informer(api, resource_path(kind), store) for kind, store in caches.services.items()
+    informers = [Informer(api, resource_path("Secret"), caches.secrets, managed_fields=False)] + [
+        Informer(api, resource_path(kind), store, managed_fields=False) for kind, store in caches.services.items()
     ]
     rollouts = Rollouts(api, caches, metrics)
     return Loop("rollouts", queue, informers, rollouts.reconcile, rollouts.failed)

@@ -6,14 +6,22 @@ decoded with orjson (a list of thousands of objects is decoded at start-up, wher
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["ApiException", "get_or_none", "json_request", "raw_request", "stream_json_lines"]
+__all__ = [
+    "ApiException",
+    "get_or_none",
+    "json_request",
+    "raw_request",
+    "stream_json_lines",
+    "without_managed_fields",
+]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -67,6 +75,42 @@ async def raw_request(
     return data
 
 
+_MANAGED_FIELDS = b',"managedFields":['
+_AFTER_METADATA = b']},"'
+
+
+def without_managed_fields(data: bytes) -> bytes:
+    """The JSON text of objects (one, a list, a watch event) without their ``metadata.managedFields``, cut out
+    before decoding: they are most of a Deployment's bytes, nothing an informer of rollouts reads, and the API has
+    no way to leave them out.
+
+    Why the cut is exact: in JSON text a ``"`` inside a string is always escaped, so ``,"managedFields":[`` is a key,
+    and ``]},"`` can only be structure. ObjectMeta's last field is managedFields (the apiserver writes fields in
+    their declared order), its entries hold no arrays, so the first ``]},"`` after it closes that array and the
+    metadata, and a field of the object follows. Text that does not fit (no end found, or one past the start of
+    another object: an object whose metadata is its last field) is returned whole; a caller that cannot decode the
+    result decodes the original (``prepare`` below)."""
+    parts = []
+    at = 0
+    while (begin := data.find(_MANAGED_FIELDS, at)) >= 0:
+        end = data.find(_AFTER_METADATA, begin)
+        if end < 0 or data.find(b'"metadata":', begin, end) >= 0:  # no end, or it is another object's
+            return data
+        parts.append(data[at:begin])
+        at = end + 1
+    if not parts:
+        return data
+    parts.append(data[at:])
+    return b"".join(parts)
+
+
+def _decode(data: bytes, prepare: Callable[[bytes], bytes] | None) -> Any:
+    if prepare is not None:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(prepare(data))
+    return orjson.loads(data)
+
+
 async def json_request(
     api: client.ApiClient,
     method: str,
@@ -76,10 +120,12 @@ async def json_request(
     body: Any = None,
     content_type: str = "application/json",
     timeout: float = 30,
+    prepare: Callable[[bytes], bytes] | None = None,
 ) -> dict[str, Any]:
-    """One request; the decoded JSON answer. Raises ApiException on a non-2xx status."""
+    """One request; the decoded JSON answer (its text passed through ``prepare`` first, if given, such as
+    ``without_managed_fields``). Raises ApiException on a non-2xx status."""
     data = await raw_request(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
-    decoded = orjson.loads(data) if data else {}
+    decoded = _decode(data, prepare) if data else {}
     return decoded if isinstance(decoded, dict) else {}
 
 
@@ -94,9 +140,15 @@ async def get_or_none(api: client.ApiClient, path: str) -> dict[str, Any] | None
 
 
 async def stream_json_lines(
-    api: client.ApiClient, path: str, *, query: Mapping[str, str | int | bool], timeout: float
+    api: client.ApiClient,
+    path: str,
+    *,
+    query: Mapping[str, str | int | bool],
+    timeout: float,
+    prepare: Callable[[bytes], bytes] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """A watch: one decoded JSON document a line, however long the line is."""
+    """A watch: one decoded JSON document a line, however long the line is (each passed through ``prepare``
+    first, as for ``json_request``)."""
     response = await _call(api, "GET", path, query=query, body=None, content_type="application/json", timeout=timeout)
     async with response:
         if not 200 <= response.status < 300:
@@ -107,4 +159,4 @@ async def stream_json_lines(
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 if line.strip():
-                    yield orjson.loads(line)
+                    yield _decode(line, prepare)
