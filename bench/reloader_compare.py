@@ -516,7 +516,8 @@ class Bench:
             await create_many(self.api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", bodies)
             made = max(made, count)
             names = [f"dep-{i}" for i in range(count)]
-            row = self.row(f"a Secret read by {count:,} Deployments changed → all rolled", "s")
+            kinds = "Deployment" if count == 1 else "Deployments"
+            row = self.row(f"a Secret read by {count:,} {kinds} changed → all rolled", "s")
 
             async def measure(contender: Contender, names: list[str] = names, row: Row = row) -> None:
                 async with TemplateWatch(self.api) as watch:
