@@ -156,7 +156,9 @@ class SecretsApi:
             if error.status == 404:
                 raise rules.not_found(namespace, name) from None
             raise
-        log.info("secret %s/%s deleted for %s", namespace, name, who.user)
+        log.info(
+            "secret %s/%s deleted for %s", namespace, name, who.user, extra=_fields(namespace, name, who, "deleted")
+        )
         details = {"name": name, "group": rules.GROUP, "kind": rules.VIEWS}
         return _json(rules.status(200, "", f'secret "{name}" deleted', details=details))
 
@@ -170,10 +172,12 @@ class SecretsApi:
             raise rules.ApiError(400, "BadRequest", "the body is not JSON") from None
         wanted = rules.parse_write(body, namespace)
         secret, result = await self._write(wanted, _dry_run(request))
+        fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")
+        fields["keys"] = {"set": list(result.set), "removed": list(result.removed), "unchanged": list(result.unchanged)}
         log.info(
             "secret %s/%s written for %s: created=%s set=%s removed=%s unchanged=%s",
             namespace, wanted.secret, who.user, result.created, ",".join(result.set), ",".join(result.removed),
-            ",".join(result.unchanged),
+            ",".join(result.unchanged), extra=fields,
         )  # fmt: skip
         return _json(rules.write_answer(wanted, result, secret), status=201 if result.created else 200)
 
@@ -203,6 +207,11 @@ class SecretsApi:
         metadata = secret.get("metadata") or {}
         referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
         return rules.view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
+
+
+def _fields(namespace: str, name: str, who: rules.Identity, outcome: str) -> dict[str, Any]:
+    """``extra=`` of a log line about a write (kubeio/logs.py prints them as fields in JSON): names, never values."""
+    return {"object": {"kind": "Secret", "namespace": namespace, "name": name}, "user": who.user, "outcome": outcome}
 
 
 def _no_watch(request: web.Request) -> None:
