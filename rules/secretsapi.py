@@ -684,3 +684,122 @@ def forbidden(who: Identity, verb: str, resource: str, namespace: str, name: str
         f'{target} is forbidden: User "{who.user}" cannot {verb} resource "{resource}" in API group "{GROUP}"'
         f"{scope}{because}",
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenAPI v3: the schemas kubectl explain (and client-side validation) reads; served at /openapi/v3
+
+
+def _string(description: str) -> JsonObject:
+    return {"type": "string", "description": description}
+
+
+def _strings(description: str) -> JsonObject:
+    return {"type": "array", "items": {"type": "string"}, "description": description}
+
+
+_META = {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+_KIND = _string("Kind is a string value representing the REST resource this object represents.")
+_API_VERSION = _string("APIVersion defines the versioned schema of this representation of an object.")
+
+
+def _gvk(kind: str) -> JsonObject:
+    return {"x-kubernetes-group-version-kind": [{"group": GROUP, "version": VERSION, "kind": kind}]}
+
+
+def openapi_path() -> str:
+    return f"apis/{GROUP}/{VERSION}"
+
+
+def openapi_v3() -> JsonObject:
+    """The group-version's OpenAPI v3 document: schemas of both kinds (no paths: kubectl reads schemas by kind)."""
+    key = {
+        "type": "object",
+        "description": "One key: never its value.",
+        "properties": {
+            "name": _string("The key's name."),
+            "lastChanged": _string("When the key last changed (RFC 3339), as well as the Secret tells."),
+            "usedBy": _strings("Who reads the key: `deployment/web (env API_KEY)`."),
+        },
+    }
+    view = {
+        "type": "object",
+        "description": "A Secret without its values: its type, its keys, who uses each key and when each changed.",
+        "properties": {
+            "apiVersion": _API_VERSION,
+            "kind": _KIND,
+            "metadata": _META,
+            "type": _string("custom, database or registry (the label smll.io/secret-type)."),
+            "keys": {"type": "array", "items": key, "description": "The keys, by name."},
+            "advice": _strings("Best-practice findings: rotate regularly, scope per service, descriptive names."),
+        },
+        **_gvk(VIEW_KIND),
+    }
+    write = {
+        "type": "object",
+        "description": "Set keys of a Secret (creating it when missing) and remove keys. The answer names keys only.",
+        "properties": {
+            "apiVersion": _API_VERSION,
+            "kind": _KIND,
+            "metadata": _META,
+            "spec": {
+                "type": "object",
+                "required": ["secretName"],
+                "properties": {
+                    "secretName": _string("The Secret to write, in the namespace of the request."),
+                    "data": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "format": "byte"},
+                        "description": "Keys to set, base64 values (as a Secret's data).",
+                    },
+                    "stringData": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Keys to set, plain text values.",
+                    },
+                    "remove": _strings("Keys to remove."),
+                    "allowGenerated": {
+                        "type": "boolean",
+                        "description": "Allow setting existing keys of a database or registry Secret.",
+                    },
+                },
+            },
+            "status": {
+                "type": "object",
+                "description": "What the write did, key by key.",
+                "properties": {
+                    "created": {"type": "boolean", "description": "The Secret was created."},
+                    "set": _strings("Keys given a new value."),
+                    "unchanged": _strings("Keys that already had the value given."),
+                    "removed": _strings("Keys removed."),
+                    "resourceVersion": _string("The Secret's resourceVersion after the write."),
+                },
+            },
+        },
+        **_gvk(WRITE_KIND),
+    }
+    meta = {
+        "type": "object",
+        "description": "Standard object metadata.",
+        "properties": {
+            "name": _string("Name, unique within a namespace."),
+            "namespace": _string("The namespace."),
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            "uid": _string("The object's UID."),
+            "resourceVersion": _string("The object's resourceVersion."),
+            "creationTimestamp": _string("When the object was created (RFC 3339)."),
+        },
+    }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "smll-secrets write-only Secrets API", "version": VERSION},
+        "paths": {},
+        "components": {
+            "schemas": {
+                f"io.smll.secrets.{VERSION}.{VIEW_KIND}": view,
+                f"io.smll.secrets.{VERSION}.{WRITE_KIND}": write,
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": meta,
+            }
+        },
+    }
