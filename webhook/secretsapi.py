@@ -286,12 +286,7 @@ def add_routes(app: web.Application, secrets_api: SecretsApi) -> None:
     def group_list() -> dict[str, Any]:
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [rules.api_group()]}
 
-    def openapi_root() -> dict[str, Any]:
-        return {"paths": {rules.openapi_path(): {"serverRelativeURL": f"/openapi/v3/{rules.openapi_path()}"}}}
-
     app.router.add_get("/apis", discovery(group_list))
-    app.router.add_get("/openapi/v3", discovery(openapi_root))
-    app.router.add_get(f"/openapi/v3/{rules.openapi_path()}", discovery(rules.openapi_v3))
     app.router.add_get(f"/apis/{rules.GROUP}", discovery(rules.api_group))
     app.router.add_get(BASE, discovery(rules.api_resources))
     app.router.add_get(f"{BASE}/{rules.VIEWS}", secrets_api.list_views)
