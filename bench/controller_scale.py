@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import tempfile
@@ -32,16 +31,20 @@ from devenv.controller import LocalController
 from kubeio.client import kube_client
 from kubeio.rest import MERGE_PATCH, json_request, stream_json_lines
 from rules.names import AUTO_ROLLOUT, RESTARTED_AT, ROLLOUT_STATE
+from rules.secretdata import encode
 
 NAMESPACE = "scale"
 
 
-def deployment(name: str, secret: str) -> dict[str, Any]:
+def deployment(
+    name: str, secret: str, *, namespace: str = NAMESPACE, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Deployment of 0 replicas reading the key TOKEN of ``secret`` (opted in to rollouts unless told otherwise)."""
     env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "TOKEN"}}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {AUTO_ROLLOUT: "true"}},
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {AUTO_ROLLOUT: "true"}},
         "spec": {
             "replicas": 0,
             "selector": {"matchLabels": {"app": name}},
@@ -53,11 +56,8 @@ def deployment(name: str, secret: str) -> dict[str, Any]:
     }
 
 
-def secret_body(name: str, value: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "data": {"TOKEN": base64.b64encode(value.encode()).decode(), "OTHER": "eA=="},
-    }
+def secret_body(name: str, value: str, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "data": {"TOKEN": encode(value), "OTHER": "eA=="}}
 
 
 async def create_many(api: client.ApiClient, path: str, bodies: list[dict[str, Any]], concurrency: int = 16) -> float:

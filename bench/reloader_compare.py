@@ -56,6 +56,7 @@ from typing import Any, Protocol
 import aiohttp
 from kubernetes_asyncio import client
 
+from bench import controller_scale as scale
 from bench.apiserver import stopped_controller_manager
 from bench.common import load_average, machine, table
 from controller.frame.settings import Settings
@@ -64,6 +65,8 @@ from devenv.controller import LocalController
 from devenv.process import Component
 from kubeio.client import kube_client
 from kubeio.rest import MERGE_PATCH, json_request, stream_json_lines
+from rules.names import AUTO_ROLLOUT
+from rules.secretdata import encode
 
 NAMESPACE = "versus"
 ROLLED_FOR = "secrets.smll.io/rolled-for"  # smll-secrets records a service's state here (metadata)
@@ -80,46 +83,17 @@ RELOADER = "Reloader"
 
 def deployment(name: str, secret: str) -> dict[str, Any]:
     """A Deployment reading ``secret`` through an env var, opted in to both products' rollouts."""
-    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "TOKEN"}}}]
-    annotations = {"secrets.smll.io/auto-rollout": "true", RELOADER_SECRET_ANNOTATION: secret}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1", "env": env}]},
-            },
-        },
-    }
+    annotations = {AUTO_ROLLOUT: "true", RELOADER_SECRET_ANNOTATION: secret}
+    return scale.deployment(name, secret, namespace=NAMESPACE, annotations=annotations)
 
 
 def secret_body(name: str, value: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": NAMESPACE}, "data": {"TOKEN": _b64(value), "OTHER": "eA=="}}
-
-
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
-async def create_many(api: client.ApiClient, path: str, bodies: list[dict[str, Any]], concurrency: int = 16) -> float:
-    gate = asyncio.Semaphore(concurrency)
-    started = time.perf_counter()
-
-    async def one(body: dict[str, Any]) -> None:
-        async with gate:
-            await json_request(api, "POST", path, body=body)
-
-    await asyncio.gather(*(one(body) for body in bodies))
-    return time.perf_counter() - started
+    return scale.secret_body(name, value, namespace=NAMESPACE)
 
 
 async def set_secret(api: client.ApiClient, name: str, value: str) -> None:
     path = f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}"
-    await json_request(api, "PATCH", path, body={"data": {"TOKEN": _b64(value)}}, content_type=MERGE_PATCH)
+    await json_request(api, "PATCH", path, body={"data": {"TOKEN": encode(value)}}, content_type=MERGE_PATCH)
 
 
 async def secret_value(api: client.ApiClient, name: str) -> str:
@@ -509,11 +483,11 @@ class Bench:
                     await set_secret(self.api, name, value)
 
     async def dependents(self, counts: list[int]) -> None:
-        await create_many(self.api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body("shared", "v0")])
+        await scale.create_many(self.api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body("shared", "v0")])
         made = 0
         for count in counts:
             bodies = [deployment(f"dep-{i}", "shared") for i in range(made, count)]
-            await create_many(self.api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", bodies)
+            await scale.create_many(self.api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", bodies)
             made = max(made, count)
             names = [f"dep-{i}" for i in range(count)]
             kinds = "Deployment" if count == 1 else "Deployments"
@@ -537,10 +511,10 @@ class Bench:
             await self.each(measure, ["shared"])
 
     async def burst(self, services: int, changes: int, interval: float) -> None:
-        await create_many(self.api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body("burst", "b0")])
+        await scale.create_many(self.api, f"/api/v1/namespaces/{NAMESPACE}/secrets", [secret_body("burst", "b0")])
         names = [f"burst-{i}" for i in range(services)]
         bodies = [deployment(name, "burst") for name in names]
-        await create_many(self.api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", bodies)
+        await scale.create_many(self.api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", bodies)
         row = self.row(f"rollouts per service for a burst of {changes} changes {interval:g} s apart", "")
 
         async def measure(contender: Contender) -> None:
@@ -565,13 +539,13 @@ class Bench:
         await self.each(measure, ["burst"])
 
     async def scale(self, secrets: int, deployments: int, repeats: int) -> None:
-        took = await create_many(
+        took = await scale.create_many(
             self.api,
             f"/api/v1/namespaces/{NAMESPACE}/secrets",
             [secret_body(f"s-{i}", f"value-{i}") for i in range(secrets)],
         )
         print(f"  created {secrets:,} Secrets in {took:.0f} s", flush=True)
-        took = await create_many(
+        took = await scale.create_many(
             self.api,
             f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
             [deployment(f"big-{i}", f"s-{i % secrets}") for i in range(deployments)],
