@@ -8,7 +8,6 @@ standard input, inside the request body, never on a command line; nothing printe
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rules.names import is_secret_key
+from rules.secretdata import encode
 from rules.secretsapi import API_VERSION, VIEWS, WRITE_KIND
 
 USAGE_EXAMPLES = """examples:
@@ -69,7 +69,7 @@ def secret_write(
 ) -> dict[str, object]:
     spec: dict[str, object] = {"secretName": name}
     if values:
-        spec["data"] = {key: base64.b64encode(value).decode() for key, value in values.items()}
+        spec["data"] = {key: encode(value) for key, value in values.items()}
     if remove:
         spec["remove"] = list(remove)
     if allow_generated:

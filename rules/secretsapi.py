@@ -23,7 +23,8 @@ from rules.names import GENERATED_TYPES, KEYS_CHANGED_AT, SECRET_TYPE_LABEL, is_
 from rules.protection import Referrer, usage
 from rules.references import Use
 from rules.secretdata import decode, encode
-from rules.workloads import JsonObject
+from rules.times import format_time, parse_time
+from rules.workloads import JsonObject, compact_json
 
 GROUP = "secrets.smll.io"
 VERSION = "v1alpha1"
@@ -229,7 +230,7 @@ def plan_write(
         metadata: JsonObject = {
             "name": name,
             "namespace": namespace,
-            "annotations": {KEYS_CHANGED_AT: _stamp_json(dict.fromkeys(data, rfc3339(now)))},
+            "annotations": {KEYS_CHANGED_AT: compact_json(dict.fromkeys(data, format_time(now)))},
         }
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata, "data": data}
         return body, WriteResult(created=True, set=tuple(data))
@@ -258,10 +259,10 @@ def plan_write(
     new_metadata = dict(current.get("metadata") or {})
     new_metadata.pop("managedFields", None)
     stamps = _stamps(new_metadata)
-    stamps.update(dict.fromkeys(changed, rfc3339(now)))
+    stamps.update(dict.fromkeys(changed, format_time(now)))
     for key in removed:
         stamps.pop(key, None)
-    new_metadata["annotations"] = {**(new_metadata.get("annotations") or {}), KEYS_CHANGED_AT: _stamp_json(stamps)}
+    new_metadata["annotations"] = {**(new_metadata.get("annotations") or {}), KEYS_CHANGED_AT: compact_json(stamps)}
     new["metadata"] = new_metadata
     new["data"] = data
     return new, WriteResult(set=tuple(changed), unchanged=tuple(unchanged), removed=tuple(removed))
@@ -296,10 +297,6 @@ def _check_size(name: str, data: Mapping[str, str]) -> None:
         )
 
 
-def _stamp_json(stamps: Mapping[str, str]) -> str:
-    return json.dumps(dict(sorted(stamps.items())), separators=(",", ":"))
-
-
 def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject | None) -> JsonObject:
     """The answer to a ``SecretWrite``: the request without its values, and what happened, key by key."""
     metadata = (secret or {}).get("metadata") or {}
@@ -327,18 +324,8 @@ def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject 
 # Views: a Secret without its values
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+def _time(text: object) -> datetime.datetime | None:
+    return parse_time(text) if isinstance(text, str) else None
 
 
 def _owned_keys(entry: JsonObject) -> set[str]:
@@ -351,13 +338,13 @@ def key_changes(secret: JsonObject) -> dict[str, datetime.datetime]:
     key another manager owns, that manager's last write (managedFields ``time``) when it is newer; else when the
     Secret was created."""
     metadata = secret.get("metadata") or {}
-    created = _parse_time(metadata.get("creationTimestamp")) or datetime.datetime.fromtimestamp(0, datetime.UTC)
-    stamps = {key: _parse_time(value) for key, value in _stamps(metadata).items()}
+    created = _time(metadata.get("creationTimestamp")) or datetime.datetime.fromtimestamp(0, datetime.UTC)
+    stamps = {key: _time(value) for key, value in _stamps(metadata).items()}
     owners: dict[str, tuple[str, datetime.datetime | None]] = {}
     for entry in metadata.get("managedFields") or []:
         if isinstance(entry, dict):
             for key in _owned_keys(entry):
-                owners[key] = (str(entry.get("manager", "")), _parse_time(entry.get("time")))
+                owners[key] = (str(entry.get("manager", "")), _time(entry.get("time")))
     changed: dict[str, datetime.datetime] = {}
     for key in secret.get("data") or {}:
         stamp = stamps.get(key)
@@ -484,7 +471,7 @@ def view(
         "keys": [
             {
                 "name": key,
-                "lastChanged": rfc3339(changed[key]),
+                "lastChanged": format_time(changed[key]),
                 "usedBy": [f"{label} ({', '.join(hows)})" for label, hows in users[key].items()],
             }
             for key in sorted(changed)
@@ -520,8 +507,8 @@ def table(views: Sequence[JsonObject], now: datetime.datetime, resource_version:
         metadata = item["metadata"]
         keys = item["keys"]
         names = ",".join(key["name"] for key in keys)
-        newest = max((_parse_time(key["lastChanged"]) for key in keys), default=None, key=lambda t: t or now)
-        created = _parse_time(metadata.get("creationTimestamp"))
+        newest = max((_time(key["lastChanged"]) for key in keys), default=None, key=lambda t: t or now)
+        created = _time(metadata.get("creationTimestamp"))
         rows.append(
             {
                 "cells": [

@@ -14,6 +14,7 @@ from rules import secretsapi as api
 from rules.names import KEYS_CHANGED_AT
 from rules.protection import Owner, Referrer
 from rules.references import How, Use, Via
+from rules.times import format_time
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -218,7 +219,7 @@ def test_when_each_key_last_changed(
     if stamps:
         metadata["annotations"] = {KEYS_CHANGED_AT: json.dumps(stamps)}
     found = api.key_changes(secret({"A": "1"}, **metadata))
-    assert {k: api.rfc3339(v) for k, v in found.items()} == expected
+    assert {k: format_time(v) for k, v in found.items()} == expected
 
 
 # ---- the view and its advice -------------------------------------------------------------------------------------
