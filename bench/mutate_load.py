@@ -154,9 +154,9 @@ def stage_breakdown(body: bytes, runs: int = 2000) -> list[tuple[str, float]]:
 
     return [
         ("parse_review (orjson.loads + checks)", timed(lambda: parse_review(body))),
-        ("link_object (copy by orjson round trip + links + warnings)", timed(link)),
-        ("  of which the orjson round trip", timed(lambda: orjson.loads(orjson.dumps(obj)))),
-        ("  (copy.deepcopy, the copy it replaced)", timed(lambda: copy.deepcopy(obj))),
+        ("link_object (copies what it changes + links + warnings)", timed(link)),
+        ("  (a whole copy by orjson round trip, what it made before)", timed(lambda: orjson.loads(orjson.dumps(obj)))),
+        ("  (copy.deepcopy, what it made before that)", timed(lambda: copy.deepcopy(obj))),
         ("json_patch (diff old → linked)", timed(lambda: json_patch(obj, linked.obj))),
         ("  (jsonpatch.make_patch, the diff it replaced)", timed(lambda: jsonpatch.make_patch(obj, linked.obj))),
         ("encode the answer (orjson + base64 patch)", timed(lambda: orjson.dumps(review(response)))),

@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bench.common import secret_objects
+from kubeio.loop import new_loop
 from webhook.app import WebhookState, create_app
 
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             ssl_context=server_context(args.cert_file, args.key_file),
             access_log=None,
+            loop=new_loop(),  # the product's loop (kubeio/loop.py)
             print=None,
         )
     finally:

@@ -8,6 +8,7 @@ annotation removes exactly its env entry, and so that applying twice changes not
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from rules.workloads import (
     annotations_of,
     compact_json,
     controller_owner,
-    copy_json,
     dicts_in,
     json_object,
     pod_template,
@@ -60,14 +60,20 @@ class LinkDenied(Exception):
 
 @dataclass
 class Linked:
-    """The result of linking an object: the new object and the warnings for the user."""
+    """The result of linking an object: the new object and the warnings for the user.
+
+    ``obj`` shares what linking did not change with the object it was made from; change neither afterwards."""
 
     obj: JsonObject
     warnings: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_link(annotation: str, value: str) -> Link:
-    """One ``env.secrets.smll.io/<VAR>: <secret>/<key>`` annotation → a Link, or LinkDenied saying how to fix it."""
+    """One ``env.secrets.smll.io/<VAR>: <secret>/<key>`` annotation → a Link, or LinkDenied saying how to fix it.
+
+    Cached: every pod of a workload carries the same annotations, and a Link is immutable (a denial is not cached).
+    """
     var = annotation[len(LINK_PREFIX) :]
     if not ENV_VAR.match(var):
         raise LinkDenied(
@@ -163,26 +169,40 @@ def _target_names(spec: JsonObject, chosen: tuple[str, ...] | None) -> list[str]
     return list(chosen)
 
 
-def _link_container(container: JsonObject, want: Mapping[str, Link], managed: Iterable[str]) -> list[str]:
-    """Give one container exactly the wanted links; returns problems (hand-set vars in the way)."""
+# var → its link and the env entry it wants, in var order (one entry per link, shared by the containers it goes to).
+Wanted = Mapping[str, tuple[Link, JsonObject]]
+
+
+def _link_container(container: JsonObject, want: Wanted, managed: Iterable[str]) -> list[str]:
+    """Give one container exactly the wanted links; returns problems (hand-set vars in the way).
+
+    One pass over the env: entries keep their order, a wanted var already there is replaced where it stands (its
+    duplicates dropped), a new one is added at the end in name order.
+    """
     managed = set(managed)
     before = container.get("env")
-    env = dicts_in(before)
-    env = [e for e in env if not (e.get("name") in managed and e.get("name") not in want)]
+    env = [e for e in dicts_in(before) if not (e.get("name") in managed and e.get("name") not in want)]
+    positions: dict[str, list[int]] = {}
+    for index, present in enumerate(env):
+        name = present.get("name")
+        if isinstance(name, str) and name in want:
+            positions.setdefault(name, []).append(index)
     problems: list[str] = []
-    for var, link in sorted(want.items()):
-        entry = link.env_entry()
-        positions = [i for i, e in enumerate(env) if e.get("name") == var]
-        if not positions:
+    duplicates: set[int] = set()
+    for var, (link, entry) in want.items():
+        found = positions.get(var)
+        if not found:
             env.append(entry)
-        elif var in managed or all(env[i] == entry for i in positions):
-            env[positions[0]] = entry
-            env = [e for i, e in enumerate(env) if i not in positions[1:]]
+        elif var in managed or all(env[i] == entry for i in found):
+            env[found[0]] = entry
+            duplicates.update(found[1:])
         else:
             problems.append(
                 f"annotation {link.annotation}: container {container.get('name')!r} already sets {var} by hand; "
                 f"remove that env entry or use another var name"
             )
+    if duplicates:
+        env = [e for i, e in enumerate(env) if i not in duplicates]
     if env != (before if isinstance(before, list) else []):
         if env:
             container["env"] = env
@@ -203,14 +223,15 @@ def apply_links(template: JsonObject, request: LinkRequest) -> None:
         raise LinkDenied(["the pod template's metadata is not an object"])
     record = read_record(annotations_of(template))
     targets = set(_target_names(spec, request.containers))
+    wanted: Wanted = {var: (link, link.env_entry()) for var, link in sorted(request.links.items())}
     new_record: dict[str, list[str]] = {}
     problems: list[str] = []
     for container in dicts_in(spec.get("containers")) + dicts_in(spec.get("initContainers")):
         name = str(container.get("name"))
-        want = request.links if name in targets else {}
+        want = wanted if name in targets else {}
         problems += _link_container(container, want, record.get(name, ()))
         if want:
-            new_record[name] = sorted(want)
+            new_record[name] = list(want)
     if problems:
         raise LinkDenied(problems)
     current = metadata.get("annotations")
@@ -281,8 +302,45 @@ def template_owner(obj: JsonObject, kind: str) -> str | None:
     return f"{owner[1].lower()}/{owner[2]}"
 
 
+def _writable(template: JsonObject) -> JsonObject:
+    """A copy of a pod template (or Pod) that ``apply_links`` may change: what it writes — the metadata and its
+    annotations, the spec, its container lists and containers — is copied; the rest is shared with ``template``,
+    which stays as it was. Copying the whole object was most of the cost of an admission review."""
+    copied = dict(template)
+    metadata = copied.get("metadata")
+    if isinstance(metadata, dict):
+        metadata = copied["metadata"] = dict(metadata)
+        if isinstance(metadata.get("annotations"), dict):
+            metadata["annotations"] = dict(metadata["annotations"])
+    spec = copied.get("spec")
+    if isinstance(spec, dict):
+        spec = copied["spec"] = dict(spec)
+        for field_name in ("containers", "initContainers"):
+            containers = spec.get(field_name)
+            if isinstance(containers, list):
+                spec[field_name] = [dict(c) if isinstance(c, dict) else c for c in containers]
+    return copied
+
+
+def _with_writable_template(obj: JsonObject, kind: str) -> tuple[JsonObject, JsonObject | None]:
+    """``obj`` with its pod template replaced by a ``_writable`` copy (the dicts on the way copied too), and that
+    template; ``(obj, None)`` when it has none."""
+    if pod_template(obj, kind) is None:
+        return obj, None
+    path = KINDS[kind].template or ()
+    if not path:
+        template = _writable(obj)
+        return template, template
+    root = dict(obj)
+    node = root
+    for key in path[:-1]:
+        node[key] = node = dict(node[key])
+    template = node[path[-1]] = _writable(node[path[-1]])
+    return root, template
+
+
 def _would_change(template: JsonObject, request: LinkRequest) -> bool:
-    probe = copy_json(template)
+    probe = _writable(template)
     with contextlib.suppress(LinkDenied):
         apply_links(probe, request)
     return probe.get("spec") != template.get("spec")
@@ -296,8 +354,8 @@ def link_object(
     Every supported object carrying link annotations is linked, whoever owns it, except what a built-in controller
     makes from a template of its own. Wherever links cannot be applied, a warning says so.
     """
-    result = Linked(copy_json(obj))
-    template = pod_template(result.obj, kind)
+    copied, template = _with_writable_template(obj, kind)
+    result = Linked(copied)
     if template is None:
         return result
     owner = template_owner(result.obj, kind)

@@ -135,15 +135,18 @@ def mutate(request: AdmissionRequest, secret_keys: SecretKeys) -> AdmissionRespo
 
 
 def _pointer(path: str, key: str | int) -> str:
-    return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+    if isinstance(key, int):
+        return f"{path}/{key}"
+    return f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
 
 
 def json_patch(old: Any, new: Any) -> list[dict[str, Any]]:
     """RFC 6902 operations that turn ``old`` into ``new`` (JSON values; ``new`` usually a changed deep copy).
 
     Equal subtrees cost one comparison in C and are skipped, so the work is proportional to what changed, not to
-    the size of the object. Dicts are diffed key by key and equal-length lists item by item; a list that only grew
-    at its end gets one ``add`` per new item, and any other changed list is replaced whole.
+    the size of the object. Dicts are diffed key by key and equal-length lists item by item; a list whose length
+    changed is replaced whole (one op for a container's env, not one per linked var: the ops were most of the diff's
+    cost, and the bytes are about the same).
     """
     ops: list[dict[str, Any]] = []
     _diff(old, new, "", ops)
@@ -151,7 +154,8 @@ def json_patch(old: Any, new: Any) -> list[dict[str, Any]]:
 
 
 def _same(old: Any, new: Any) -> bool:
-    return type(old) is type(new) and old == new
+    # Linking shares what it did not change with the object it was given: most subtrees are the same object.
+    return old is new or (type(old) is type(new) and old == new)
 
 
 def _diff(old: Any, new: Any, path: str, ops: list[dict[str, Any]]) -> None:
@@ -165,13 +169,9 @@ def _diff(old: Any, new: Any, path: str, ops: list[dict[str, Any]]) -> None:
             elif not _same(old[key], value):
                 _diff(old[key], value, _pointer(path, key), ops)
         return
-    if isinstance(old, list) and isinstance(new, list):
-        if len(new) == len(old):
-            for index, (was, now) in enumerate(zip(old, new, strict=True)):
-                if not _same(was, now):
-                    _diff(was, now, _pointer(path, index), ops)
-            return
-        if len(new) > len(old) and new[: len(old)] == old:
-            ops.extend({"op": "add", "path": _pointer(path, i), "value": new[i]} for i in range(len(old), len(new)))
-            return
+    if isinstance(old, list) and isinstance(new, list) and len(new) == len(old):
+        for index, (was, now) in enumerate(zip(old, new, strict=True)):
+            if not _same(was, now):
+                _diff(was, now, _pointer(path, index), ops)
+        return
     ops.append({"op": "replace", "path": path, "value": new})

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from kubeio import loop
 from kubeio.client import kube_client
 from kubeio.informer import Informer
 from kubeio.rest import raw_request
@@ -164,7 +165,7 @@ def serve(settings: Settings) -> int:
     if settings.self_managed is None:
         tls.reload()  # the files must be there at start; in self-managed mode they are written before listening
     app = build_app(settings, tls)
-    return asyncio.run(
+    return loop.run(
         serve_until_stopped(
             app,
             host=settings.host,
