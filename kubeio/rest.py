@@ -36,8 +36,9 @@ async def _call(
     body: Any,
     content_type: str,
     timeout: float | None,
+    accept: str = "application/json",
 ) -> Any:
-    headers = {"Accept": "application/json", "Content-Type": content_type}
+    headers = {"Accept": accept, "Content-Type": content_type}
     return await api.call_api(
         path,
         method,
@@ -66,9 +67,12 @@ async def raw_request(
     body: Any = None,
     content_type: str = "application/json",
     timeout: float = 30,
+    accept: str = "application/json",
 ) -> bytes:
     """One request; the answer's bytes, undecoded. Raises ApiException on a non-2xx status."""
-    response = await _call(api, method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+    response = await _call(
+        api, method, path, query=query, body=body, content_type=content_type, timeout=timeout, accept=accept
+    )
     async with response:
         data: bytes = await response.read()
         _raise_for_status(response.status, response.reason, data)

@@ -29,9 +29,13 @@ from rules.protection import (
 from webhook.admission import AdmissionRequest, AdmissionResponse, allow, deny
 from webhook.referrers import ReferrerIndex, TerminatingNamespaces
 
-# A consistent read of a namespace: for each referrer kind, the raw pages of its LIST, undecoded.
+# A consistent read of a namespace: for each referrer kind, its LIST answers, undecoded (protobuf or JSON).
 Snapshot = list[tuple[str, bytes]]
 ConsistentRead = Callable[[str], Awaitable[Snapshot]]
+# (namespace, kind) → that kind's LIST as JSON pages, read now: for a kind whose protobuf answer mentions the name.
+JsonRead = Callable[[str, str], Awaitable[list[bytes]]]
+
+PROTOBUF_MAGIC = b"k8s\x00"  # how every protobuf answer of the API starts
 
 
 class CoalescedReads:
@@ -78,6 +82,7 @@ class ProtectionView:
     referrers: ReferrerIndex = field(default_factory=ReferrerIndex)
     terminating: TerminatingNamespaces = field(default_factory=TerminatingNamespaces)
     consistent_read: ConsistentRead | None = None
+    json_read: JsonRead | None = None
 
 
 async def _users(view: ProtectionView, namespace: str, secret: str, keys: frozenset[str] | None) -> Usage:
@@ -86,22 +91,54 @@ async def _users(view: ProtectionView, namespace: str, secret: str, keys: frozen
     found = usage(secret, view.referrers.referrers(namespace, secret), view.referrers.by_uid, keys=keys)
     if found.report or view.consistent_read is None:
         return found
-    fresh = referrers_in(await view.consistent_read(namespace), secret)
+    fresh = await referrers_in(await view.consistent_read(namespace), secret, namespace, view.json_read)
     return usage(secret, fresh, {r.uid: r for r in fresh}, keys=keys)
 
 
-def referrers_in(snapshot: Snapshot, secret: str) -> list[Referrer]:
-    """The referrers of a snapshot that may use ``secret``. A page that does not even contain the name is not
-    decoded: every reference holds the name as a JSON string (``"stripe"``) or a link value (``stripe/KEY``), so
-    skipping such pages loses nothing, and a delete of an unused Secret decodes almost nothing."""
-    exact, linked = f'"{secret}"'.encode(), f"{secret}/".encode()
+async def referrers_in(snapshot: Snapshot, secret: str, namespace: str, json_read: JsonRead | None) -> list[Referrer]:
+    """The referrers of a snapshot that may use ``secret``. An answer that does not even mention the name is not
+    decoded, so a delete of an unused Secret decodes almost nothing. A protobuf answer that mentions it is not
+    decoded either: that kind is read again as JSON, now (still a consistent read, started after the request
+    arrived), and those pages are."""
     found: list[Referrer] = []
-    for kind, page in snapshot:
-        if exact not in page and linked not in page:
+    for kind, body in snapshot:
+        if not mentions(body, secret):
             continue
-        items = json.loads(page).get("items") or []
-        found += [referrer_of(item, kind) for item in items]
+        pages = [body]
+        if body.startswith(PROTOBUF_MAGIC):
+            if json_read is None:
+                raise RuntimeError(f"a protobuf LIST of {kind} mentions {secret!r} and there is no JSON reader")
+            pages = await json_read(namespace, kind)
+        for page in pages:
+            if mentions(page, secret):
+                items = json.loads(page).get("items") or []
+                found += [referrer_of(item, kind) for item in items]
     return found
+
+
+def mentions(body: bytes, secret: str) -> bool:
+    """Whether an undecoded LIST answer may hold a reference to ``secret`` (a "yes" that is wrong only costs decoding).
+
+    Every reference holds the name as a whole string (``secretKeyRef.name``, ``secretName``, an ``imagePullSecrets``
+    entry…) or at the start of a link value (``stripe/KEY``). The name is a DNS subdomain, so no encoding escapes
+    it: a whole string is ``"stripe"`` in JSON text, and in protobuf a string field is its length as a varint
+    followed by its bytes, ``\\x06stripe``."""
+    name = secret.encode()
+    if name + b"/" in body:
+        return True
+    if body.startswith(PROTOBUF_MAGIC):
+        return _varint(len(name)) + name in body
+    return b'"' + name + b'"' in body
+
+
+def _varint(number: int) -> bytes:
+    """Protobuf's base-128 varint (low seven bits first, the high bit set on every byte but the last)."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
 
 
 async def validate(request: AdmissionRequest, view: ProtectionView) -> AdmissionResponse:

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.factories import JsonObject, admission_review, container, pod_spec, secret, workload
 from webhook.app import WebhookState, create_app
-from webhook.validate import Snapshot, referrers_in
+from webhook.validate import PROTOBUF_MAGIC, Snapshot, _varint, mentions, referrers_in
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -343,13 +343,58 @@ async def test_readyz_waits_for_the_caches(aiohttp_client: ClientFactory) -> Non
     assert (await client.get("/readyz")).status == 200
 
 
-def test_a_snapshot_page_without_the_secret_name_is_never_decoded_and_links_are_still_found() -> None:
+async def test_a_snapshot_page_without_the_secret_name_is_never_decoded_and_links_are_still_found() -> None:
     linked = with_uid(workload("Deployment", "linked", annotations={"env.secrets.smll.io/K": " vault/KEY"}), "l1")
     snapshot: Snapshot = [
         ("Pod", b"{not even json: the name is absent, so it must be skipped"),
         ("Deployment", json.dumps({"items": [linked]}).encode()),
     ]
 
-    found = referrers_in(snapshot, "vault")
+    found = await referrers_in(snapshot, "vault", "shop", None)
 
     assert [r.label for r in found] == ["deployment/linked"]
+
+
+def protobuf(*strings: str) -> bytes:
+    """A protobuf LIST answer as far as ``mentions`` looks: the magic, then string fields (tag, length, bytes)."""
+    fields = b"".join(b"\x0a" + _varint(len(text.encode())) + text.encode() for text in strings)
+    return PROTOBUF_MAGIC + b"\x12\x00" + fields
+
+
+@pytest.mark.parametrize(
+    ("body", "secret", "expected"),
+    [
+        (protobuf("api", "vault"), "vault", True),  # a whole string: secretKeyRef.name, secretName, …
+        (protobuf("vault/KEY"), "vault", True),  # a link value
+        (protobuf(" vault/KEY"), "vault", True),  # a link value with a space (links are trimmed)
+        (protobuf("vaults", "a-vault"), "vault", False),  # only longer strings that contain it
+        (protobuf("x" * 200, "v" * 200), "v" * 200, True),  # a two-byte length
+        (protobuf("v" * 201), "v" * 200, False),
+        (b'{"items":[{"name":"vault"}]}', "vault", True),
+        (b'{"items":[{"name":"vaults"}]}', "vault", False),
+        (b'{"items":[{"value":"vault/KEY"}]}', "vault", True),
+    ],
+)
+def test_an_answer_mentions_a_secret_when_it_holds_its_name_as_a_whole_string_or_a_link(
+    body: bytes, secret: str, expected: bool
+) -> None:
+    assert mentions(body, secret) is expected
+
+
+async def test_a_protobuf_answer_that_mentions_the_name_is_read_again_as_json_and_one_that_does_not_never() -> None:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "vault", "key": "TOKEN"}}}]
+    user = with_uid(workload("Deployment", "web", spec=pod_spec(container(env=env))), "w1")
+    asked: list[tuple[str, str]] = []
+
+    async def json_read(namespace: str, kind: str) -> list[bytes]:
+        asked.append((namespace, kind))
+        return [json.dumps({"items": [user]}).encode()]
+
+    snapshot: Snapshot = [("Deployment", protobuf("web", "vault")), ("Pod", protobuf("web-1", "other"))]
+
+    found = await referrers_in(snapshot, "vault", "shop", json_read)
+
+    assert asked == [("shop", "Deployment")]
+    assert [r.label for r in found] == ["deployment/web"]
+    assert await referrers_in(snapshot, "unused", "shop", json_read) == []
+    assert asked == [("shop", "Deployment")]
