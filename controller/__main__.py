@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from controller.frame.logs import tag_reconcile_lines
 from controller.frame.settings import Settings
 from controller.main import run
-from kubeio import logs
+from kubeio import logs, loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
     )
-    return asyncio.run(run(settings))
+    return loop.run(run(settings))
 
 
 if __name__ == "__main__":
