@@ -1,6 +1,9 @@
 """List-then-watch for one resource path, feeding a handler that keeps what it needs in memory.
 
-List (paged), hand the handler the whole state, then watch from the list's resourceVersion. Bookmarks keep the
+List, hand the handler the whole state, then watch from the list's resourceVersion. The list is streamed where
+the apiserver can (a watch with ``sendInitialEvents``, Kubernetes' WatchList: the objects arrive one event each,
+so decoding one overlaps the apiserver encoding the next, and the state is consistent at the resourceVersion of
+the bookmark that ends them); an apiserver that refuses that gets paged LISTs, from then on. Bookmarks keep the
 resourceVersion fresh; a 410 Gone (or an ERROR event saying so) relists; a broken connection reconnects with
 exponential backoff and jitter; any other failure ends ``run`` (see there). ``synced`` is set after the first
 complete list.
@@ -9,6 +12,7 @@ complete list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -22,6 +26,11 @@ from kubeio.rest import ApiException, json_request, stream_json_lines, without_m
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
+
+# The annotation of the bookmark that ends a streamed list's initial events.
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# What an apiserver without WatchList answers to ``sendInitialEvents``: the request is invalid there.
+STREAMING_REFUSED = (400, 422)
 
 
 class Handler(Protocol):
@@ -52,9 +61,10 @@ class Informer:
         watch_seconds: int = 300,
         max_backoff: float = 30.0,
         managed_fields: bool = True,
+        streaming: bool = True,
     ) -> None:
         """``managed_fields=False``: objects are decoded without ``metadata.managedFields`` (for a handler that
-        never reads them, the start-up list decodes half the bytes)."""
+        never reads them, the start-up list decodes half the bytes). ``streaming=False``: paged LISTs only."""
         self.api = api
         self.path = path
         self.handler = handler
@@ -66,8 +76,50 @@ class Informer:
         self.resource_version = ""
         self.compact: Callable[[JsonObject], Any] = getattr(handler, "compact", lambda obj: obj)
         self.prepare = None if managed_fields else without_managed_fields
+        self.streaming = streaming
 
     async def list(self) -> None:
+        if self.streaming:
+            try:
+                await self._streamed_list()
+                return
+            except ApiException as error:
+                if error.status not in STREAMING_REFUSED:
+                    raise
+                log.info("%s: the apiserver does not stream lists (%s); listing in pages", self.path, describe(error))
+                self.streaming = False
+        await self._paged_list()
+
+    async def _streamed_list(self) -> None:
+        query: dict[str, str | int | bool] = {
+            **self.query,
+            "watch": "true",
+            "sendInitialEvents": "true",
+            "resourceVersionMatch": "NotOlderThan",  # with no resourceVersion: as consistent as a LIST
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": self.watch_seconds,
+        }
+        items: list[Any] = []
+        events = stream_json_lines(
+            self.api, self.path, query=query, timeout=self.watch_seconds + 60, prepare=self.prepare
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                metadata = obj.get("metadata") or {}
+                if kind == "ADDED":
+                    items.append(self.compact(obj))
+                elif kind == "BOOKMARK" and (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                    self.resource_version = str(metadata.get("resourceVersion", ""))
+                    self.handler.replace(items)
+                    self.synced.set()
+                    return
+                elif kind == "ERROR":
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+        raise ConnectionError(f"the streamed list of {self.path} ended before its last object")  # transient: again
+
+    async def _paged_list(self) -> None:
         items: list[Any] = []
         token = ""
         while True:

@@ -7,7 +7,7 @@ decoded with orjson (a list of thousands of objects is decoded at start-up, wher
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -150,7 +150,7 @@ async def stream_json_lines(
     query: Mapping[str, str | int | bool],
     timeout: float,
     prepare: Callable[[bytes], bytes] | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """A watch: one decoded JSON document a line, however long the line is (each passed through ``prepare``
     first, as for ``json_request``)."""
     response = await _call(api, "GET", path, query=query, body=None, content_type="application/json", timeout=timeout)

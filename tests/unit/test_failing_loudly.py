@@ -60,8 +60,9 @@ def answers(*steps: Any) -> Callable[..., Awaitable[Any]]:
 
 
 def informer(path: str, **options: float) -> Informer:
-    """An informer whose requests the test's fake ``json_request`` answers (no client behind it)."""
-    return Informer(cast(ApiClient, None), path, Keys(), **options)  # type: ignore[arg-type]
+    """An informer whose requests the test's fake ``json_request`` answers (no client behind it): it lists in pages
+    (the streamed list is a watch; tests/unit/test_informer.py has it)."""
+    return Informer(cast(ApiClient, None), path, Keys(), streaming=False, **options)  # type: ignore[arg-type]
 
 
 EMPTY_LIST = {"items": [], "metadata": {"resourceVersion": "7"}}
