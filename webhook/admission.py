@@ -149,29 +149,33 @@ def json_patch(old: Any, new: Any) -> list[dict[str, Any]]:
     cost, and the bytes are about the same).
     """
     ops: list[dict[str, Any]] = []
-    _diff(old, new, "", ops)
+    if _differ(old, new):
+        _diff(old, new, "", ops)
     return ops
 
 
-def _same(old: Any, new: Any) -> bool:
+_ABSENT = object()
+
+
+def _differ(old: Any, new: Any) -> bool:
     # Linking shares what it did not change with the object it was given: most subtrees are the same object.
-    return old is new or (type(old) is type(new) and old == new)
+    return old is not new and (type(old) is not type(new) or old != new)
 
 
 def _diff(old: Any, new: Any, path: str, ops: list[dict[str, Any]]) -> None:
-    if _same(old, new):
-        return
+    """Append the ops that turn ``old`` into ``new``, which differ (the caller compared them: once per node)."""
     if isinstance(old, dict) and isinstance(new, dict):
         ops.extend({"op": "remove", "path": _pointer(path, key)} for key in old if key not in new)
         for key, value in new.items():
-            if key not in old:
+            was = old.get(key, _ABSENT)
+            if was is _ABSENT:
                 ops.append({"op": "add", "path": _pointer(path, key), "value": value})
-            elif not _same(old[key], value):
-                _diff(old[key], value, _pointer(path, key), ops)
+            elif was is not value and (type(was) is not type(value) or was != value):
+                _diff(was, value, _pointer(path, key), ops)
         return
     if isinstance(old, list) and isinstance(new, list) and len(new) == len(old):
         for index, (was, now) in enumerate(zip(old, new, strict=True)):
-            if not _same(was, now):
+            if was is not now and (type(was) is not type(now) or was != now):
                 _diff(was, now, _pointer(path, index), ops)
         return
     ops.append({"op": "replace", "path": path, "value": new})
