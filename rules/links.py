@@ -334,7 +334,9 @@ def _with_writable_template(obj: JsonObject, kind: str) -> tuple[JsonObject, Jso
     root = dict(obj)
     node = root
     for key in path[:-1]:
-        node[key] = node = dict(node[key])
+        child = dict(node[key])
+        node[key] = child
+        node = child
     template = node[path[-1]] = _writable(node[path[-1]])
     return root, template
 
