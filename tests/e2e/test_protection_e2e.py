@@ -280,6 +280,13 @@ def test_link_change_the_key_unlink_and_after_the_rollout_the_secret_can_be_dele
         timeout=20,
         what="the controller to record what web reads",
     )
+    # The linked revision must exist before the key changes: the Deployment controller makes one ReplicaSet of two
+    # template changes it sees at once, and the controller records its state in well under a second.
+    wait_for(
+        lambda: sum(names_stripe(rs) for rs in replicasets(cluster, namespace)) == 1,
+        timeout=30,
+        what="the linked ReplicaSet",
+    )
     patch = json.dumps({"stringData": {"STRIPE_SECRET_KEY": GUARD.canary()}})
     cluster.kubectl("patch", "secret", "stripe", "-n", namespace, "-p", patch)
     wait_for(
