@@ -199,7 +199,9 @@ class Rollouts:
         self.held: dict[ServiceKey, str] = {}
 
     async def reconcile(self, key: ServiceKey) -> bool:
-        """Whether it wrote anything (the frame paces writes, not reconciles that find nothing to do)."""
+        """Whether the frame paces it: a rollout (pods restart) or a held service's Event, yes; nothing to do, or
+        only the service's state recorded (a metadata PATCH, no restart: a first start records every service), no —
+        those go as fast as the workers and the apiserver's own priority and fairness let them."""
         service = self.caches.service(key)
         uses = self.caches.rolling_uses(service) if service is not None else ()
         if service is None or not uses:
@@ -229,7 +231,7 @@ class Rollouts:
             patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status == 404:
-                return True
+                return decision.roll
             raise
         self.write_through(service, patched)
         if decision.roll:
@@ -243,7 +245,7 @@ class Rollouts:
                 extra=outcome("rolled-out"),
             )
             await self.event(service, describe(decision.changed))
-        return True
+        return decision.roll
 
     def write_through(self, service: Service, patched: dict[str, Any]) -> None:
         """The cache sees the PATCH at once, so its watch event changes nothing and enqueues nothing — unless the

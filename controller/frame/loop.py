@@ -1,7 +1,8 @@
 """A loop: informers that keep its caches and feed its queue, and the reconcile of one key, run by workers.
 
-A reconcile may say whether it wrote (``False``: it found nothing to do); the workers take a token of the queue's
-rate limit after each one that wrote, failed, or did not say, so only writes are paced.
+A reconcile may say whether its work is paced (``False``: it found nothing to do, or wrote only bookkeeping that
+the rate limit is not meant for); the workers take a token of the queue's rate limit after each one that said
+``True``, failed, or did not say.
 
 The workers apply the error model (``frame.failures``) to every reconcile the same way: a conflict is retried
 quietly, a transient failure with per-key backoff; a terminal one is reported on the object (``failed``) and not

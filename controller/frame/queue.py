@@ -12,9 +12,9 @@ twice at once, with a token bucket for the writes the work makes.
   window. The window closes when the key becomes ready.
 - ``retry(key)`` re-adds it, in the lane it was taken from, after a per-key exponential backoff; ``forget(key)``
   resets that backoff.
-- ``pace()`` waits for a token of the overall rate limit: the workers take one for each reconcile that wrote
-  (or failed), none for one that found nothing to do — a start's thousands of no-op reconciles are not paced
-  like writes.
+- ``pace()`` waits for a token of the overall rate limit: the workers take one for each reconcile whose work is
+  paced (a rollout, a credential written) or that failed, none for one that found nothing to do or only recorded
+  its bookkeeping — a start's thousands of no-op reconciles and state records are not paced like rollouts.
 
 Time comes from an injected clock and sleeps from an injected sleeper, so tests drive it without waiting.
 """

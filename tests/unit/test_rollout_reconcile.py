@@ -213,9 +213,15 @@ async def test_a_start_is_background_work_a_change_goes_ahead_and_the_controller
 
     first, second = ("Deployment", "shop", "web"), ("Deployment", "shop", "a-first")
     assert [controller.queue.try_get()[0] for _ in range(2)] == [first, second]
+    paced = []
     for key in [first, second]:
-        assert await controller.rollouts.reconcile(key)  # the first start records each service's state
+        paced.append(await controller.rollouts.reconcile(key))
         controller.queue.done(key)
+    # A first start records each service's state and rolls none: no token taken, so a first start records every
+    # service at the apiserver's pace, not the bucket's.
+    assert paced == [False, False]
+    assert all(ROLLOUT_STATE in (api.get(resource_path(*key[:2], key[2])) or {})["metadata"]["annotations"]
+               for key in [first, second])  # fmt: skip
 
     controller.relist()  # what the watch brings of those writes: the cache has them already
     api.patch(WEB, {"metadata": {"labels": {"tier": "web"}}})  # a change the decision does not read
@@ -223,3 +229,8 @@ async def test_a_start_is_background_work_a_change_goes_ahead_and_the_controller
 
     assert len(controller.queue) == 0
     assert not await controller.rollouts.reconcile(("Deployment", "shop", "web"))  # nothing to do: nothing written
+
+    api.patch(SECRET, {"data": {"KEY": encode("sk_live_3")}})
+    controller.relist()
+    assert await controller.rollouts.reconcile(("Deployment", "shop", "web"))  # a rollout: paced
+    assert restarted_at(api) is not None
