@@ -68,12 +68,22 @@ class Linked:
     warnings: list[str] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=4096)
+# The longest annotation (name + value) whose link is cached: a real one is at most ≈ 600 characters (a secret name
+# and a key of 253 each, a var name); padding a value with whitespace must not let a client fill the cache.
+CACHED_UP_TO = 1024
+
+
 def parse_link(annotation: str, value: str) -> Link:
     """One ``env.secrets.smll.io/<VAR>: <secret>/<key>`` annotation → a Link, or LinkDenied saying how to fix it.
 
-    Cached: every pod of a workload carries the same annotations, and a Link is immutable (a denial is not cached).
-    """
+    Cached: every pod of a workload carries the same annotations, and a Link is immutable (a denial is not cached,
+    nor an annotation longer than ``CACHED_UP_TO``)."""
+    if len(annotation) + len(value) <= CACHED_UP_TO:
+        return _cached_link(annotation, value)
+    return _link(annotation, value)
+
+
+def _link(annotation: str, value: str) -> Link:
     var = annotation[len(LINK_PREFIX) :]
     if not ENV_VAR.match(var):
         raise LinkDenied(
@@ -91,6 +101,9 @@ def parse_link(annotation: str, value: str) -> Link:
             ]
         )
     return Link(var=var, secret=secret, key=key)
+
+
+_cached_link = functools.lru_cache(maxsize=4096)(_link)
 
 
 def parse_links(found: Mapping[str, str]) -> dict[str, Link]:

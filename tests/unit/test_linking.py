@@ -12,7 +12,7 @@ import jsonpatch
 import pytest
 from aiohttp.test_utils import TestClient
 
-from rules.links import link_object
+from rules.links import CACHED_UP_TO, _cached_link, link_object, parse_link
 from rules.names import MANAGED_ENV
 from rules.workloads import pod_spec, pod_template
 from tests.factories import JsonObject, admission_review, container, secret, workload
@@ -377,3 +377,13 @@ async def test_annotation_keys_with_slashes_and_tildes_are_patched_correctly(web
 
     assert result["metadata"]["annotations"]["example.com/a~b"] == "x"
     assert env_of(result) == [ref("API_KEY", "stripe", "STRIPE_SECRET_KEY")]
+
+
+def test_a_link_padded_past_the_cache_limit_still_parses_and_is_not_cached() -> None:
+    padded = " " * CACHED_UP_TO + "stripe/STRIPE_SECRET_KEY"
+    before = _cached_link.cache_info().currsize
+
+    link = parse_link("env.secrets.smll.io/API_KEY", padded)
+
+    assert (link.secret, link.key) == ("stripe", "STRIPE_SECRET_KEY")
+    assert _cached_link.cache_info().currsize == before
