@@ -31,6 +31,7 @@ JsonObject = dict[str, Any]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # What an apiserver without WatchList answers to ``sendInitialEvents``: the request is invalid there.
 STREAMING_REFUSED = (400, 422)
+STREAMED_LIST_SECONDS = 3600
 
 
 class Handler(Protocol):
@@ -97,11 +98,12 @@ class Informer:
             "sendInitialEvents": "true",
             "resourceVersionMatch": "NotOlderThan",  # with no resourceVersion: as consistent as a LIST
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": self.watch_seconds,
+            # Long enough for any list: one that took longer than its watch would start again from scratch forever.
+            "timeoutSeconds": STREAMED_LIST_SECONDS,
         }
         items: list[Any] = []
         events = stream_json_lines(
-            self.api, self.path, query=query, timeout=self.watch_seconds + 60, prepare=self.prepare
+            self.api, self.path, query=query, timeout=STREAMED_LIST_SECONDS + 60, prepare=self.prepare
         )
         async with contextlib.aclosing(events):
             async for event in events:
