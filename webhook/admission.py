@@ -141,12 +141,13 @@ def _pointer(path: str, key: str | int) -> str:
 
 
 def json_patch(old: Any, new: Any) -> list[dict[str, Any]]:
-    """RFC 6902 operations that turn ``old`` into ``new`` (JSON values; ``new`` usually a changed deep copy).
+    """RFC 6902 operations that turn ``old`` into ``new`` (JSON values; ``new`` usually a copy of ``old`` changed
+    where it differs, sharing the rest: ``rules.links._writable``).
 
-    Equal subtrees cost one comparison in C and are skipped, so the work is proportional to what changed, not to
-    the size of the object. Dicts are diffed key by key and equal-length lists item by item; a list whose length
-    changed is replaced whole (one op for a container's env, not one per linked var: the ops were most of the diff's
-    cost, and the bytes are about the same).
+    Shared subtrees are skipped on identity, other equal ones cost one comparison in C, so the work is proportional
+    to what changed, not to the size of the object. Dicts are diffed key by key and equal-length lists item by item;
+    a list whose length changed is replaced whole (one op for a container's env, not one per linked var: the ops
+    were most of the diff's cost, and the bytes are about the same).
     """
     ops: list[dict[str, Any]] = []
     if _differ(old, new):

@@ -51,10 +51,10 @@ async def work(loop: Loop[Any], metrics: ControllerMetrics) -> None:
     while True:
         key = await queue.get()
         started = time.perf_counter()
-        wrote: bool | None = None
+        paced: bool | None = None
         with reconciling(loop.name, key):
             try:
-                wrote = await loop.reconcile(key)
+                paced = await loop.reconcile(key)
             except Exception as error:
                 await handle_failure(loop, metrics, key, error)
             else:
@@ -64,9 +64,9 @@ async def work(loop: Loop[Any], metrics: ControllerMetrics) -> None:
                 queue.done(key)
                 metrics.reconcile_duration.labels(loop.name).observe(time.perf_counter() - started)
                 metrics.queue_depth.labels(loop.name).set(len(queue))
-        if wrote is False:
-            # Nothing written, and maybe nothing awaited: let the watches run (a change must not wait for a
-            # whole start's worth of no-op reconciles to be done).
+        if paced is False:
+            # Not paced (nothing written, or only a recorded state), and maybe nothing awaited: let the watches
+            # run (a change must not wait for a whole start's worth of such reconciles to be done).
             await asyncio.sleep(0)
         else:
             await queue.pace()

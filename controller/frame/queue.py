@@ -1,5 +1,5 @@
 """A work queue of keys, in the manner of client-go's: de-duplicating, delaying, in two lanes, never running one key
-twice at once, with a token bucket for the writes the work makes.
+twice at once, with a token bucket for the work that is paced (rollouts, credentials written).
 
 - ``add(key)`` makes a key ready; a key already waiting is not added again; a key being processed is marked
   dirty and comes back once ``done`` is called.
