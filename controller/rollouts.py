@@ -32,7 +32,7 @@ from kubeio.events import record_event
 from kubeio.informer import Informer
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
 from rules.names import RESTARTED_AT, ROLLOUT_STATE
-from rules.references import Use, secret_uses
+from rules.references import Use, uses_in
 from rules.rollout import (
     current_state,
     decide,
@@ -81,7 +81,8 @@ class Service:
 def service_of(obj: dict[str, Any], kind: str) -> Service:
     metadata = obj.get("metadata") or {}
     found = annotations_of(obj)
-    template = annotations_of(pod_template(obj, kind))
+    pods = pod_template(obj, kind)  # a workload's: never the object itself
+    template = annotations_of(pods)
     return Service(
         kind=kind,
         namespace=sys.intern(str(metadata.get("namespace", ""))),
@@ -92,7 +93,7 @@ def service_of(obj: dict[str, Any], kind: str) -> Service:
         opted_in=opted_in(found, template),
         opted_out=opted_out(found, template),
         # A pull secret is read at image pull only: changing it is no reason to restart anything.
-        uses=tuple(use for use in secret_uses(obj, kind) if not use.for_image_pull),
+        uses=tuple(use for use in uses_in(pods, found, template) if not use.for_image_pull),
         stored=found.get(ROLLOUT_STATE),
     )
 

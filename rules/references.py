@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rules.links import LinkDenied, parse_link
 from rules.names import LINK_PREFIX
-from rules.workloads import JsonObject, annotations_of, dict_or_empty, dicts_in, pod_spec, pod_template
+from rules.workloads import JsonObject, annotations_of, dict_or_empty, dicts_in, pod_template
 
 CONTAINER_FIELDS = ("containers", "initContainers", "ephemeralContainers")
 
@@ -108,14 +108,22 @@ def _link_uses(*annotation_sets: dict[str, str]) -> Iterator[Use]:
 
 def secret_uses(obj: JsonObject, kind: str | None = None) -> tuple[Use, ...]:
     """Every use of a Secret by ``obj`` (a workload, a Pod or a ReplicaSet), sorted and without repeats."""
-    spec = pod_spec(obj, kind) or {}
     template = pod_template(obj, kind)
+    template_annotations = annotations_of(template) if template is not None and template is not obj else {}
+    return uses_in(template, annotations_of(obj), template_annotations)
+
+
+def uses_in(
+    template: JsonObject | None, annotations: dict[str, str], template_annotations: dict[str, str]
+) -> tuple[Use, ...]:
+    """``secret_uses`` from the parts a caller has already read: the pod template (or the Pod), the object's
+    annotations and, for a workload, its template's (the controller reads them anyway, once per service)."""
+    spec = (template.get("spec") if template is not None else None) or {}
+    if not isinstance(spec, dict):
+        spec = {}
     uses: set[Use] = set(_container_uses(spec)) | set(_volume_uses(spec))
     for pull in dicts_in(spec.get("imagePullSecrets")):
         if isinstance(pull.get("name"), str) and pull["name"]:
             uses.add(Use(pull["name"], How(Via.IMAGE_PULL_SECRETS)))
-    annotation_sets = [annotations_of(obj)]
-    if template is not None and template is not obj:
-        annotation_sets.append(annotations_of(template))
-    uses |= set(_link_uses(*annotation_sets))
+    uses |= set(_link_uses(annotations, template_annotations))
     return tuple(sorted(uses))

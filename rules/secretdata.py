@@ -4,6 +4,7 @@ OS CSPRNG, and the labels that mark a Secret as the product's."""
 from __future__ import annotations
 
 import base64
+import binascii
 import secrets
 import string
 from collections.abc import Mapping
@@ -25,8 +26,10 @@ def encode(value: str | bytes) -> str:
 
 
 def decode(value: str) -> bytes:
-    """The bytes of a base64 value; ValueError when it is not base64."""
-    return base64.b64decode(value, validate=True)
+    """The bytes of a base64 value; ValueError when it is not base64. The same answers as
+    ``base64.b64decode(value, validate=True)``, checked in C rather than by a regular expression first: the controller
+    decodes every key of every Secret at start-up."""
+    return binascii.a2b_base64(value, strict_mode=True)
 
 
 def decode_data(data: Mapping[str, str]) -> dict[str, str]:

@@ -47,3 +47,19 @@ def test_the_lean_client_loads_a_kubeconfig(tmp_path: Path) -> None:
         asyncio.run(main())
     """)
     assert found == "https://127.0.0.1:6443 kubernetes_asyncio.client.api_client"
+
+
+def test_in_a_pod_the_client_loads_the_in_cluster_config_and_no_kubeconfig_loader() -> None:
+    found = run("""
+        import asyncio, os, sys
+        os.environ.update(KUBERNETES_SERVICE_HOST="10.0.0.1", KUBERNETES_SERVICE_PORT="443")
+        from kubeio.client import kube_client
+        async def main():
+            try:
+                await kube_client(None)
+            except Exception as error:  # no service account here: the in-cluster loader says so
+                loaded = "kubernetes_asyncio.config.kube_config" in sys.modules
+                print(type(error).__name__, "yaml" in sys.modules, loaded)
+        asyncio.run(main())
+    """)
+    assert found == "ConfigException False False"

@@ -40,6 +40,15 @@ def test_digests_are_per_key_keyed_and_hide_the_value() -> None:
     assert b64("hunter2") not in str(digests)
 
 
+def test_digests_are_the_ones_services_already_store() -> None:
+    # Stored on every service (rolled-for): a digest that changed between versions would roll every service once.
+    data = {"A": b64("hunter2"), "B": "***not base64", "C": ""}
+
+    assert key_digests(data, HMAC_KEY) == {"A": "dc1c35f5c059792b", "B": "1cd55d0237746a2d", "C": "ddb510960aac3414"}
+    assert key_digests(data, b"other-key" * 4) == key_digests(data, b"other-key" * 4)  # the prepared key is its own
+    assert key_digests(data, b"other-key" * 4) != key_digests(data, HMAC_KEY)
+
+
 @pytest.mark.parametrize(
     ("annotations", "template", "expected"),
     [

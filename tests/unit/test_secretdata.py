@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rules import secretdata
 from rules.names import COMPONENT_LABEL, MANAGED_BY_LABEL, SECRET_TYPE_LABEL
@@ -28,6 +33,25 @@ def test_data_decodes_to_text_and_what_is_not_base64_or_text_reads_as_empty() ->
     data = {"ok": secretdata.encode("hello"), "not-base64": "***", "not-text": secretdata.encode(b"\xff\xfe")}
 
     assert secretdata.decode_data(data) == {"ok": "hello", "not-base64": "", "not-text": ""}
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="ABCabc0189+/=\n -_*é", max_size=24),
+        st.binary(max_size=24).map(lambda raw: base64.b64encode(raw).decode()),
+    )
+)
+def test_decode_answers_as_the_standard_librarys_strict_base64(value: str) -> None:
+    try:
+        expected: bytes | type[ValueError] = base64.b64decode(value, validate=True)
+    except ValueError:
+        expected = ValueError
+    try:
+        found: bytes | type[ValueError] = secretdata.decode(value)
+    except (ValueError, binascii.Error):
+        found = ValueError
+
+    assert found == expected
 
 
 def test_decode_refuses_what_is_not_base64() -> None:
