@@ -27,8 +27,8 @@ def encode(value: str | bytes) -> str:
 
 def decode(value: str) -> bytes:
     """The bytes of a base64 value; ValueError when it is not base64. The same answers as
-    ``base64.b64decode(value, validate=True)``, checked in C rather than by a regular expression first: the controller
-    decodes every key of every Secret at start-up."""
+    ``base64.b64decode(value, validate=True)``, which calls this after a conversion it does not need (the controller
+    decodes every key of every Secret at start-up)."""
     return binascii.a2b_base64(value, strict_mode=True)
 
 

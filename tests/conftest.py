@@ -7,7 +7,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
+from kubernetes_asyncio.config.kube_config import new_client_from_config
 
 from devenv.cluster import ControlPlane, running_control_plane, wait_for
 from tests.leaks import GUARD
@@ -48,6 +49,6 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
 @pytest.fixture
 async def kube_api(cluster: ControlPlane) -> AsyncIterator[client.ApiClient]:
     """A kubernetes-asyncio client logged in as the cluster admin."""
-    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api = await new_client_from_config(config_file=str(cluster.kubeconfig))
     async with api:
         yield api

@@ -55,11 +55,14 @@ def test_in_a_pod_the_client_loads_the_in_cluster_config_and_no_kubeconfig_loade
         os.environ.update(KUBERNETES_SERVICE_HOST="10.0.0.1", KUBERNETES_SERVICE_PORT="443")
         from kubeio.client import kube_client
         async def main():
+            outcome = "loaded"  # where this runs in a pod with a service account
             try:
-                await kube_client(None)
-            except Exception as error:  # no service account here: the in-cluster loader says so
-                loaded = "kubernetes_asyncio.config.kube_config" in sys.modules
-                print(type(error).__name__, "yaml" in sys.modules, loaded)
+                api = await kube_client(None)
+                await api.close()
+            except Exception as error:  # elsewhere the in-cluster loader says there is none
+                outcome = type(error).__name__
+            loaded = "kubernetes_asyncio.config.kube_config" in sys.modules
+            print(outcome, "yaml" in sys.modules, loaded)
         asyncio.run(main())
     """)
-    assert found == "ConfigException False False"
+    assert found in ("ConfigException False False", "loaded False False")
