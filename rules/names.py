@@ -59,8 +59,37 @@ MAX_NAME = 253
 
 
 def is_secret_name(name: str) -> bool:
-    return len(name) <= MAX_NAME and SECRET_NAME.match(name) is not None
+    return is_dns_subdomain(name)
 
 
 def is_secret_key(key: str) -> bool:
     return len(key) <= MAX_NAME and SECRET_KEY.match(key) is not None and key not in {".", ".."}
+
+
+# ---- the names an admission review may carry, and what may stand in an API path ----------------------------------
+
+# A namespace's name is a DNS label (RFC 1123); every object the webhooks judge (Secrets, workloads, Databases) is
+# named by a DNS subdomain. A review naming anything else did not come from the apiserver.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_LABEL = 63
+# Kubernetes' own rule for a name in a request path (apimachinery's IsValidPathSegmentName), with what would end the
+# path of a URL: never ``.`` or ``..``, never one of these characters.
+NOT_IN_PATH = frozenset("/%?#\\")
+
+
+def is_dns_subdomain(name: str) -> bool:
+    return len(name) <= MAX_NAME and SECRET_NAME.match(name) is not None
+
+
+def is_namespace_name(name: str) -> bool:
+    return len(name) <= MAX_LABEL and DNS_LABEL.match(name) is not None
+
+
+def path_segment_problem(segment: str) -> str | None:
+    """Why ``segment`` cannot be one segment of an API path (``is empty``, ``holds '/'``…), or None when it can."""
+    if segment in ("", ".", ".."):
+        return "is empty" if not segment else "is a relative path"
+    bad = sorted({c for c in segment if c in NOT_IN_PATH or not c.isprintable() or c.isspace()})
+    if bad:
+        return f"holds {', '.join(map(repr, bad))}"
+    return None

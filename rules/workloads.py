@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rules.names import path_segment_problem
+
 TEMPLATE = ("spec", "template")
 
 
@@ -61,8 +63,13 @@ def api_version(kind: str) -> str:
 
 def resource_path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     """The API path of a kind across namespaces, within one namespace, or of one object (a Namespace is named
-    without ``namespace``)."""
+    without ``namespace``). A namespace or name that is not one path segment (``../x``, ``a/b``, ``..``) raises
+    ValueError: no caller can ever reach another path through a name."""
     found = KINDS[kind]
+    for part, segment in (("namespace", namespace), ("name", name)):
+        problem = None if segment is None else path_segment_problem(segment)
+        if problem is not None:
+            raise ValueError(f"no API path for a {kind} whose {part} {segment!r} {problem}")
     path = ("/api/" if "/" not in found.api_version else "/apis/") + found.api_version
     if namespace is not None:
         path += f"/namespaces/{namespace}"

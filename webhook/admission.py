@@ -12,6 +12,7 @@ from typing import Any, NotRequired, TypedDict
 import orjson
 
 from rules.links import LinkDenied, SecretKeys, link_object
+from rules.names import is_dns_subdomain, is_namespace_name
 from rules.secretdata import encode
 from rules.workloads import POD_KINDS
 
@@ -60,6 +61,9 @@ class BadReview(ValueError):
 
 
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# The kinds the webhooks judge: all namespaced, all named by DNS subdomains. Their namespace becomes part of an API
+# path (protection's consistent read), so a review of one names both as Kubernetes would, or is not judged at all.
+JUDGED_KINDS = POD_KINDS | {"Secret", "Database"}
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -91,7 +95,29 @@ def parse_review(body: bytes) -> AdmissionRequest:
     for field in ("namespace", "name"):
         if request.get(field) is not None and not isinstance(request[field], str):
             raise BadReview(f"request.{field} is not a string")
+    if kind["kind"] in JUDGED_KINDS:
+        _check_names(kind["kind"], request["operation"], request.get("namespace") or "", request.get("name") or "")
     return request  # type: ignore[return-value]  # checked field by field above
+
+
+def _check_names(kind: str, operation: str, namespace: str, name: str) -> None:
+    """The apiserver only ever sends names it accepted; anything else is refused before it reaches an API path."""
+    if not is_namespace_name(namespace):
+        raise BadReview(
+            f"request.namespace {_shown(namespace)} is not a namespace name "
+            "(a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending alphanumeric)"
+        )
+    if not name and operation in ("UPDATE", "DELETE"):
+        raise BadReview(f"request.name is required for {operation} of a {kind}")
+    if name and not is_dns_subdomain(name):
+        raise BadReview(
+            f"request.name {_shown(name)} is not a {kind} name (a DNS-1123 subdomain: at most 253 lower-case "
+            "letters, digits, '-' and '.', each part starting and ending alphanumeric)"
+        )
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 def review(response: AdmissionResponse) -> AdmissionReview:

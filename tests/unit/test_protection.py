@@ -398,3 +398,38 @@ async def test_a_protobuf_answer_that_mentions_the_name_is_read_again_as_json_an
     assert [r.label for r in found] == ["deployment/web"]
     assert await referrers_in(snapshot, "unused", "shop", json_read) == []
     assert asked == [("shop", "Deployment")]
+
+
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+@pytest.mark.parametrize(
+    ("namespace", "name", "reason"),
+    [
+        pytest.param("../kube-system", "stripe", "request.namespace '../kube-system' is not a namespace name", id="up"),
+        pytest.param("shop/../bank", "stripe", "request.namespace 'shop/../bank' is not a namespace name", id="across"),
+        pytest.param("", "stripe", "request.namespace '' is not a namespace name", id="no-namespace"),
+        pytest.param("Shop", "stripe", "request.namespace 'Shop' is not a namespace name", id="upper-case"),
+        pytest.param("shop", "a/b", "request.name 'a/b' is not a Secret name", id="name-slash"),
+        pytest.param("shop", "..", "request.name '..' is not a Secret name", id="name-dotdot"),
+    ],
+)
+async def test_a_review_naming_what_kubernetes_never_would_is_refused_before_any_api_call(
+    aiohttp_client: ClientFactory, path: str, namespace: str, name: str, reason: str
+) -> None:
+    reads: list[str] = []
+    state = make_state([])
+
+    async def consistent_read(namespace: str) -> Snapshot:
+        reads.append(namespace)
+        return []
+
+    state.protection.consistent_read = consistent_read
+    client = await aiohttp_client(create_app(state))
+    review = delete_of(secret("stripe", KEY="c2VjcmV0"))
+    review["request"]["namespace"] = namespace
+    review["request"]["name"] = name
+
+    answer = await client.post(path, json=review)
+
+    assert answer.status == 400
+    assert reason in await answer.text()
+    assert reads == [], "no API call for a review the apiserver would never send"

@@ -144,3 +144,20 @@ def test_malformed_objects_read_as_empty() -> None:
     assert labels_of(obj) == {"a": "1"}
     assert annotations_of(obj) == {}
     assert labels_of(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "problem"),
+    [
+        pytest.param("../kube-system", None, "namespace '../kube-system' holds '/'", id="namespace-up"),
+        pytest.param("shop", "a/b", "name 'a/b' holds '/'", id="name-slash"),
+        pytest.param("shop", "..", "name '..' is a relative path", id="name-dotdot"),
+        pytest.param("", None, "namespace '' is empty", id="namespace-empty"),
+        pytest.param("shop", "x%2Fy", "name 'x%2Fy' holds '%'", id="name-escaped"),
+        pytest.param("shop", "x?watch=1", "name 'x?watch=1' holds '?'", id="name-query"),
+    ],
+)
+def test_no_name_reaches_another_api_path(namespace: str, name: str | None, problem: str) -> None:
+    with pytest.raises(ValueError, match="no API path for a Secret") as refused:
+        resource_path("Secret", namespace, name)
+    assert problem in str(refused.value)
