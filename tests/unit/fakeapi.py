@@ -191,7 +191,12 @@ class FakeApi:
             for path, obj in sorted(self.objects.items())
             if self._in(path, place) and selected(obj, query or {})
         ]
-        return {"kind": "List", "metadata": {"resourceVersion": str(next(self._versions))}, "items": items}
+        # Paged as the apiserver pages (limit, continue): the token here is the offset of the next item.
+        limit, start = int((query or {}).get("limit") or 0), int((query or {}).get("continue") or 0)
+        metadata = {"resourceVersion": str(next(self._versions))}
+        if limit and start + limit < len(items):
+            metadata["continue"] = str(start + limit)
+        return {"kind": "List", "metadata": metadata, "items": items[start : start + limit] if limit else items[start:]}
 
     def events(self, reason: str | None = None) -> list[JsonObject]:
         return [
