@@ -105,15 +105,13 @@ def run_write(args: argparse.Namespace, body: dict[str, object]) -> int:
 
 
 def summary(answer: dict[str, Any]) -> str:
-    """One line from a SecretWrite answer (key names only)."""
+    """One line from a SecretWrite answer (key names only; a key sent is ``set`` whether or not its value was the
+    stored one: the server never says which)."""
     spec, status = answer.get("spec"), answer.get("status")
     if not isinstance(spec, dict) or not isinstance(status, dict):
         return "the server answered without a status"
-    parts = []
-    for word, field in (("set", "set"), ("removed", "removed"), ("unchanged", "unchanged")):
-        if status.get(field):
-            parts.append(f"{word} {', '.join(status[field])}")
-    what = "created" if status.get("created") else "updated" if status.get("set") or status.get("removed") else "kept"
+    parts = [f"{field} {', '.join(status[field])}" for field in ("set", "removed") if status.get(field)]
+    what = "created" if status.get("created") else "updated"
     return f"secret/{spec.get('secretName')} {what}: {'; '.join(parts) or 'nothing to change'}"
 
 

@@ -19,7 +19,25 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
-from rules.names import GENERATED_TYPES, KEYS_CHANGED_AT, SECRET_TYPE_LABEL, is_secret_key, is_secret_name
+from rules.names import (
+    AUTO_ROLLOUT,
+    COMPONENT_LABEL,
+    DATABASE_TYPE,
+    GENERATED_TYPES,
+    KEYS_CHANGED_AT,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    PRODUCT,
+    PROTECTION,
+    REGISTRY_TYPE,
+    ROTATE,
+    ROTATED_AT,
+    ROTATION_SEEN,
+    SECRET_TYPE_LABEL,
+    VPC_LABEL,
+    is_secret_key,
+    is_secret_name,
+)
 from rules.protection import Referrer, usage
 from rules.references import Use
 from rules.secretdata import decode, encode
@@ -40,6 +58,33 @@ FIELD_MANAGER = "smll-secrets-api"
 # What the apiserver accepts in one Secret: the decoded values together.
 MAX_SECRET_BYTES = 1024 * 1024
 DEFAULT_STALE_AFTER = datetime.timedelta(days=90)
+
+# What a view shows of a Secret's metadata: the product's own names, nothing else. Any other annotation may hold a
+# value (``kubectl apply`` keeps the whole manifest, stringData included, in last-applied-configuration), and so may
+# a label. The Secret's resourceVersion is left out too: it would tell whether a write changed the stored value.
+VIEW_METADATA = ("name", "namespace", "uid", "creationTimestamp")
+VIEW_ANNOTATIONS = frozenset({PROTECTION, AUTO_ROLLOUT, ROTATE, ROTATED_AT, ROTATION_SEEN})
+VIEW_LABELS = frozenset({SECRET_TYPE_LABEL, VPC_LABEL, NAME_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL})
+
+# The Kubernetes types of Secret this API writes: Opaque; the product's generated ones (by their label, and for a
+# pull secret its managed-by label too) with allowGenerated; any other only when the chart lists it
+# (secretsApi.allowedTypes). Why the others are refused, in the refusal's words:
+OPAQUE = "Opaque"
+DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
+GENERATED_SHAPES = {DATABASE_TYPE: OPAQUE, REGISTRY_TYPE: DOCKERCONFIGJSON}
+WHY_NOT = {
+    "helm.sh/release.v1": "a Helm release record (Helm applies it on rollback with the deployer's rights)",
+    "kubernetes.io/service-account-token": "a ServiceAccount's token",
+    "kubernetes.io/tls": "a TLS key pair (a certificate's private key)",
+    DOCKERCONFIGJSON: "an image pull secret smll-secrets did not make",
+    "kubernetes.io/dockercfg": "an image pull secret",
+    "bootstrap.kubernetes.io/token": "a node bootstrap token",
+    "kubernetes.io/basic-auth": "credentials another tool reads by their type",
+    "kubernetes.io/ssh-auth": "an SSH key another tool reads by its type",
+}
+# The listing reads Secrets page by page, a page at most this long: a Secret holds up to 1 MiB of values, so a page
+# can hold PAGE MiB (and about as much again decoded) until its key names are read and its values dropped.
+PAGE = 10
 
 JsonList = list[JsonObject]
 
@@ -197,14 +242,46 @@ def secret_type(secret: JsonObject) -> str:
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What a write answers. Never whether a value sent equals the stored one: a key sent is ``set`` (and stamped
+    as changed) either way, or the answer would be an oracle for the stored value."""
+
     created: bool = False
     set: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
 
-    @property
-    def changed(self) -> bool:
-        return self.created or bool(self.set or self.removed)
+
+def kubernetes_type(secret: JsonObject) -> str:
+    return str(secret.get("type") or OPAQUE)
+
+
+def generated_kind(secret: JsonObject) -> str | None:
+    """``database`` or ``registry`` for a Secret labelled as one the product generates, in that kind's shape (a pull
+    secret also labelled as managed by the product: the label alone does not make a foreign one the product's)."""
+    kind = secret_type(secret)
+    if kind not in GENERATED_TYPES:
+        return None
+    shape = GENERATED_SHAPES[kind]
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if kubernetes_type(secret) != shape or (shape != OPAQUE and labels.get(MANAGED_BY_LABEL) != PRODUCT):
+        return None
+    return kind
+
+
+def check_writable(secret: JsonObject, allowed_types: frozenset[str], *, verb: str) -> None:
+    """Refuse (403, with the reason) a write or delete of a Secret this API is not for: any type but Opaque, the
+    product's generated ones and the types the chart lists (``secretsApi.allowedTypes``)."""
+    kind = kubernetes_type(secret)
+    if kind == OPAQUE or kind in allowed_types or generated_kind(secret) is not None:
+        return
+    name = str((secret.get("metadata") or {}).get("name", ""))
+    what = WHY_NOT.get(kind, "not a Secret of the application's own keys")
+    raise ApiError(
+        403,
+        "Forbidden",
+        f'secret "{name}" is of type {kind}, {what}: the write-only API {verb}s Opaque Secrets (and, with '
+        "allowGenerated, the database and registry Secrets smll-secrets generates); to let it write this type, "
+        "list it in the chart value secretsApi.allowedTypes",
+    )
 
 
 def _stamps(metadata: JsonObject) -> dict[str, str]:
@@ -216,11 +293,18 @@ def _stamps(metadata: JsonObject) -> dict[str, str]:
 
 
 def plan_write(
-    current: JsonObject | None, request: WriteRequest, now: datetime.datetime
-) -> tuple[JsonObject | None, WriteResult]:
+    current: JsonObject | None,
+    request: WriteRequest,
+    now: datetime.datetime,
+    allowed_types: frozenset[str] = frozenset(),
+) -> tuple[JsonObject, WriteResult]:
     """What to write (a whole Secret: POST it when ``current`` is None, else PUT it with the resourceVersion it
-    carries) and what the answer reports; None when nothing changes. Raises ApiError when the request cannot be
-    done: a remove on a missing Secret or key, a generated Secret without ``allowGenerated``, a Secret too large."""
+    carries) and what the answer reports. Raises ApiError when the request cannot be done: a Secret of a type this
+    API does not write, a remove on a missing Secret or key, a generated Secret without ``allowGenerated``, a Secret
+    too large.
+
+    Every key sent is written and stamped as changed now, whether its value was the stored one or not: the answer,
+    the stamp and the listing are the same either way (no oracle for the stored value)."""
     name, namespace = request.secret, request.namespace
     if current is None:
         if request.remove:
@@ -234,6 +318,7 @@ def plan_write(
         }
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata, "data": data}
         return body, WriteResult(created=True, set=tuple(data))
+    check_writable(current, allowed_types, verb="write")
     data = dict(current.get("data") or {})
     missing = sorted(request.remove - set(data))
     if missing:
@@ -245,11 +330,8 @@ def plan_write(
     kind = secret_type(current)
     if kind in GENERATED_TYPES:
         _check_generated(name, kind, request, data)
-    changed = sorted(key for key, value in request.set.items() if data.get(key) != encode(value))
-    unchanged = sorted(set(request.set) - set(changed))
+    changed = sorted(request.set)
     removed = sorted(request.remove)
-    if not changed and not removed:
-        return None, WriteResult(unchanged=tuple(unchanged))
     for key in changed:
         data[key] = encode(request.set[key])
     for key in removed:
@@ -265,7 +347,7 @@ def plan_write(
     new_metadata["annotations"] = {**(new_metadata.get("annotations") or {}), KEYS_CHANGED_AT: compact_json(stamps)}
     new["metadata"] = new_metadata
     new["data"] = data
-    return new, WriteResult(set=tuple(changed), unchanged=tuple(unchanged), removed=tuple(removed))
+    return new, WriteResult(set=tuple(changed), removed=tuple(removed))
 
 
 def _check_generated(name: str, kind: str, request: WriteRequest, data: Mapping[str, str]) -> None:
@@ -297,9 +379,9 @@ def _check_size(name: str, data: Mapping[str, str]) -> None:
         )
 
 
-def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject | None) -> JsonObject:
-    """The answer to a ``SecretWrite``: the request without its values, and what happened, key by key."""
-    metadata = (secret or {}).get("metadata") or {}
+def write_answer(request: WriteRequest, result: WriteResult) -> JsonObject:
+    """The answer to a ``SecretWrite``: the request without its values, and what happened, key by key. No
+    resourceVersion: whether it moved would tell whether a value sent was the stored one."""
     return {
         "apiVersion": API_VERSION,
         "kind": WRITE_KIND,
@@ -313,9 +395,7 @@ def write_answer(request: WriteRequest, result: WriteResult, secret: JsonObject 
         "status": {
             "created": result.created,
             "set": list(result.set),
-            "unchanged": list(result.unchanged),
             "removed": list(result.removed),
-            "resourceVersion": str(metadata.get("resourceVersion", "")),
         },
     }
 
@@ -455,14 +535,12 @@ def view(
     name = str(metadata.get("name", ""))
     changed = key_changes(secret)
     users = key_users(name, sorted(changed), referrers, by_uid)
-    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != KEYS_CHANGED_AT}
-    shown_metadata = {
-        field: metadata[field]
-        for field in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "labels")
-        if field in metadata
-    }
-    if annotations:
-        shown_metadata["annotations"] = annotations
+    shown_metadata = {part: metadata[part] for part in VIEW_METADATA if part in metadata}
+    for part, allowed in (("labels", VIEW_LABELS), ("annotations", VIEW_ANNOTATIONS)):
+        found = metadata.get(part)
+        shown = {k: v for k, v in found.items() if k in allowed} if isinstance(found, dict) else {}
+        if shown:
+            shown_metadata[part] = shown
     return {
         "apiVersion": API_VERSION,
         "kind": VIEW_KIND,
@@ -480,12 +558,58 @@ def view(
     }
 
 
-def view_list(views: Sequence[JsonObject], resource_version: str) -> JsonObject:
+def list_metadata(resource_version: str, continue_token: str = "") -> JsonObject:
+    found: JsonObject = {"resourceVersion": resource_version}
+    if continue_token:
+        found["continue"] = continue_token
+    return found
+
+
+def view_list(views: Sequence[JsonObject], resource_version: str, continue_token: str = "") -> JsonObject:
     return {
         "apiVersion": API_VERSION,
         "kind": f"{VIEW_KIND}List",
-        "metadata": {"resourceVersion": resource_version},
+        "metadata": list_metadata(resource_version, continue_token),
         "items": list(views),
+    }
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """A listing as the client asked it: its selectors, and its chunk (``limit``/``continue``, as kubectl's
+    ``--chunk-size`` sends them; the apiserver's continue token passed on as it is). Either way the Secrets are read
+    PAGE at a time: up to ``limit`` of them, or all of them when no limit is given."""
+
+    selectors: Mapping[str, str] = field(default_factory=dict)
+    limit: int = 0
+    continue_token: str = ""
+
+    def page_query(self, continue_token: str, read: int) -> dict[str, str] | None:
+        """The query of the next page of Secrets after ``read`` of them, never more than PAGE; None once the client's
+        limit is reached."""
+        left = self.limit - read if self.limit else PAGE
+        if left <= 0:
+            return None
+        query = {**self.selectors, "limit": str(min(left, PAGE))}
+        if continue_token:
+            query["continue"] = continue_token
+        return query
+
+
+def parse_list(query: Mapping[str, str]) -> ListRequest:
+    selectors = {k: query[k] for k in ("labelSelector", "fieldSelector") if query.get(k)}
+    limit = query.get("limit", "") or "0"
+    if not limit.isdigit():
+        raise ApiError(400, "BadRequest", f"limit must be a whole number of items, got {limit!r}")
+    return ListRequest(selectors, int(limit), query.get("continue", ""))
+
+
+def without_values(secret: JsonObject) -> JsonObject:
+    """The Secret with its key names and no value: what a view needs, as soon as a page is read."""
+    data = secret.get("data")
+    return {
+        **{k: v for k, v in secret.items() if k not in ("data", "stringData")},
+        "data": dict.fromkeys(data, "") if isinstance(data, dict) else {},
     }
 
 
@@ -500,7 +624,9 @@ COLUMNS = (
 )
 
 
-def table(views: Sequence[JsonObject], now: datetime.datetime, resource_version: str = "") -> JsonObject:
+def table(
+    views: Sequence[JsonObject], now: datetime.datetime, resource_version: str = "", continue_token: str = ""
+) -> JsonObject:
     """The ``meta.k8s.io/v1`` Table kubectl asks for: its printer columns."""
     rows = []
     for item in views:
@@ -530,7 +656,7 @@ def table(views: Sequence[JsonObject], now: datetime.datetime, resource_version:
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": resource_version},
+        "metadata": list_metadata(resource_version, continue_token),
         "columnDefinitions": [
             {"name": name, "type": kind, "format": "name" if name == "Name" else "", "description": text, "priority": 0}
             for name, kind, text in COLUMNS

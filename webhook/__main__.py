@@ -48,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
         default=datetime.timedelta(days=90),
         help="the write-only API flags a key unchanged for longer than this (rotate credentials regularly)",
     )
+    parser.add_argument(
+        "--api-allowed-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a Secret type the write-only API writes beside Opaque and the generated ones (repeatable), e.g. "
+        "kubernetes.io/basic-auth",
+    )
     logs.add_arguments(parser)
     parser.add_argument(
         "--tls-mode",
@@ -88,6 +96,7 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         "drain_seconds": args.drain_seconds,
         "api_port": args.api_port,
         "stale_after": args.stale_after,
+        "api_allowed_types": frozenset(args.api_allowed_type),
     }
     if args.tls_mode == "files":
         if args.cert_file is None or args.key_file is None:

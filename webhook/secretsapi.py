@@ -36,6 +36,9 @@ AUTHENTICATION_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-
 BASE = f"/apis/{rules.GROUP}/{rules.VERSION}"
 WRITE_ATTEMPTS = 8
 TABLE = "as=Table"
+# Pages of Secrets held at once by every listing together (each at most rules.PAGE Secrets, until their values are
+# dropped): the listing shares its process with both failurePolicy: Fail webhooks.
+LIST_SLOTS = 1
 
 
 def utcnow() -> datetime.datetime:
@@ -53,6 +56,9 @@ class SecretsApi:
     clock: Callable[[], datetime.datetime] = utcnow
     front_proxy: rules.FrontProxy | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    # Kubernetes Secret types written beside Opaque and the generated ones (the chart's secretsApi.allowedTypes).
+    allowed_types: frozenset[str] = frozenset()
+    pages: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LIST_SLOTS))
 
     @property
     def kube(self) -> client.ApiClient:
@@ -123,14 +129,23 @@ class SecretsApi:
         who = self.authenticate(request)
         _no_watch(request)
         await self.authorize(who, "list", rules.VIEWS, namespace)
+        asked = rules.parse_list(request.query)
         path = resource_path("Secret", namespace or None)
-        query = {k: v for k, v in request.query.items() if k in ("labelSelector", "fieldSelector")}
-        found = await json_request(self.kube, "GET", path, query=query)
-        views = [self._view(secret) for secret in found.get("items") or []]
-        version = str((found.get("metadata") or {}).get("resourceVersion", ""))
+        views: list[dict[str, Any]] = []
+        token, version = asked.continue_token, ""
+        while (query := asked.page_query(token, len(views))) is not None:
+            # One page at a time, its values dropped as soon as it is read: key names are all a view needs.
+            async with self.pages:
+                found = await json_request(self.kube, "GET", path, query=query)
+                secrets = [rules.without_values(secret) for secret in found.pop("items", None) or []]
+            views.extend(self._view(secret) for secret in secrets)
+            metadata = found.get("metadata") or {}
+            version, token = str(metadata.get("resourceVersion", "")), str(metadata.get("continue") or "")
+            if not token:
+                break
         if _wants_table(request):
-            return _json(rules.table(views, self.clock(), version))
-        return _json(rules.view_list(views, version))
+            return _json(rules.table(views, self.clock(), version, token))
+        return _json(rules.view_list(views, version, token))
 
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -150,8 +165,15 @@ class SecretsApi:
         who = self.authenticate(request)
         await self.authorize(who, "delete", rules.VIEWS, namespace, name)
         path = resource_path("Secret", namespace, name)
+        current = await get_or_none(self.kube, path)
+        if current is None:
+            raise rules.not_found(namespace, name)
+        rules.check_writable(current, self.allowed_types, verb="delete")
+        # The Secret judged, not one made since under its name (a Secret's type never changes).
+        options = {"preconditions": {"uid": (current.get("metadata") or {}).get("uid")}}
+        del current
         try:
-            await json_request(self.kube, "DELETE", path, query=_dry_run(request))
+            await json_request(self.kube, "DELETE", path, query=_dry_run(request), body=options)
         except ApiException as error:
             if error.status == 404:
                 raise rules.not_found(namespace, name) from None
@@ -165,38 +187,37 @@ class SecretsApi:
     async def write(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         who = self.authenticate(request)
-        await self.authorize(who, "create", rules.WRITES, namespace)
         try:
             body = await request.json()
         except ValueError:
             raise rules.ApiError(400, "BadRequest", "the body is not JSON") from None
         wanted = rules.parse_write(body, namespace)
-        secret, result = await self._write(wanted, _dry_run(request))
+        # The review names the Secret, so a Role's resourceNames limits a writer to the Secrets it names.
+        await self.authorize(who, "create", rules.WRITES, namespace, wanted.secret)
+        result = await self._write(wanted, _dry_run(request))
         fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")
-        fields["keys"] = {"set": list(result.set), "removed": list(result.removed), "unchanged": list(result.unchanged)}
+        fields["keys"] = {"set": list(result.set), "removed": list(result.removed)}
         log.info(
-            "secret %s/%s written for %s: created=%s set=%s removed=%s unchanged=%s",
+            "secret %s/%s written for %s: created=%s set=%s removed=%s",
             namespace, wanted.secret, who.user, result.created, ",".join(result.set), ",".join(result.removed),
-            ",".join(result.unchanged), extra=fields,
+            extra=fields,
         )  # fmt: skip
-        return _json(rules.write_answer(wanted, result, secret), status=201 if result.created else 200)
+        return _json(rules.write_answer(wanted, result), status=201 if result.created else 200)
 
-    async def _write(
-        self, wanted: rules.WriteRequest, query: dict[str, str]
-    ) -> tuple[dict[str, Any] | None, rules.WriteResult]:
-        """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again."""
+    async def _write(self, wanted: rules.WriteRequest, query: dict[str, str]) -> rules.WriteResult:
+        """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again. The
+        apiserver's answer (the Secret, values included) is dropped unread."""
         collection = resource_path("Secret", wanted.namespace)
         query = {**query, "fieldManager": rules.FIELD_MANAGER}
         for attempt in range(WRITE_ATTEMPTS):
             current = await get_or_none(self.kube, f"{collection}/{wanted.secret}")
-            body, result = rules.plan_write(current, wanted, self.clock())
-            if body is None:
-                return current, result
+            body, result = rules.plan_write(current, wanted, self.clock(), self.allowed_types)
             try:
                 if current is None:
-                    return await json_request(self.kube, "POST", collection, body=body, query=query), result
-                path = f"{collection}/{wanted.secret}"
-                return await json_request(self.kube, "PUT", path, body=body, query=query), result
+                    await json_request(self.kube, "POST", collection, body=body, query=query)
+                else:
+                    await json_request(self.kube, "PUT", f"{collection}/{wanted.secret}", body=body, query=query)
+                return result
             except ApiException as error:
                 if error.status != 409 or attempt == WRITE_ATTEMPTS - 1:
                     raise

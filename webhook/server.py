@@ -42,6 +42,7 @@ class Settings:
     drain_seconds: float = 5.0
     api_port: int = 0  # the write-only Secrets API's listener (client certificates required); 0: not served
     stale_after: datetime.timedelta = DEFAULT_STALE_AFTER
+    api_allowed_types: frozenset[str] = frozenset()  # Secret types the write-only API writes beside Opaque
 
 
 def watches(
@@ -161,7 +162,9 @@ def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
     app = create_app(state)
     secrets_api = None
     if settings.api_port:
-        secrets_api = SecretsApi(state.protection.referrers, stale_after=settings.stale_after)
+        secrets_api = SecretsApi(
+            state.protection.referrers, stale_after=settings.stale_after, allowed_types=settings.api_allowed_types
+        )
         add_routes(app, secrets_api)
     if settings.self_managed is None:
         app.cleanup_ctx.append(file_watch(settings, tls))

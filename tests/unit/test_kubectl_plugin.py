@@ -55,9 +55,9 @@ def test_the_write_carries_values_as_base64_in_its_body() -> None:
     ("status", "line"),
     [
         ({"created": True, "set": ["A", "B"]}, "secret/stripe created: set A, B"),
-        ({"set": ["A"], "unchanged": ["B"]}, "secret/stripe updated: set A; unchanged B"),
+        ({"set": ["A", "B"], "removed": ["C"]}, "secret/stripe updated: set A, B; removed C"),
         ({"removed": ["A"]}, "secret/stripe updated: removed A"),
-        ({"unchanged": ["A"]}, "secret/stripe kept: unchanged A"),
+        ({"created": False, "set": [], "removed": []}, "secret/stripe updated: nothing to change"),
     ],
 )
 def test_one_line_says_what_happened(status: dict[str, object], line: str) -> None:

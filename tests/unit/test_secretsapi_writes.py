@@ -37,8 +37,8 @@ async def test_a_missing_secret_is_created_and_an_existing_one_keeps_the_keys_no
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api, secrets = fake(monkeypatch)
-    _, created = await secrets._write(WriteRequest("shop", "stripe", {"A": b"1"}), {})
-    _, updated = await secrets._write(WriteRequest("shop", "stripe", {"B": b"2"}), {})
+    created = await secrets._write(WriteRequest("shop", "stripe", {"A": b"1"}), {})
+    updated = await secrets._write(WriteRequest("shop", "stripe", {"B": b"2"}), {})
     assert (created.created, updated.set) == (True, ("B",))
     assert values(api) == {"A": "1", "B": "2"}
     assert ("POST", SECRETS) in api.requests
@@ -60,7 +60,7 @@ async def test_a_writer_that_came_in_between_keeps_its_key(monkeypatch: pytest.M
 
     monkeypatch.setattr(edge, "json_request", another_writer_after_our_first_read)
     monkeypatch.setattr("kubeio.rest.json_request", another_writer_after_our_first_read)
-    _, result = await secrets._write(WriteRequest("shop", "stripe", {"MINE": b"ours"}), {})
+    result = await secrets._write(WriteRequest("shop", "stripe", {"MINE": b"ours"}), {})
     assert result.set == ("MINE",)
     assert values(api) == {"A": "1", "OTHER": "theirs", "MINE": "ours"}
     assert [m for m, p in api.requests if p == STRIPE].count("PUT") == 2, "the stale PUT was refused, then re-planned"
