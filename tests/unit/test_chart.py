@@ -510,6 +510,18 @@ def test_the_write_only_api_is_registered_and_served_by_the_webhook_pods(helm: P
     assert "APIService" not in kinds(render(helm, {"secretsApi": {"enabled": False}}))
 
 
+def test_the_write_only_api_writes_the_secret_types_the_chart_lists(helm: Path) -> None:
+    def allowed(values: dict[str, Any] | None) -> frozenset[str]:
+        args = container(one(render(helm, values), "Deployment"), "webhook")["args"]
+        arguments = webhook_parser()
+        return settings_from(arguments.parse_args(args[1:]), arguments).api_allowed_types
+
+    assert allowed(None) == frozenset(), "by default: Opaque and the generated Secrets only"
+    listed = ["kubernetes.io/basic-auth", "example.com/token"]
+    assert allowed({"secretsApi": {"allowedTypes": listed}}) == frozenset(listed)
+    assert "allowedTypes" in refusal(helm, {"secretsApi": {"allowedTypes": ["a b"]}})
+
+
 def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_development_mode(helm: Path) -> None:
     """devenv/webhook.py builds the configurations the local run registers; field by field they are the chart's
     own (development mode, release namespace smll-system), so the two cannot drift apart. Only the chart's labels
