@@ -14,6 +14,7 @@ from rules.times import parse_duration
 from rules.tls import Policy, SubjectNames
 from webhook.selfmanaged import SelfManagedSettings
 from webhook.server import Settings, serve
+from webhook.tls import TrustError
 
 
 def duration(text: str) -> datetime.timedelta:
@@ -56,6 +57,25 @@ def parser() -> argparse.ArgumentParser:
         help="a Secret type the write-only API writes beside Opaque and the generated ones (repeatable), e.g. "
         "kubernetes.io/basic-auth",
     )
+    clients = parser.add_argument_group("who may ask for decisions (the chart's webhook.clientAuth)")
+    clients.add_argument(
+        "--client-ca-file",
+        type=Path,
+        help="require on the admission port a client certificate signed by this CA: the one the apiserver presents "
+        "to webhooks (its admission configuration's kubeConfigFile); reloaded when it changes",
+    )
+    clients.add_argument(
+        "--client-allowed-name",
+        action="append",
+        default=[],
+        help="with --client-ca-file: a common name the client certificate may have (repeatable; default: any)",
+    )
+    clients.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="serve /healthz, /readyz and /metrics on this port (plain HTTP), not on the admission port; 0: off",
+    )
     logs.add_arguments(parser)
     parser.add_argument(
         "--tls-mode",
@@ -96,8 +116,18 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         "drain_seconds": args.drain_seconds,
         "api_port": args.api_port,
         "stale_after": args.stale_after,
+        "client_ca_file": args.client_ca_file,
+        "allowed_clients": frozenset(args.client_allowed_name),
+        "health_port": args.health_port,
         "api_allowed_types": frozenset(args.api_allowed_type),
     }
+    if args.client_allowed_name and args.client_ca_file is None:
+        parser.error("--client-allowed-name needs --client-ca-file")
+    if args.client_ca_file is not None and not args.health_port:
+        parser.error(
+            "--client-ca-file needs --health-port: the kubelet's probes carry no client certificate, so health "
+            "cannot stay on the admission port"
+        )
     if args.tls_mode == "files":
         if args.cert_file is None or args.key_file is None:
             parser.error("--tls-mode=files needs --cert-file and --key-file")
@@ -128,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser()
     args = arguments.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    return serve(settings_from(args, arguments))
+    try:
+        return serve(settings_from(args, arguments))
+    except TrustError as error:
+        arguments.exit(2, f"{arguments.prog}: {error}\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 A body that is not a review we can judge gets HTTP 400 with the reason; a refused operation is a normal 200
 response with ``allowed: false``. Linking (``/mutate``) makes no API call: what it needs is in memory from watches.
 Protection (``/validate``) confirms a delete it would allow with a consistent read (webhook/validate.py).
+
+Who may ask is settled before any of that: with ``webhook.clientAuth`` the admission port's TLS requires the
+apiserver's webhook client certificate (webhook/tls.py), and ``allowed_clients`` narrows it to the names given.
+Health and metrics can have a port of their own (``health_app``), which judges nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from kubeio.errors import describe
 from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, deny, mutate, parse_review, review
 from webhook.metrics import Metrics
 from webhook.secret_keys import SecretKeyIndex
+from webhook.tls import common_names
 from webhook.validate import ProtectionView, validate
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,8 @@ class WebhookState:
     protection: ProtectionView = field(default_factory=ProtectionView)
     metrics: Metrics = field(default_factory=Metrics)
     ready_checks: list[Callable[[], bool]] = field(default_factory=list)
+    # Not empty: a review is judged only when the client certificate's common name is one of these.
+    allowed_clients: frozenset[str] = frozenset()
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT_SECONDS
     failure: str | None = None
@@ -86,6 +93,9 @@ def admission_handler(name: str, decide: Decide) -> Callable[[web.Request], Awai
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE]
         started = time.perf_counter()
+        if state.allowed_clients and not _allowed_client(request, state.allowed_clients):
+            state.metrics.reviews.labels(name, "", "unauthorized").inc()
+            raise web.HTTPForbidden(text="this port judges reviews of the apiserver's webhook client only")
         try:
             async with asyncio.timeout(state.body_timeout):
                 body = await request.read()
@@ -111,6 +121,11 @@ def admission_handler(name: str, decide: Decide) -> Callable[[web.Request], Awai
         return web.Response(body=orjson.dumps(review(response)), content_type="application/json")
 
     return handle
+
+
+def _allowed_client(request: web.Request, allowed: frozenset[str]) -> bool:
+    transport = request.transport
+    return bool(common_names(transport.get_extra_info("peercert") if transport is not None else None) & allowed)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -152,9 +167,12 @@ async def serve_until_stopped(
     ssl_context: ssl.SSLContext | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
     drain_seconds: float = 0.0,
-    more_sites: Sequence[tuple[int, ssl.SSLContext]] = (),
+    more_apps: Sequence[tuple[web.Application, int, ssl.SSLContext | None]] = (),
 ) -> int:
     """Serve until a signal (exit code 0) or until a background task ends (1), then shut down gracefully.
+
+    ``more_apps`` are served beside ``app``, each on its own port with its own TLS (or none): what one port answers
+    is never reachable on another. ``app`` holds the state and the background work.
 
     After a signal the server answers ``/readyz`` with 503 and goes on serving for ``drain_seconds``: the pod leaves
     the Service's endpoints a moment after it is told to stop, and until then the API server still sends it reviews
@@ -162,15 +180,17 @@ async def serve_until_stopped(
     state = app[STATE]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    runners = [web.AppRunner(app, access_log=None)]
+    await runners[0].setup()  # the app's cleanup contexts: the watches, the certificate
     try:
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
-        for site in [
-            web.TCPSite(runner, host, port, ssl_context=ssl_context),
-            *(web.TCPSite(runner, host, more, ssl_context=context) for more, context in more_sites),
-        ]:
+        for more, _, _ in more_apps:
+            runners.append(web.AppRunner(more, access_log=None))
+            await runners[-1].setup()
+        sites = [(port, ssl_context)] + [(more_port, context) for _, more_port, context in more_apps]
+        for runner, (site_port, context) in zip(runners, sites, strict=True):
+            site = web.TCPSite(runner, host, site_port, ssl_context=context)
             await site.start()
             log.info("serving on %s", site.name)
         stopping = asyncio.ensure_future(stop.wait())
@@ -188,17 +208,34 @@ async def serve_until_stopped(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
     return 1 if state.failure is not None else 0
 
 
-def create_app(state: WebhookState | None = None) -> web.Application:
+def create_app(state: WebhookState | None = None, *, health: bool = True) -> web.Application:
+    """The admission app: ``/mutate`` and ``/validate``, and unless ``health`` is False (they are on a port of their
+    own, ``health_app``), ``/healthz``, ``/readyz`` and ``/metrics``."""
     state = state or WebhookState()
     app = web.Application(client_max_size=state.max_body_bytes)
     app[STATE] = state
     app.router.add_post("/mutate", admission_handler("mutate", _mutate))
     app.router.add_post("/validate", admission_handler("validate", _validate))
+    if health:
+        _add_health_routes(app)
+    return app
+
+
+def health_app(state: WebhookState) -> web.Application:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of ``state`` and nothing else: a port for probes that judges no
+    review."""
+    app = web.Application()
+    app[STATE] = state
+    _add_health_routes(app)
+    return app
+
+
+def _add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    return app

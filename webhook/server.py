@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,10 +20,10 @@ from kubeio.informer import Informer
 from kubeio.rest import raw_request
 from rules.secretsapi import DEFAULT_STALE_AFTER
 from rules.workloads import POD_KINDS, resource_path
-from webhook.app import STATE, WebhookState, background, create_app, serve_until_stopped
+from webhook.app import STATE, WebhookState, background, create_app, health_app, serve_until_stopped
 from webhook.secretsapi import SecretsApi, add_routes
 from webhook.selfmanaged import SelfManagedCertificate, SelfManagedSettings
-from webhook.tls import ReloadingCertificate
+from webhook.tls import APISERVER, ClientCAFile, ReloadingCertificate
 from webhook.validate import CoalescedReads, Snapshot
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,13 @@ class Settings:
     drain_seconds: float = 5.0
     api_port: int = 0  # the write-only Secrets API's listener (client certificates required); 0: not served
     stale_after: datetime.timedelta = DEFAULT_STALE_AFTER
+    # Set: the admission port requires the apiserver's webhook client certificate, signed by this CA (reloaded when
+    # the file changes), and with one of ``allowed_clients`` as its common name when that is not empty.
+    client_ca_file: Path | None = None
+    allowed_clients: frozenset[str] = frozenset()
+    # Not 0: /healthz, /readyz and /metrics are served here (plain HTTP, for the kubelet's probes and scrapers) and
+    # not on the admission port, which then answers reviews only.
+    health_port: int = 0
     api_allowed_types: frozenset[str] = frozenset()  # Secret types the write-only API writes beside Opaque
 
 
@@ -157,21 +165,55 @@ def self_managed_certificate(
     return run
 
 
-def build_app(settings: Settings, tls: ReloadingCertificate) -> web.Application:
-    state = WebhookState()
-    app = create_app(state)
+def client_ca_watch(settings: Settings, trust: ClientCAFile) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: trust the apiserver's webhook client CA anew whenever its file changes."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        task = background(app[STATE], trust.watch(settings.cert_reload_seconds), "the client CA file watch")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The admission app and what is served beside it, each on its own port: the write-only API, health."""
+
+    admission: web.Application
+    context: ssl.SSLContext
+    more: list[tuple[web.Application, int, ssl.SSLContext | None]]
+
+
+def build_app(settings: Settings, tls: ReloadingCertificate) -> Listeners:
+    state = WebhookState(allowed_clients=settings.allowed_clients)
+    app = create_app(state, health=not settings.health_port)
+    more: list[tuple[web.Application, int, ssl.SSLContext | None]] = []
     secrets_api = None
     if settings.api_port:
         secrets_api = SecretsApi(
             state.protection.referrers, stale_after=settings.stale_after, allowed_types=settings.api_allowed_types
         )
-        add_routes(app, secrets_api)
+        api = web.Application(client_max_size=state.max_body_bytes)
+        add_routes(api, secrets_api)
+        more.append((api, settings.api_port, tls.client_verifying))
+    if settings.health_port:
+        more.append((health_app(state), settings.health_port, None))
+    context = tls.context
+    if settings.client_ca_file is not None:
+        trust = ClientCAFile(tls, settings.client_ca_file, APISERVER)
+        trust.load()  # the file must be there at start: without it the port would accept nobody
+        app.cleanup_ctx.append(client_ca_watch(settings, trust))
+        context = tls.verifying(APISERVER)
     if settings.self_managed is None:
         app.cleanup_ctx.append(file_watch(settings, tls))
     else:
         app.cleanup_ctx.append(self_managed_certificate(settings, settings.self_managed, tls))
     app.cleanup_ctx.append(watches(settings, secrets_api, tls))
-    return app
+    return Listeners(app, context, more)
 
 
 def serve(settings: Settings) -> int:
@@ -179,14 +221,14 @@ def serve(settings: Settings) -> int:
     tls = ReloadingCertificate(settings.cert_file, settings.key_file)
     if settings.self_managed is None:
         tls.reload()  # the files must be there at start; in self-managed mode they are written before listening
-    app = build_app(settings, tls)
+    listeners = build_app(settings, tls)
     return loop.run(
         serve_until_stopped(
-            app,
+            listeners.admission,
             host=settings.host,
             port=settings.port,
-            ssl_context=tls.context,
+            ssl_context=listeners.context,
             drain_seconds=settings.drain_seconds,
-            more_sites=[(settings.api_port, tls.client_verifying)] if settings.api_port else [],
+            more_apps=listeners.more,
         )
     )

@@ -30,11 +30,34 @@ def server_context() -> ssl.SSLContext:
     return context
 
 
+# Whose client certificates a verifying listener requires: the apiserver's front proxy (the write-only API's port),
+# or the apiserver calling its webhooks (the admission port, with the chart's webhook.clientAuth).
+FRONT_PROXY = "the apiserver's front proxy"
+APISERVER = "the apiserver's webhook client"
+
+
+class _Trust:
+    """One verifying listener: the context a site serves with, the CA its clients must be signed by, and the
+    context (the served pair and that CA) every new handshake is handed to."""
+
+    def __init__(self) -> None:
+        self.listener = server_context()
+        self.listener.verify_mode = ssl.CERT_REQUIRED
+        self.listener.sni_callback = self._hand_over
+        self.ca: str | None = None
+        self.current: ssl.SSLContext | None = None
+
+    def _hand_over(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+        if self.current is not None:
+            connection.context = self.current
+
+
 class ReloadingCertificate:
     """``context`` is what the listener serves with; ``reload()`` (or ``watch()``) picks up new files.
 
-    ``client_verifying`` is a second listener context with the same certificate that requires a client certificate
-    signed by the CA given to ``trust_clients`` (the write-only API's front proxy); until then it accepts nobody.
+    ``verifying(clients)`` is another listener context with the same certificate that requires a client certificate
+    signed by the CA given to ``trust_clients(…, clients=clients)``; until then it accepts nobody. ``client_verifying``
+    is the write-only API's (the front proxy's).
     """
 
     def __init__(self, cert_file: Path, key_file: Path) -> None:
@@ -42,12 +65,9 @@ class ReloadingCertificate:
         self.key_file = key_file
         self.context = server_context()
         self.context.sni_callback = self._hand_over
-        self.client_verifying = server_context()
-        self.client_verifying.verify_mode = ssl.CERT_REQUIRED
-        self.client_verifying.sni_callback = self._hand_over_verifying
-        self._client_ca: str | None = None
+        self._trusts: dict[str, _Trust] = {}
+        self.client_verifying = self.verifying(FRONT_PROXY)
         self._current: ssl.SSLContext | None = None
-        self._current_verifying: ssl.SSLContext | None = None
         self._stamp: Stamp | None = None
         self._failed: Stamp | None = None
 
@@ -59,36 +79,31 @@ class ReloadingCertificate:
         if self._current is not None:
             connection.context = self._current
 
-    def _hand_over_verifying(
-        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
-    ) -> None:
-        if self._current_verifying is not None:
-            connection.context = self._current_verifying
+    def verifying(self, clients: str) -> ssl.SSLContext:
+        """The listener context that requires the client certificates of ``clients`` (one per kind of client)."""
+        return self._trusts.setdefault(clients, _Trust()).listener
 
-    def _verifying(self, fresh: ssl.SSLContext) -> ssl.SSLContext | None:
-        """A context like ``fresh`` (same pair) that requires clients signed by the client CA; None without one."""
-        if not self._client_ca:
+    def _verifying(self, ca_pem: str | None) -> ssl.SSLContext | None:
+        """A context with the served pair that requires clients signed by ``ca_pem``; None without one."""
+        if not ca_pem:
             return None
         verifying = server_context()
         verifying.verify_mode = ssl.CERT_REQUIRED
-        verifying.load_verify_locations(cadata=self._client_ca)
+        verifying.load_verify_locations(cadata=ca_pem)
         verifying.load_cert_chain(self.cert_file, self.key_file)
         return verifying
 
-    def trust_clients(self, ca_pem: str) -> None:
-        """Require client certificates signed by ``ca_pem`` on ``client_verifying`` (from now on; again when the
+    def trust_clients(self, ca_pem: str, *, clients: str = FRONT_PROXY) -> None:
+        """Require client certificates signed by ``ca_pem`` on ``verifying(clients)`` (from now on; again when the
         CA changes). Raises ssl.SSLError when the bundle does not load; what is in use stays."""
+        trust = self._trusts.setdefault(clients, _Trust())
         # The listener's own context verifies too (the handshake may be judged by either, whatever the SNI swap).
-        self.client_verifying.load_verify_locations(cadata=ca_pem)
-        if ca_pem == self._client_ca or self._current is None:
-            self._client_ca = ca_pem
+        trust.listener.load_verify_locations(cadata=ca_pem)
+        if ca_pem == trust.ca or self._current is None:
+            trust.ca = ca_pem
             return
-        previous, self._client_ca = self._client_ca, ca_pem
-        try:
-            self._current_verifying = self._verifying(self._current)
-        except (OSError, ssl.SSLError):
-            self._client_ca = previous
-            raise
+        trust.current = self._verifying(ca_pem)
+        trust.ca = ca_pem
 
     def _current_stamp(self) -> Stamp:
         stats = (os.stat(self.cert_file), os.stat(self.key_file))
@@ -107,9 +122,10 @@ class ReloadingCertificate:
         # load_cert_chain checks that the key belongs to the certificate. The stamp was taken before reading: if
         # the files change while they are read, the next call sees a new stamp and loads again.
         fresh.load_cert_chain(self.cert_file, self.key_file)
-        verifying = self._verifying(fresh)
+        verifying = {trust: self._verifying(trust.ca) for trust in self._trusts.values()}
         self._current = fresh
-        self._current_verifying = verifying
+        for trust, context in verifying.items():
+            trust.current = context
         self._stamp = stamp
         self._failed = None
         return True
@@ -130,6 +146,58 @@ class ReloadingCertificate:
             return self._current_stamp()
         except OSError:
             return None
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.poll()
+
+
+def common_names(peer: object) -> frozenset[str]:
+    """The subject's common names of a verified peer certificate, as ``getpeercert()`` gives it (none without one)."""
+    subject = peer.get("subject", ()) if isinstance(peer, dict) else ()
+    return frozenset(value for rdn in subject for key, value in rdn if key == "commonName")
+
+
+class TrustError(ValueError):
+    """A client CA file that cannot be trusted (missing, empty, not PEM certificates); the message says which."""
+
+
+class ClientCAFile:
+    """A CA bundle on disk (a mounted ConfigMap) whose clients ``tls`` requires on ``verifying(clients)``: loaded at
+    start, and again whenever the file changes. A bundle that does not load never replaces the one in use."""
+
+    def __init__(self, tls: ReloadingCertificate, path: Path, clients: str) -> None:
+        self.tls, self.path, self.clients = tls, path, clients
+        self._stamp: tuple[int, int, int] | None = None
+        self._warned = False
+
+    def load(self) -> bool:
+        """Trust the file's CA if it changed since the last good load; True when it did. Raises TrustError."""
+        try:
+            status = os.stat(self.path)
+            stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+            if stamp == self._stamp:
+                return False
+            pem = self.path.read_text()
+            if "-----BEGIN CERTIFICATE-----" not in pem:
+                raise TrustError(f"{self.path} holds no PEM certificate")
+            self.tls.trust_clients(pem, clients=self.clients)
+        except (OSError, ssl.SSLError, UnicodeDecodeError) as error:
+            raise TrustError(f"cannot trust {self.clients} from {self.path}: {error}") from None
+        self._stamp = stamp
+        return True
+
+    def poll(self) -> None:
+        """One step of ``watch``: load, and say once (until a good load) when the file does not load."""
+        try:
+            if self.load():
+                log.info("requiring client certificates of %s signed by %s", self.clients, self.path)
+            self._warned = False
+        except TrustError as error:
+            if not self._warned:
+                log.warning("keeping the client CA in use: %s", error)
+            self._warned = True
 
     async def watch(self, interval: float) -> None:
         while True:
