@@ -39,6 +39,8 @@ TABLE = "as=Table"
 # Pages of Secrets held at once by every listing together (each at most rules.PAGE Secrets, until their values are
 # dropped): the listing shares its process with both failurePolicy: Fail webhooks.
 LIST_SLOTS = 1
+# Whole Secrets (a get, a delete's check, a write's read-plan-write) held at once, each up to 1 MiB of values.
+SECRET_SLOTS = 8
 
 
 def utcnow() -> datetime.datetime:
@@ -59,6 +61,7 @@ class SecretsApi:
     # Kubernetes Secret types written beside Opaque and the generated ones (the chart's secretsApi.allowedTypes).
     allowed_types: frozenset[str] = frozenset()
     pages: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LIST_SLOTS))
+    whole_secrets: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SECRET_SLOTS))
 
     @property
     def kube(self) -> client.ApiClient:
@@ -152,9 +155,11 @@ class SecretsApi:
         who = self.authenticate(request)
         _no_watch(request)
         await self.authorize(who, "get", rules.VIEWS, namespace, name)
-        secret = await get_or_none(self.kube, resource_path("Secret", namespace, name))
-        if secret is None:
-            raise rules.not_found(namespace, name)
+        async with self.whole_secrets:
+            secret = await get_or_none(self.kube, resource_path("Secret", namespace, name))
+            if secret is None:
+                raise rules.not_found(namespace, name)
+            secret = rules.without_values(secret)
         view = self._view(secret)
         if _wants_table(request):
             return _json(rules.table([view], self.clock()))
@@ -165,13 +170,14 @@ class SecretsApi:
         who = self.authenticate(request)
         await self.authorize(who, "delete", rules.VIEWS, namespace, name)
         path = resource_path("Secret", namespace, name)
-        current = await get_or_none(self.kube, path)
-        if current is None:
-            raise rules.not_found(namespace, name)
-        rules.check_writable(current, self.allowed_types, verb="delete")
-        # The Secret judged, not one made since under its name (a Secret's type never changes).
-        options = {"preconditions": {"uid": (current.get("metadata") or {}).get("uid")}}
-        del current
+        async with self.whole_secrets:
+            current = await get_or_none(self.kube, path)
+            if current is None:
+                raise rules.not_found(namespace, name)
+            rules.check_writable(current, self.allowed_types, verb="delete")
+            # The Secret judged, not one made since under its name (a Secret's type never changes).
+            options = {"preconditions": {"uid": (current.get("metadata") or {}).get("uid")}}
+            del current
         try:
             await json_request(self.kube, "DELETE", path, query=_dry_run(request), body=options)
         except ApiException as error:
@@ -194,7 +200,8 @@ class SecretsApi:
         wanted = rules.parse_write(body, namespace)
         # The review names the Secret, so a Role's resourceNames limits a writer to the Secrets it names.
         await self.authorize(who, "create", rules.WRITES, namespace, wanted.secret)
-        result = await self._write(wanted, _dry_run(request))
+        async with self.whole_secrets:
+            result = await self._write(wanted, _dry_run(request))
         fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")
         fields["keys"] = {"set": list(result.set), "removed": list(result.removed)}
         log.info(
