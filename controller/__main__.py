@@ -52,6 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--htpasswd-secret", help="NAMESPACE/NAME of the htpasswd Secret the registry mounts (with --registry-url)"
     )
+    parser.add_argument(
+        "--registry-token-port",
+        type=int,
+        help="serve the registry's token endpoint (Distribution's auth.token realm) on this port, on every replica",
+    )
+    parser.add_argument("--registry-token-host", default=defaults.registry_token_host)
+    parser.add_argument(
+        "--registry-token-ca",
+        type=Path,
+        help="directory of the token signing CA (tls.crt, tls.key: a mounted kubernetes.io/tls Secret)",
+    )
+    parser.add_argument(
+        "--registry-token-service", help="the registry's auth.token.service (default: the host of --registry-url)"
+    )
+    parser.add_argument("--registry-token-issuer", default=defaults.registry_token_issuer)
+    parser.add_argument(
+        "--registry-token-seconds",
+        type=int,
+        default=defaults.registry_token_seconds,
+        help="how long a token lives (5 to 300 seconds)",
+    )
     parser.add_argument("--metrics-host", default=defaults.metrics_host)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
     logs.add_arguments(parser)
@@ -77,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             parse_secret_ref(args.htpasswd_secret)
         except ValueError as error:
             parser.error(f"--htpasswd-secret: {error}")
+    if args.registry_token_port is not None:
+        from rules.registry_token import lifetime_error  # only when turned on
+
+        if args.htpasswd_secret is None or args.registry_token_ca is None:
+            parser.error("--registry-token-port needs --registry-url, --htpasswd-secret and --registry-token-ca")
+        if (wrong := lifetime_error(args.registry_token_seconds)) is not None:
+            parser.error(f"--registry-token-seconds: {wrong}")
     logs.configure(args.log_level, args.log_format)
     tag_reconcile_lines()
     settings = Settings(
@@ -92,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         rotation_grace_seconds=args.rotation_grace_seconds,
         registry_url=args.registry_url,
         htpasswd_secret=args.htpasswd_secret,
+        registry_token_port=args.registry_token_port,
+        registry_token_host=args.registry_token_host,
+        registry_token_ca=args.registry_token_ca,
+        registry_token_service=args.registry_token_service,
+        registry_token_issuer=args.registry_token_issuer,
+        registry_token_seconds=args.registry_token_seconds,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
     )

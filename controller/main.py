@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
@@ -25,6 +25,9 @@ from controller.rollout_key import ensure_rollout_key
 from controller.rollouts import rollout_loop
 from kubeio.client import kube_client
 from kubeio.errors import describe
+
+if TYPE_CHECKING:
+    from controller.registry.tokens import Serving
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,35 @@ async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMet
             group.create_task(run_loop(loop, metrics, settings.workers))
 
 
+async def serve_registry_tokens(api: client.ApiClient, settings: Settings) -> Serving | None:
+    """The registry's token endpoint, on every replica (it reads, never writes); None when it is off."""
+    if settings.registry_token_port is None or settings.registry_url is None or settings.htpasswd_secret is None:
+        return None
+    assert settings.registry_token_ca is not None  # checked with the flags
+    from controller.registry.tokens import TokenConfig, serve_tokens  # only when turned on (module doc)
+    from rules.registry import registry_host
+
+    config = TokenConfig(
+        port=settings.registry_token_port,
+        host=settings.registry_token_host,
+        ca_dir=settings.registry_token_ca,
+        service=settings.registry_token_service or registry_host(settings.registry_url),
+        issuer=settings.registry_token_issuer,
+        lifetime=settings.registry_token_seconds,
+    )
+    return await serve_tokens(api, config, settings.htpasswd_secret)
+
+
+def _failure(task: asyncio.Task[None]) -> str:
+    error = task.exception()
+    return describe(error) if error is not None else "its informers ended"
+
+
+async def _first(*tasks: asyncio.Task[Any]) -> None:
+    """Wait until the first of these tasks ends."""
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+
+
 async def run(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,11 +112,19 @@ async def run(settings: Settings) -> int:
         retry_period=max(1.0, settings.lease_seconds / 7.5),
     )
     health = await serve_health(settings, metrics)
-    stopping = asyncio.create_task(stop.wait())
+    tokens = await serve_registry_tokens(api, settings)
+    stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    if tokens is not None:  # its informers end only by failing: then the replica stops, as a failed loop does
+        stopping = asyncio.create_task(_first(stopping, tokens.task))
     code = 0
     try:
         acquiring = asyncio.create_task(elector.acquire())
         await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if tokens is not None and tokens.task.done():
+            acquiring.cancel()
+            await asyncio.gather(acquiring, return_exceptions=True)
+            log.error("the registry token endpoint failed: %s", _failure(tokens.task))
+            return 1
         if not acquiring.done():
             acquiring.cancel()
             await asyncio.gather(acquiring, return_exceptions=True)
@@ -96,7 +136,10 @@ async def run(settings: Settings) -> int:
         leading = asyncio.create_task(lead(api, settings, metrics))
         keeping = asyncio.create_task(elector.keep())
         done, _ = await asyncio.wait([leading, keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if keeping in done:
+        if tokens is not None and tokens.task.done():
+            log.error("the registry token endpoint failed: %s", _failure(tokens.task))
+            code = 1
+        elif keeping in done:
             log.error("lost leadership; exiting so that this replica starts again as a standby")
             code = 1
         elif leading in done:
@@ -112,5 +155,7 @@ async def run(settings: Settings) -> int:
         return code
     finally:
         stopping.cancel()
+        if tokens is not None:
+            await tokens.stop()
         await health.cleanup()
         await api.close()

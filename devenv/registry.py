@@ -1,21 +1,28 @@
-"""A real Distribution registry on loopback (Debian's ``docker-registry``), with basic auth from an htpasswd file.
+"""A real Distribution registry on loopback (Debian's ``docker-registry``): open, with basic auth from an htpasswd
+file, or with token auth against the product's token endpoint.
 
-In a cluster the registry mounts the controller's htpasswd Secret as a file and the kubelet refreshes it. Here
-``sync_htpasswd`` plays the kubelet: it reads the Secret through the API and writes the file (atomically: write,
-then rename). Distribution 2.8 checks the file's modification time on every request and re-reads it when it
-changed, so the registry needs no restart; a test syncs before each assertion.
+- Basic auth (``auth=True``): in a cluster the registry mounts the controller's htpasswd Secret as a file and the
+  kubelet refreshes it. Here ``sync_htpasswd`` plays the kubelet: it reads the Secret through the API and writes the
+  file (atomically: write, then rename). Distribution 2.8 checks the file's modification time on every request and
+  re-reads it when it changed, so the registry needs no restart; a test syncs before each assertion.
+- Token auth (``token=TokenAuth(...)``): the registry reads nothing of the product's but the CA bundle, once at
+  start; clients fetch their tokens from the realm. ``RegistryClient`` is such a client: the OCI distribution API
+  over HTTP with the bearer-token dance, enough to push a small image and pull it back.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,16 @@ def registry_binary() -> Path:
     raise FileNotFoundError(f"docker-registry is not installed: {INSTALL_HINT}")
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """Distribution's ``auth: token``: where clients get tokens, the names the tokens must carry, the CAs trusted."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+
 @dataclass
 class LocalRegistry:
     workdir: Path
@@ -47,6 +64,7 @@ class LocalRegistry:
     address: str = "127.0.0.1"
     # Basic auth from the htpasswd file; an open registry (for the product's own images) has none.
     auth: bool = True
+    token: TokenAuth | None = None  # token auth instead of basic auth
     name: str = "docker-registry"
     component: Component | None = None
 
@@ -72,7 +90,7 @@ class LocalRegistry:
             "log": {"level": "warn"},
             "storage": {"filesystem": {"rootdirectory": str(self.workdir / "data")}},
             "http": {"addr": self.host},
-            **({"auth": {"htpasswd": {"realm": self.realm, "path": str(self.htpasswd)}}} if self.auth else {}),
+            **({"auth": self.auth_config()} if self.auth or self.token else {}),
         }
         path = self.workdir / "config.yml"
         path.write_text(yaml.safe_dump(config))
@@ -84,10 +102,26 @@ class LocalRegistry:
         while time.monotonic() < deadline:
             if not self.component.alive():
                 raise RuntimeError(f"docker-registry exited:\n{self.component.log_tail()}")
-            if self.status(None, None) == (401 if self.auth else 200):
+            if self.status(None, None) == (401 if self.auth or self.token else 200):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"docker-registry did not answer within {timeout:.0f}s:\n{self.component.log_tail()}")
+
+    def auth_config(self) -> dict[str, object]:
+        if self.token is not None:
+            token = self.token
+            return {
+                "token": {
+                    "realm": token.realm,
+                    "service": token.service,
+                    "issuer": token.issuer,
+                    "rootcertbundle": str(token.rootcertbundle),
+                }
+            }
+        return {"htpasswd": {"realm": self.realm, "path": str(self.htpasswd)}}
+
+    def client(self, user: str | None, password: str | None) -> RegistryClient:
+        return RegistryClient(self.url, user, password)
 
     def stop(self) -> None:
         if self.component is not None:
@@ -131,3 +165,159 @@ class LocalRegistry:
             return int(error.code)
         except OSError:
             return 0
+
+
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class RegistryClient:
+    """The OCI distribution API as docker or buildah speak it: a 401 with a Bearer challenge sends the client to the
+    realm with Basic credentials for the scope it names, and the request is made again with the token. ``tokens``
+    keeps the last token per scope, as clients do, so that a test can go on using one after something changed."""
+
+    url: str
+    user: str | None
+    password: str | None = field(repr=False)
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def _request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=15) as answer:
+                return Answer(int(answer.status), answer.read(), dict(answer.headers))
+        except urllib.error.HTTPError as error:
+            return Answer(int(error.code), error.read(), dict(error.headers))
+
+    def fetch_token(self, challenge: str) -> tuple[int, str | None]:
+        """(status of the realm's answer, the token) for a ``WWW-Authenticate: Bearer …`` challenge."""
+        fields = dict(_CHALLENGE.findall(challenge))
+        query = {key: fields[key] for key in ("service", "scope") if key in fields}
+        if self.user:
+            query["account"] = self.user
+        headers: dict[str, str] = {}
+        if self.user is not None and self.password is not None:
+            basic = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        url = f"{fields['realm']}?{urllib.parse.urlencode(query)}"
+        answer = self._request("GET", url, None, headers)
+        if answer.status != 200:
+            return answer.status, None
+        return 200, str(json.loads(answer.body)["token"])
+
+    def call(
+        self, method: str, path: str, *, scope: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Answer:
+        """One API call: with the token kept for this scope, else the one the challenge leads to. A refused token
+        is the answer (the test decides what it means); a refused login too."""
+        url = path if path.startswith("http") else f"{self.url}{path}"
+        sent = dict(headers or {})
+        if scope in self.tokens:
+            sent["Authorization"] = f"Bearer {self.tokens[scope]}"
+            answer = self._request(method, url, body, sent)
+            if answer.status != 401:
+                return answer
+        else:
+            answer = self._request(method, url, body, sent)
+        challenge = answer.headers.get("Www-Authenticate") or answer.headers.get("WWW-Authenticate") or ""
+        if answer.status == 401 and challenge.startswith("Basic ") and self.user is not None:
+            basic = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            return self._request(method, url, body, {**sent, "Authorization": f"Basic {basic}"})
+        if answer.status != 401 or not challenge.startswith("Bearer "):
+            return answer
+        status, token = self.fetch_token(challenge)
+        if token is None:
+            return Answer(status, b"", {})
+        self.tokens[scope] = token
+        sent["Authorization"] = f"Bearer {token}"
+        return self._request(method, url, body, sent)
+
+    def with_token(self, token: str, method: str, path: str) -> int:
+        """One call with exactly this token, never another: the status."""
+        url = path if path.startswith("http") else f"{self.url}{path}"
+        return self._request(method, url, None, {"Authorization": f"Bearer {token}", "Accept": MANIFEST_TYPE}).status
+
+    def login(self) -> int:
+        """What ``docker login`` checks: ``GET /v2/`` with a token from the realm."""
+        return self.call("GET", "/v2/", scope="").status
+
+    def push_blob(self, repository: str, data: bytes) -> int:
+        scope = f"repository:{repository}:pull,push"
+        started = self.call("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, body=b"")
+        if started.status != 202:
+            return started.status
+        location = started.headers.get("Location", "")
+        if not location.startswith("http"):
+            location = f"{self.url}{location}"
+        separator = "&" if "?" in location else "?"
+        done = self.call(
+            "PUT",
+            f"{location}{separator}digest={digest_of(data)}",
+            scope=scope,
+            body=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return done.status
+
+    def push_image(self, repository: str, tag: str, *, layer: bytes = b"smll-secrets test layer") -> int:
+        """A small image (one layer, a config) under ``repository:tag``; the status of the last step (201: pushed)."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+        for blob in (layer, config):
+            status = self.push_blob(repository, blob)
+            if status != 201:
+                return status
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_TYPE,
+                "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": digest_of(config)},
+                "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": digest_of(layer)}],
+            }
+        ).encode()
+        answer = self.call(
+            "PUT",
+            f"/v2/{repository}/manifests/{tag}",
+            scope=f"repository:{repository}:pull,push",
+            body=manifest,
+            headers={"Content-Type": MANIFEST_TYPE},
+        )
+        return answer.status
+
+    def manifest(self, repository: str, tag: str) -> Answer:
+        return self.call(
+            "GET",
+            f"/v2/{repository}/manifests/{tag}",
+            scope=f"repository:{repository}:pull",
+            headers={"Accept": MANIFEST_TYPE},
+        )
+
+    def blob(self, repository: str, digest: str) -> Answer:
+        return self.call("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull")
+
+    def pull(self, repository: str, tag: str) -> int:
+        """Manifest, then every blob it names; the first status that is not 200, else 200."""
+        manifest = self.manifest(repository, tag)
+        if manifest.status != 200:
+            return manifest.status
+        document = json.loads(manifest.body)
+        for descriptor in [document["config"], *document["layers"]]:
+            blob = self.blob(repository, descriptor["digest"])
+            if blob.status != 200:
+                return blob.status
+            if digest_of(blob.body) != descriptor["digest"]:
+                raise RuntimeError(f"blob {descriptor['digest']} of {repository} came back different")
+        return 200

@@ -1,0 +1,310 @@
+"""The registry's token endpoint (Distribution's ``auth: token`` realm), served by every controller replica.
+
+``GET /token?service=…&scope=repository:X/app:pull,push`` with Basic credentials (what docker, buildah and the
+kubelet's containerd send), or ``POST /token`` with an OAuth2 password grant (what containerd tries first). The
+user is checked against the htpasswd Secret the controller keeps (bcrypt, as a basic-auth registry would check
+it), the namespace's current ``smll.io/vpc`` label read from an informer, and the grant decided by
+``rules.registry_token``. Every replica serves it, the leader or not: the informers here are its own.
+
+Cost is bounded: a password that verified once is remembered (by a digest, never itself) for its hash, so a
+kubelet pulling all day costs one bcrypt check per process; other checks run two at a time in threads, at most
+``MAX_WAITING`` wait, and a user with too many failures is refused without a check for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from kubernetes_asyncio import client
+
+from controller.frame.store import JsonObject, Store, name_of
+from controller.registry.caches import htpasswd_entries
+from controller.registry.config import parse_secret_ref
+from kubeio.informer import Informer
+from rules import registry as rules
+from rules import registry_token as tokens
+from rules.names import VPC_LABEL
+from rules.workloads import is_terminating, labels_of, resource_path
+
+log = logging.getLogger(__name__)
+
+CA_CERT_FILE = "tls.crt"
+CA_KEY_FILE = "tls.key"
+CA_RELOAD_SECONDS = 30.0
+BCRYPT_THREADS = 2
+MAX_WAITING = 32
+MAX_REMEMBERED = 10_000
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    port: int
+    host: str
+    ca_dir: Path  # a mounted kubernetes.io/tls Secret: tls.crt, tls.key
+    service: str
+    issuer: str = tokens.DEFAULT_ISSUER
+    lifetime: int = tokens.DEFAULT_TOKEN_SECONDS
+    rotate_seconds: int = tokens.SIGNING_KEY_ROTATE_SECONDS
+
+
+# ---- what the endpoint knows ------------------------------------------------------------------------------
+
+
+def _vpc_entry(obj: JsonObject) -> tuple[str, str | None]:
+    """namespace → its VPC (the label's value) now; None when it is not one or is being deleted."""
+    labels = labels_of(obj)
+    member = VPC_LABEL in labels and not is_terminating(obj)
+    return name_of(obj)[1], labels.get(VPC_LABEL) if member else None
+
+
+class Users:
+    """The htpasswd Secret's entries, as its informer last saw them."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+
+    def replace(self, objects: list[JsonObject]) -> None:
+        self.entries = htpasswd_entries(objects[0] if objects else None)
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.entries = {} if event_type == "DELETED" else htpasswd_entries(obj)
+
+
+class Known:
+    """Passwords that verified, remembered as (user, hash, digest): a hash that changes forgets them."""
+
+    def __init__(self) -> None:
+        self.good: set[tuple[str, str, bytes]] = set()
+
+    @staticmethod
+    def key(user: str, hashed: str, password: str) -> tuple[str, str, bytes]:
+        return user, hashed, hashlib.sha256(password.encode()).digest()
+
+    def __contains__(self, key: tuple[str, str, bytes]) -> bool:
+        return key in self.good
+
+    def add(self, key: tuple[str, str, bytes]) -> None:
+        if len(self.good) >= MAX_REMEMBERED:
+            self.good.clear()
+        self.good.add(key)
+
+
+# ---- the signing key --------------------------------------------------------------------------------------
+
+
+class Signer:
+    """The CA from the mounted Secret (re-read every ``CA_RELOAD_SECONDS``), and this replica's signing key under
+    it, renewed as ``rules.registry_token.needs_new_key`` says."""
+
+    def __init__(self, config: TokenConfig) -> None:
+        self.config = config
+        self.ca: tuple[x509.Certificate, tokens.CaKey] | None = None
+        self.ca_pem = b""
+        self.read_at = 0.0
+        self.current: tokens.SigningKey | None = None
+
+    def _reload(self, now: float) -> bool:
+        """Whether the CA changed since the last read."""
+        if self.ca is not None and now - self.read_at < CA_RELOAD_SECONDS:
+            return False
+        self.read_at = now
+        cert_pem = (self.config.ca_dir / CA_CERT_FILE).read_bytes()
+        key_pem = (self.config.ca_dir / CA_KEY_FILE).read_bytes()
+        if self.ca is not None and cert_pem == self.ca_pem:
+            return False
+        self.ca = tokens.load_ca(cert_pem, key_pem)
+        self.ca_pem = cert_pem
+        return True
+
+    def key(self) -> tokens.SigningKey:
+        changed = self._reload(time.monotonic())
+        now = datetime.datetime.now(datetime.UTC)
+        if tokens.needs_new_key(
+            self.current,
+            now=now,
+            ca_fingerprint_changed=changed,
+            rotate_seconds=self.config.rotate_seconds,
+            lifetime=self.config.lifetime,
+        ):
+            assert self.ca is not None
+            self.current = tokens.issue_signing_key(*self.ca, now=now)
+            log.info("registry tokens: a new signing key, certified until %s", self.current.not_after.isoformat())
+        assert self.current is not None
+        return self.current
+
+    def token(self, subject: str, access: list[tokens.Access], now: int) -> str:
+        key = self.key()
+        body = tokens.claims(
+            issuer=self.config.issuer,
+            service=self.config.service,
+            subject=subject,
+            access=access,
+            now=now,
+            lifetime=self.config.lifetime,
+            token_id=secrets.token_hex(16),
+        )
+        return tokens.sign(key.key, tokens.header(key.chain), body)
+
+
+# ---- the endpoint -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenServer:
+    config: TokenConfig
+    signer: Signer
+    namespaces: Store[str, str | None] = field(
+        default_factory=lambda: Store(_vpc_entry, changed=lambda key, before, after: None)
+    )
+    users: Users = field(default_factory=Users)
+    known: Known = field(default_factory=Known)
+    failures: dict[str, tokens.Failures] = field(default_factory=dict)
+    checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(BCRYPT_THREADS))
+    waiting: int = 0
+    synced: bool = False
+
+    async def verify(self, user: str, password: str) -> tuple[bool, bool] | None:
+        """(known, verified) for these credentials; None when the endpoint is too busy or the user throttled."""
+        hashed = self.users.entries.get(user)
+        if hashed is None or rules.namespace_of(user) is None:
+            return False, False
+        key = Known.key(user, hashed, password)
+        if key in self.known:
+            return True, True
+        now = time.monotonic()
+        if tokens.throttled(self.failures.get(user), now) or self.waiting >= MAX_WAITING:
+            return None
+        self.waiting += 1
+        try:
+            async with self.checks:
+                verified = await asyncio.to_thread(rules.verify_password, password, hashed)
+        finally:
+            self.waiting -= 1
+        if verified:
+            self.known.add(key)
+            self.failures.pop(user, None)
+        else:
+            if len(self.failures) >= MAX_REMEMBERED:
+                self.failures.clear()
+            self.failures[user] = tokens.failed(self.failures.get(user), time.monotonic())
+        return True, verified
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.synced:
+            return _error(503, "the token endpoint is starting; try again in a moment")
+        if request.method == "POST":
+            form = await request.post()
+            if form.get("grant_type") != "password":
+                return _error(400, "only grant_type=password is supported (no refresh tokens are issued)")
+            user, password = str(form.get("username", "")), str(form.get("password", ""))
+            credentials = (user, password) if user else None
+            service = str(form["service"]) if "service" in form else None
+            scopes = tokens.parse_scopes([str(value) for value in form.getall("scope", [])])
+        else:
+            credentials = tokens.parse_basic(request.headers.get("Authorization"))
+            service = request.query.get("service")
+            scopes = tokens.parse_scopes(request.query.getall("scope", []))
+        known, verified = False, False
+        if credentials is not None:
+            checked = await self.verify(*credentials)
+            if checked is None:
+                return _error(429, "too many failed logins or checks at once; try again in a few seconds")
+            known, verified = checked
+        namespace = rules.namespace_of(credentials[0]) if credentials else None
+        vpc = self.namespaces.get(namespace) if namespace is not None else None
+        decision = tokens.decide(
+            service=service,
+            expected_service=self.config.service,
+            credentials=credentials,
+            known=known,
+            verified=verified,
+            vpc=vpc,
+            scopes=scopes,
+        )
+        if isinstance(decision, tokens.Denied):
+            if credentials is not None:
+                log.info("registry tokens: refused %s: %s", credentials[0], decision.reason)
+            return _error(decision.status, decision.reason)
+        now = int(time.time())
+        token = self.signer.token(decision.subject, decision.access, now)
+        granted = ", ".join(f"{a.name}:{','.join(a.actions)}" for a in decision.access) or "no repository"
+        asked = len(scopes)
+        log.info("registry tokens: %s (VPC %s) granted %s of %d scopes asked", decision.subject, vpc, granted, asked)
+        return web.json_response(tokens.response(token, lifetime=self.config.lifetime, now=now))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok" if self.synced else "starting", status=200 if self.synced else 503)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_get("/token", self.handle)
+        app.router.add_post("/token", self.handle)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+
+def _error(status: int, message: str) -> web.Response:
+    code = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 429: "TOOMANYREQUESTS"}.get(status, "UNAVAILABLE")
+    headers = {"WWW-Authenticate": 'Basic realm="smll-secrets registry tokens"'} if status == 401 else None
+    return web.json_response({"errors": [{"code": code, "message": message}]}, status=status, headers=headers)
+
+
+@dataclass
+class Serving:
+    """A started token endpoint: ``task`` runs its informers and ends only by failing; ``stop`` ends it all."""
+
+    server: TokenServer
+    runner: web.AppRunner
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.runner.cleanup()
+
+
+async def serve_tokens(api: client.ApiClient, config: TokenConfig, htpasswd_secret: str) -> Serving:
+    """Check the CA, start the informers and the listener; the endpoint answers 503 until both informers listed."""
+    signer = Signer(config)
+    signer.key()  # a CA that cannot sign fails the start, with its reason
+    server = TokenServer(config, signer)
+    namespace, name = parse_secret_ref(htpasswd_secret)
+    informers = [
+        Informer(api, resource_path("Namespace"), server.namespaces, managed_fields=False),
+        Informer(
+            api,
+            resource_path("Secret", namespace),
+            server.users,
+            query={"fieldSelector": f"metadata.name={name}"},
+            managed_fields=False,
+        ),
+    ]
+
+    async def run() -> None:
+        async with asyncio.TaskGroup() as group:
+            for informer in informers:
+                group.create_task(informer.run())
+            await asyncio.gather(*(_synced(informer) for informer in informers))
+            server.synced = True
+            log.info("registry tokens: caches synced; serving on port %d", config.port)
+
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    return Serving(server, runner, asyncio.create_task(run()))
+
+
+def _synced(informer: Informer) -> Awaitable[bool]:
+    return informer.synced.wait()
