@@ -787,10 +787,25 @@ def access_review(who: Identity, verb: str, resource: str, namespace: str, name:
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
 
 
-def forbidden(who: Identity, verb: str, resource: str, namespace: str, name: str, reason: str) -> ApiError:
+# A SecretWrite is reviewed twice: ``create secretwrites`` in the namespace (the apiserver asks it too, before it
+# proxies the request, with no name: a create names no object in its URL), then this verb on the ``writeonlysecrets``
+# of the Secret it writes, by name, so that a Role's resourceNames limits a writer to the Secrets it names.
+SET_KEYS_VERB = "update"
+
+
+def set_keys_hint(secret: str) -> str:
+    return (
+        f'a SecretWrite to secret "{secret}" needs {SET_KEYS_VERB} on writeonlysecrets "{secret}" (see "A pipeline '
+        'limited to its own Secrets" in docs/write-only-secrets.md)'
+    )
+
+
+def forbidden(
+    who: Identity, verb: str, resource: str, namespace: str, name: str, reason: str, hint: str = ""
+) -> ApiError:
     target = f'{resource}.{GROUP} "{name}"' if name else f"{resource}.{GROUP}"
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    because = f": {reason}" if reason else ""
+    because = "".join(f": {part}" for part in (hint, reason) if part)
     return ApiError(
         403,
         "Forbidden",

@@ -114,7 +114,9 @@ class SecretsApi:
             raise rules.ApiError(401, "Unauthorized", "the front proxy named no user")
         return who
 
-    async def authorize(self, who: rules.Identity, verb: str, resource: str, namespace: str, name: str = "") -> None:
+    async def authorize(
+        self, who: rules.Identity, verb: str, resource: str, namespace: str, name: str = "", hint: str = ""
+    ) -> None:
         review = await json_request(
             self.kube,
             "POST",
@@ -123,7 +125,7 @@ class SecretsApi:
         )
         answer = review.get("status") or {}
         if not answer.get("allowed") or answer.get("denied"):
-            raise rules.forbidden(who, verb, resource, namespace, name, str(answer.get("reason") or ""))
+            raise rules.forbidden(who, verb, resource, namespace, name, str(answer.get("reason") or ""), hint)
 
     # -- handlers ---------------------------------------------------------------------------------------------------
 
@@ -193,13 +195,15 @@ class SecretsApi:
     async def write(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         who = self.authenticate(request)
+        await self.authorize(who, "create", rules.WRITES, namespace)
         try:
             body = await request.json()
         except ValueError:
             raise rules.ApiError(400, "BadRequest", "the body is not JSON") from None
         wanted = rules.parse_write(body, namespace)
         # The review names the Secret, so a Role's resourceNames limits a writer to the Secrets it names.
-        await self.authorize(who, "create", rules.WRITES, namespace, wanted.secret)
+        hint = rules.set_keys_hint(wanted.secret)
+        await self.authorize(who, rules.SET_KEYS_VERB, rules.VIEWS, namespace, wanted.secret, hint)
         async with self.whole_secrets:
             result = await self._write(wanted, _dry_run(request))
         fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")

@@ -479,7 +479,11 @@ def test_the_secret_writer_role_writes_and_never_reads(helm: Path) -> None:
     role = one(docs, "ClusterRole", "smll-secrets-secret-writer")
     assert role["rules"] == [
         {"apiGroups": ["secrets.smll.io"], "resources": ["secretwrites"], "verbs": ["create"]},
-        {"apiGroups": ["secrets.smll.io"], "resources": ["writeonlysecrets"], "verbs": ["get", "list", "delete"]},
+        {
+            "apiGroups": ["secrets.smll.io"],
+            "resources": ["writeonlysecrets"],
+            "verbs": ["get", "list", "delete", "update"],
+        },
     ]
     assert role["metadata"]["labels"]["smll.io/aggregate-to-secret-writer"] == "true"
     assert role["metadata"]["labels"]["example.com/aggregate-to-ci"] == "true"

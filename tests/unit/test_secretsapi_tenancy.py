@@ -321,12 +321,19 @@ async def test_the_review_of_a_write_names_the_secret(monkeypatch: pytest.Monkey
     api_, secrets, reviews, _ = fake(monkeypatch)
     answer = await secrets.write(write_request(secret_write("s01", stringData={"KEY": "new"})))
     assert answer.status == 200
-    assert reviews[-1] == {"verb": "create", "group": api.GROUP, "version": api.VERSION,
-                           "resource": api.WRITES, "namespace": "shop", "name": "s01"}  # fmt: skip
+    attributes = {"group": api.GROUP, "version": api.VERSION, "namespace": "shop"}
+    assert reviews[-2:] == [
+        {"verb": "create", "resource": api.WRITES, **attributes},  # what the apiserver asked too
+        {"verb": "update", "resource": api.VIEWS, "name": "s01", **attributes},  # the Secret, by name
+    ]
     with pytest.raises(api.ApiError) as refused:
         await secrets.write(write_request(secret_write("not-yours", stringData={"KEY": "x"})))
     assert refused.value.code == 403
-    assert 'secretwrites.secrets.smll.io "not-yours" is forbidden' in refused.value.message
+    assert refused.value.message.startswith(
+        'writeonlysecrets.secrets.smll.io "not-yours" is forbidden: User "ci" cannot update resource '
+        '"writeonlysecrets" in API group "secrets.smll.io" in the namespace "shop": a SecretWrite to secret '
+        '"not-yours" needs update on writeonlysecrets "not-yours"'
+    )
     assert api_.get(resource_path("Secret", "shop", "not-yours")) is None
 
 
