@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry-token-host", default=defaults.registry_token_host)
     parser.add_argument(
         "--registry-token-ca",
-        type=Path,
-        help="directory of the token signing CA (tls.crt, tls.key: a mounted kubernetes.io/tls Secret)",
+        help="NAMESPACE/NAME of the kubernetes.io/tls Secret of the CA the tokens' signing keys are certified by",
     )
     parser.add_argument(
         "--registry-token-service", help="the registry's auth.token.service (default: the host of --registry-url)"
@@ -99,12 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"--htpasswd-secret: {error}")
     if args.registry_token_port is not None:
-        from rules.registry_token import lifetime_error  # only when turned on
+        from controller.registry.config import parse_secret_ref  # only when turned on
+        from rules.registry_token import lifetime_error
 
         if args.htpasswd_secret is None or args.registry_token_ca is None:
             parser.error("--registry-token-port needs --registry-url, --htpasswd-secret and --registry-token-ca")
         if (wrong := lifetime_error(args.registry_token_seconds)) is not None:
             parser.error(f"--registry-token-seconds: {wrong}")
+        try:
+            parse_secret_ref(args.registry_token_ca)
+        except ValueError as error:
+            parser.error(f"--registry-token-ca: {error}")
     logs.configure(args.log_level, args.log_format)
     tag_reconcile_lines()
     settings = Settings(

@@ -71,13 +71,14 @@ async def serve_registry_tokens(api: client.ApiClient, settings: Settings) -> Se
     if settings.registry_token_port is None or settings.registry_url is None or settings.htpasswd_secret is None:
         return None
     assert settings.registry_token_ca is not None  # checked with the flags
-    from controller.registry.tokens import TokenConfig, serve_tokens  # only when turned on (module doc)
+    from controller.registry.config import parse_secret_ref  # only when turned on (module doc)
+    from controller.registry.tokens import TokenConfig, serve_tokens
     from rules.registry import registry_host
 
     config = TokenConfig(
         port=settings.registry_token_port,
         host=settings.registry_token_host,
-        ca_dir=settings.registry_token_ca,
+        ca_secret=parse_secret_ref(settings.registry_token_ca),
         service=settings.registry_token_service or registry_host(settings.registry_url),
         issuer=settings.registry_token_issuer,
         lifetime=settings.registry_token_seconds,

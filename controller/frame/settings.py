@@ -30,7 +30,7 @@ class Settings:
     # The registry's token endpoint (controller.registry.tokens), on every replica; off without a port.
     registry_token_port: int | None = None
     registry_token_host: str = "0.0.0.0"  # noqa: S104 - the registry's clients reach it through a Service
-    registry_token_ca: Path | None = None  # a mounted kubernetes.io/tls Secret: the CA the registry trusts
+    registry_token_ca: str | None = None  # "namespace/name" of a kubernetes.io/tls Secret: the CA the registry trusts
     registry_token_service: str | None = None  # the registry's auth.token.service; its host by default
     registry_token_issuer: str = "smll-secrets"
     registry_token_seconds: int = 300

@@ -9,6 +9,9 @@ it), the namespace's current ``smll.io/vpc`` label read from an informer, and th
 Cost is bounded: a password that verified once is remembered (by a digest, never itself) for its hash, so a
 kubelet pulling all day costs one bcrypt check per process; other checks run two at a time in threads, at most
 ``MAX_WAITING`` wait, and a user with too many failures is refused without a check for a while.
+
+The signing CA is a ``kubernetes.io/tls`` Secret read through the API (watched by name, so a new CA is used at once),
+never a mounted file: the process needs no volume of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,13 +37,13 @@ from kubeio.informer import Informer
 from rules import registry as rules
 from rules import registry_token as tokens
 from rules.names import VPC_LABEL
+from rules.secretdata import decode_data
 from rules.workloads import is_terminating, labels_of, resource_path
 
 log = logging.getLogger(__name__)
 
-CA_CERT_FILE = "tls.crt"
-CA_KEY_FILE = "tls.key"
-CA_RELOAD_SECONDS = 30.0
+CA_CERT_KEY = "tls.crt"
+CA_KEY_KEY = "tls.key"
 BCRYPT_THREADS = 2
 MAX_WAITING = 32
 MAX_REMEMBERED = 10_000
@@ -52,7 +54,7 @@ MAX_BODY_BYTES = 16 * 1024
 class TokenConfig:
     port: int
     host: str
-    ca_dir: Path  # a mounted kubernetes.io/tls Secret: tls.crt, tls.key
+    ca_secret: tuple[str, str]  # (namespace, name) of a kubernetes.io/tls Secret: tls.crt, tls.key
     service: str
     issuer: str = tokens.DEFAULT_ISSUER
     lifetime: int = tokens.DEFAULT_TOKEN_SECONDS
@@ -105,41 +107,53 @@ class Known:
 
 
 class Signer:
-    """The CA from the mounted Secret (re-read every ``CA_RELOAD_SECONDS``), and this replica's signing key under
-    it, renewed as ``rules.registry_token.needs_new_key`` says."""
+    """The CA from its Secret (kept current by an informer: a new CA is used from its watch event on), and this
+    replica's signing key under it, renewed as ``rules.registry_token.needs_new_key`` says. A Secret deleted or
+    broken after a good one keeps the last good CA (logged): a mistake does not stop every pull."""
 
     def __init__(self, config: TokenConfig) -> None:
         self.config = config
         self.ca: tuple[x509.Certificate, tokens.CaKey] | None = None
-        self.ca_pem = b""
-        self.read_at = 0.0
+        self.ca_changed = False
+        self.problem: str | None = "the signing CA Secret has not been read yet"
         self.current: tokens.SigningKey | None = None
 
-    def _reload(self, now: float) -> bool:
-        """Whether the CA changed since the last read."""
-        if self.ca is not None and now - self.read_at < CA_RELOAD_SECONDS:
-            return False
-        self.read_at = now
-        cert_pem = (self.config.ca_dir / CA_CERT_FILE).read_bytes()
-        key_pem = (self.config.ca_dir / CA_KEY_FILE).read_bytes()
-        if self.ca is not None and cert_pem == self.ca_pem:
-            return False
-        self.ca = tokens.load_ca(cert_pem, key_pem)
-        self.ca_pem = cert_pem
-        return True
+    def replace(self, objects: list[JsonObject]) -> None:
+        self._set(objects[0] if objects else None)
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        self._set(None if event_type == "DELETED" else obj)
+
+    def _set(self, secret: JsonObject | None) -> None:
+        namespace, name = self.config.ca_secret
+        data = decode_data((secret or {}).get("data") or {})
+        if secret is None or CA_CERT_KEY not in data or CA_KEY_KEY not in data:
+            self.problem = f"Secret {namespace}/{name} with {CA_CERT_KEY} and {CA_KEY_KEY} is missing"
+        else:
+            try:
+                ca = tokens.load_ca(data[CA_CERT_KEY].encode(), data[CA_KEY_KEY].encode())
+            except ValueError as error:
+                self.problem = f"Secret {namespace}/{name}: {error}"
+            else:
+                changed = self.ca is None or ca[0] != self.ca[0]
+                self.ca, self.problem = ca, None
+                self.ca_changed = self.ca_changed or changed
+                return
+        log.error("registry tokens: no token can be signed: %s", self.problem)
 
     def key(self) -> tokens.SigningKey:
-        changed = self._reload(time.monotonic())
+        if self.ca is None:
+            raise LookupError(self.problem)
         now = datetime.datetime.now(datetime.UTC)
         if tokens.needs_new_key(
             self.current,
             now=now,
-            ca_fingerprint_changed=changed,
+            ca_fingerprint_changed=self.ca_changed,
             rotate_seconds=self.config.rotate_seconds,
             lifetime=self.config.lifetime,
         ):
-            assert self.ca is not None
             self.current = tokens.issue_signing_key(*self.ca, now=now)
+            self.ca_changed = False
             log.info("registry tokens: a new signing key, certified until %s", self.current.not_after.isoformat())
         assert self.current is not None
         return self.current
@@ -238,7 +252,10 @@ class TokenServer:
                 log.info("registry tokens: refused %s: %s", credentials[0], decision.reason)
             return _error(decision.status, decision.reason)
         now = int(time.time())
-        token = self.signer.token(decision.subject, decision.access, now)
+        try:
+            token = self.signer.token(decision.subject, decision.access, now)
+        except LookupError as error:
+            return _error(503, f"no token can be signed: {error}")
         granted = ", ".join(f"{a.name}:{','.join(a.actions)}" for a in decision.access) or "no repository"
         asked = len(scopes)
         log.info("registry tokens: %s (VPC %s) granted %s of %d scopes asked", decision.subject, vpc, granted, asked)
@@ -276,12 +293,20 @@ class Serving:
 
 
 async def serve_tokens(api: client.ApiClient, config: TokenConfig, htpasswd_secret: str) -> Serving:
-    """Check the CA, start the informers and the listener; the endpoint answers 503 until both informers listed."""
+    """Start the informers and the listener; the endpoint answers 503 until the informers listed (and while there
+    is no CA to sign with, saying why)."""
     signer = Signer(config)
-    signer.key()  # a CA that cannot sign fails the start, with its reason
     server = TokenServer(config, signer)
     namespace, name = parse_secret_ref(htpasswd_secret)
+    ca_namespace, ca_name = config.ca_secret
     informers = [
+        Informer(
+            api,
+            resource_path("Secret", ca_namespace),
+            signer,
+            query={"fieldSelector": f"metadata.name={ca_name}"},
+            managed_fields=False,
+        ),
         Informer(api, resource_path("Namespace"), server.namespaces, managed_fields=False),
         Informer(
             api,

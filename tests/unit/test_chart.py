@@ -169,7 +169,7 @@ def test_a_separate_controller_runs_alone_as_its_own_service_account_with_the_co
     assert webhook_sa != controller_sa
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"} == {webhook_sa, controller_sa}
     # The webhook Service never selects the controller's pods.
-    service = one(docs, "Service")
+    service = one(docs, "Service", f"{RELEASE}-webhook")
     pod_labels = controller["spec"]["template"]["metadata"]["labels"]
     assert not set(service["spec"]["selector"].items()) <= set(pod_labels.items())
     # The controller's roles are bound to the controller's account alone; the webhook's to the webhook's.
@@ -408,7 +408,7 @@ def test_the_controller_command_line_is_accepted_by_the_controller(
 ) -> None:
     docs = render(helm, COMBINATIONS["everything"])
     config = tmp_path / "databases.yaml"
-    config.write_text(one(docs, "ConfigMap")["data"]["databases.yaml"])
+    config.write_text(one(docs, "ConfigMap", f"{RELEASE}-databases")["data"]["databases.yaml"])
     args = [
         f"--database-config={config}" if a.startswith("--database-config=") else a.replace("$(POD_NAME)", "pod-0")
         for a in container(one(docs, "Deployment"), "controller")["args"][1:]
@@ -429,6 +429,9 @@ def test_the_controller_command_line_is_accepted_by_the_controller(
     assert settings.settle_max_seconds == 45
     assert settings.registry_url == "registry.example.com"
     assert settings.htpasswd_secret == f"{NAMESPACE}/registry-htpasswd"
+    assert settings.registry_token_port == 8082
+    assert settings.registry_token_ca == f"{NAMESPACE}/{RELEASE}-registry-token-ca"
+    assert settings.registry_token_seconds == 300
     assert load_servers(config)["default"].admin_secret == "pg-admin"
 
 
@@ -545,3 +548,46 @@ def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_developme
             assert hook.keys() == chart_hook.keys(), f"{kind} {hook['name']}"
             for field, value in hook.items():
                 assert value == chart_hook[field], f"{kind} {hook['name']}: {field}"
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["sidecar", "separate"])
+def test_the_registry_token_endpoint_has_a_service_a_ca_and_the_registry_bundle(helm: Path, separate: bool) -> None:
+    """The token Service selects the pods that run the controller, on its port; the CA is a kubernetes.io/tls
+    Secret the controller names, and the registry's bundle (a ConfigMap) is its certificate alone."""
+    values = {"controller": {"separate": separate, "registry": {"url": "registry.example.com"}}}
+    docs = render(helm, values)
+    name = f"{RELEASE}-registry-token-ca"
+    secret, bundle = one(docs, "Secret", name), one(docs, "ConfigMap", name)
+    assert secret["type"] == "kubernetes.io/tls"
+    cert = base64.b64decode(secret["data"]["tls.crt"]).decode()
+    assert bundle["data"]["ca.crt"].strip() == cert.strip()
+    assert "PRIVATE KEY" not in bundle["data"]["ca.crt"]
+    service = one(docs, "Service", f"{RELEASE}-registry-tokens")
+    assert service["spec"]["ports"][0]["targetPort"] == "tokens"
+    running = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and any(c["name"] == "controller" for c in d["spec"]["template"]["spec"]["containers"])
+    ]
+    [deployment] = running
+    assert set(service["spec"]["selector"].items()) <= set(deployment["spec"]["template"]["metadata"]["labels"].items())
+    controller = container(deployment, "controller")
+    assert {"name": "tokens", "containerPort": 8082, "protocol": "TCP"} in controller["ports"]
+    assert f"--registry-token-ca={NAMESPACE}/{name}" in controller["args"]
+    others = [d for d in docs if d["kind"] == "Deployment" and d is not deployment]
+    for other in others:
+        assert not set(service["spec"]["selector"].items()) <= set(
+            other["spec"]["template"]["metadata"]["labels"].items()
+        )
+
+
+def test_registry_tokens_off_render_no_token_objects_and_a_node_port_when_asked(helm: Path) -> None:
+    off = render(helm, {"controller": {"registry": {"url": "r.example", "tokens": {"enabled": False}}}})
+    assert not [d for d in off if "registry-token" in d["metadata"]["name"]]
+    assert not any("--registry-token" in a for a in container(one(off, "Deployment"), "controller")["args"])
+    tokens = {"serviceType": "NodePort", "nodePort": 30082}
+    node_port = render(helm, {"controller": {"registry": {"url": "r.example", "tokens": tokens}}})
+    service = one(node_port, "Service", f"{RELEASE}-registry-tokens")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == 30082

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from controller.registry.tokens import Signer, TokenConfig, TokenServer
 from rules import registry as r
 from rules import registry_token as t
-from rules.certs import make_ca, make_leaf
+from rules.certs import KeyPair, make_ca, make_leaf
 
 NOW = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.UTC)
 
@@ -260,18 +259,23 @@ def test_the_signing_key_never_outlives_its_ca_and_rotates() -> None:
 PASSWORD = "p" * 40
 
 
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    ca = make_ca("tokens", valid_for=datetime.timedelta(days=30))
-    (tmp_path / "tls.crt").write_bytes(ca.cert_pem)
-    (tmp_path / "tls.key").write_bytes(ca.key_pem)
-    return tmp_path
+def ca_secret(ca: KeyPair) -> dict[str, Any]:
+    data = {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem}
+    return {
+        "metadata": {"namespace": "smll-system", "name": "tokens-ca"},
+        "type": "kubernetes.io/tls",
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+CONFIG = TokenConfig(port=0, host="127.0.0.1", ca_secret=("smll-system", "tokens-ca"), service="reg:5000", lifetime=60)
 
 
 @pytest.fixture
-def server(ca_dir: Path) -> TokenServer:
-    config = TokenConfig(port=0, host="127.0.0.1", ca_dir=ca_dir, service="reg:5000", lifetime=60)
-    server = TokenServer(config, Signer(config))
+def server() -> TokenServer:
+    signer = Signer(CONFIG)
+    signer.replace([ca_secret(make_ca("tokens", valid_for=datetime.timedelta(days=30)))])
+    server = TokenServer(CONFIG, signer)
     hashed = r.hash_password(PASSWORD, cost=4)
     server.users.entries = {"vpc-a": hashed, "vpc-gone": hashed, "ci": hashed}
     server.namespaces.replace(
@@ -349,6 +353,37 @@ async def test_a_user_under_attack_is_throttled_but_its_known_password_still_wor
     assert statuses[: t.FAILURE_BURST] == [401] * t.FAILURE_BURST
     assert statuses[-1] == 429
     assert (await http.get("/token", headers=basic("vpc-a", PASSWORD))).status == 200  # remembered: no check
+
+
+async def test_a_new_ca_makes_a_new_signing_key_and_a_missing_one_keeps_the_last_good(
+    server: TokenServer, aiohttp_client: Any
+) -> None:
+    """A CA Secret deleted or broken by mistake does not stop pulls: the last good CA signs on (and the log says
+    so); an endpoint that never had one answers 503 saying which Secret it needs."""
+    http = await aiohttp_client(server.app())
+    first = server.signer.key()
+    server.signer.apply("MODIFIED", ca_secret(make_ca("next", valid_for=datetime.timedelta(days=30))))
+    second = server.signer.key()
+    assert second is not first
+    assert second.chain[0].issuer.rfc4514_string() == "CN=next"
+    assert server.signer.key() is second
+    server.signer.apply("DELETED", ca_secret(make_ca("gone", valid_for=datetime.timedelta(days=1))))
+    assert (await http.get("/token", headers=basic("vpc-a", PASSWORD))).status == 200
+    assert server.signer.key() is second
+
+    server.signer = Signer(CONFIG)
+    server.signer.replace([])
+    answer = await http.get("/token", headers=basic("vpc-a", PASSWORD))
+    assert answer.status == 503
+    assert "smll-system/tokens-ca" in (await answer.json())["errors"][0]["message"]
+
+
+def test_a_ca_secret_that_cannot_sign_keeps_the_endpoint_from_signing() -> None:
+    signer = Signer(CONFIG)
+    leaf = make_leaf(make_ca("ca", valid_for=datetime.timedelta(days=1)), "leaf", valid_for=datetime.timedelta(days=1))
+    signer.replace([ca_secret(leaf)])
+    with pytest.raises(LookupError, match="not a CA"):
+        signer.key()
 
 
 async def test_the_endpoint_answers_503_until_its_caches_are_synced(server: TokenServer, aiohttp_client: Any) -> None:

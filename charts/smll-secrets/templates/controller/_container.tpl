@@ -22,6 +22,16 @@
     - --registry-url={{ .Values.controller.registry.url }}
     - --htpasswd-secret={{ include "smll-secrets.htpasswdSecret" . }}
     {{- end }}
+    {{- if include "smll-secrets.registryTokens" . }}
+    {{- $tokens := .Values.controller.registry.tokens }}
+    - --registry-token-port={{ $tokens.port }}
+    - --registry-token-ca={{ .Release.Namespace }}/{{ include "smll-secrets.registryTokenCA" . }}
+    - --registry-token-issuer={{ $tokens.issuer }}
+    - --registry-token-seconds={{ $tokens.lifetimeSeconds }}
+    {{- with $tokens.service }}
+    - --registry-token-service={{ . }}
+    {{- end }}
+    {{- end }}
   env:
     - name: POD_NAME
       valueFrom:
@@ -31,6 +41,11 @@
     - name: metrics
       containerPort: {{ .Values.controller.metricsPort }}
       protocol: TCP
+    {{- if include "smll-secrets.registryTokens" . }}
+    - name: tokens
+      containerPort: {{ .Values.controller.registry.tokens.port }}
+      protocol: TCP
+    {{- end }}
   livenessProbe:
     httpGet:
       path: /healthz
