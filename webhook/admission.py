@@ -96,6 +96,12 @@ def parse_review(body: bytes) -> AdmissionRequest:
         if request.get(field) is not None and not isinstance(request[field], str):
             raise BadReview(f"request.{field} is not a string")
     if kind["kind"] in JUDGED_KINDS:
+        if not request.get("name") and request["operation"] == "DELETE":
+            # A deletecollection (`kubectl delete secrets --all`, a namespace's deletion) is reviewed object by
+            # object, and each review names its object only in oldObject.
+            metadata = (request.get("oldObject") or {}).get("metadata")
+            found = metadata.get("name") if isinstance(metadata, dict) else None
+            request["name"] = found if isinstance(found, str) else ""
         _check_names(kind["kind"], request["operation"], request.get("namespace") or "", request.get("name") or "")
     return request  # type: ignore[return-value]  # checked field by field above
 
@@ -108,7 +114,9 @@ def _check_names(kind: str, operation: str, namespace: str, name: str) -> None:
             "(a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending alphanumeric)"
         )
     if not name and operation in ("UPDATE", "DELETE"):
-        raise BadReview(f"request.name is required for {operation} of a {kind}")
+        raise BadReview(
+            f"request.name (or, for DELETE, oldObject.metadata.name) is required for {operation} of a {kind}"
+        )
     if name and not is_dns_subdomain(name):
         raise BadReview(
             f"request.name {_shown(name)} is not a {kind} name (a DNS-1123 subdomain: at most 253 lower-case "

@@ -433,3 +433,18 @@ async def test_a_review_naming_what_kubernetes_never_would_is_refused_before_any
     assert answer.status == 400
     assert reason in await answer.text()
     assert reads == [], "no API call for a review the apiserver would never send"
+
+
+async def test_a_delete_of_every_secret_at_once_is_judged_secret_by_secret(
+    app_for: Callable[[WebhookState], Awaitable[Client]],
+) -> None:
+    """`kubectl delete secrets --all` is a deletecollection: the apiserver reviews each Secret with an empty
+    request.name and the Secret in oldObject. Judged by that empty name, every Secret in use would go."""
+    client = await app_for(make_state(CLUSTER))
+    review = delete_of(secret("stripe", KEY="c2VjcmV0"))
+    review["request"]["name"] = ""
+
+    response = await judge(client, review)
+
+    assert response["allowed"] is False
+    assert "deployment/web (env API_KEY)" in response["status"]["message"]
