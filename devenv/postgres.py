@@ -1,7 +1,10 @@
-"""A real PostgreSQL server for tests and the demo: initdb in a temp dir, its own loopback port, password auth."""
+"""A real PostgreSQL server for tests and the demo: initdb in a temp dir, its own loopback port, password auth; with
+``tls=True`` it also serves TLS with a certificate for 127.0.0.1 and localhost from a CA of its own (``ca_pem``), so
+that clients can use ``sslmode=verify-full``."""
 
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import pwd
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv.process import Component, free_port
+from rules.certs import make_ca, make_leaf
 
 SERVICE_USER = "postgres"
 
@@ -39,6 +43,8 @@ class LocalPostgres:
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smll-pg-")))
     # Also listen on this address and accept password logins from this network (pods on the local node).
     pod_network: tuple[str, str] | None = None  # (address to listen on, CIDR of clients)
+    tls: bool = False
+    ca_pem: bytes = field(default=b"", repr=False)
     component: Component | None = None
 
     @property
@@ -81,6 +87,7 @@ class LocalPostgres:
             if self.pod_network is not None:
                 with (data / "pg_hba.conf").open("a") as hba:
                     hba.write(f"host all all {self.pod_network[1]} scram-sha-256\n")
+        tls_args = self._tls() if self.tls else []
         args = [
             str(binaries / "postgres"),
             "-D",
@@ -95,6 +102,7 @@ class LocalPostgres:
             "fsync=off",
             "-c",
             "full_page_writes=off",
+            *tls_args,
         ]
         log = self.directory / "postgres.log"
         log.touch()
@@ -102,6 +110,26 @@ class LocalPostgres:
         self.component = Component("postgres", args, log, user=self.run_as)
         self.component.start(detach=detach)
         self.wait_ready(binaries)
+
+    def _tls(self) -> list[str]:
+        """A CA and a serving certificate for the addresses it listens on (made once; the key readable by the
+        server's user only, as PostgreSQL demands)."""
+        cert, key, ca = (self.directory / name for name in ("server.crt", "server.key", "ca.crt"))
+        if not ca.exists():
+            valid_for = datetime.timedelta(days=7)
+            authority = make_ca("smll-secrets test PostgreSQL CA", valid_for=valid_for)
+            addresses = ("127.0.0.1", *self.pod_network[:1]) if self.pod_network else ("127.0.0.1",)
+            leaf = make_leaf(
+                authority, "postgres", valid_for=valid_for, dns_names=("localhost",), ip_addresses=addresses
+            )
+            cert.write_bytes(leaf.cert_pem)
+            key.touch(mode=0o600)
+            key.write_bytes(leaf.key_pem)
+            ca.write_bytes(authority.cert_pem)
+            for path in (cert, key):
+                self._own(path)
+        self.ca_pem = ca.read_bytes()
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
 
     def wait_ready(self, binaries: Path, timeout: float = 30) -> None:
         assert self.component is not None

@@ -21,6 +21,8 @@ ROTATION_SEEN = ANNOTATION_PREFIX + "rotate-seen"
 # On database credentials: the login kept until the readers have rolled, and when the password last changed.
 PREVIOUS_USER = ANNOTATION_PREFIX + "previous-user"
 ROTATED_AT = ANNOTATION_PREFIX + "rotated-at"
+# On database credentials: the keyed digest that proves the controller made the Secret for its Database (uid).
+MADE_FOR = ANNOTATION_PREFIX + "made-for"
 # On a Secret written through the write-only API: key → when the API last changed it (RFC 3339), as JSON.
 KEYS_CHANGED_AT = ANNOTATION_PREFIX + "keys-changed-at"
 # On a Database: dropped by the controller once the server's database and role are dealt with.

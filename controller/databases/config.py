@@ -14,7 +14,10 @@ class ConfigError(ValueError):
 
 
 def load_servers(path: Path) -> dict[str, rules.Server]:
-    """``servers: {NAME: {host, port, sslmode, adminSecret}}`` — a clear error names what to fix."""
+    """``servers: {NAME: {host, port, sslmode, adminSecret, caSecret}}`` — a clear error names what to fix.
+
+    ``caSecret`` (a Secret of the controller's namespace, key ``ca.crt``) is the CA bundle that ``verify-ca`` and
+    ``verify-full`` check the server's certificate against; without it they use the system's CAs."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -29,11 +32,18 @@ def load_servers(path: Path) -> dict[str, rules.Server]:
         sslmode = str(spec.get("sslmode", "require"))
         if sslmode not in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
             raise ConfigError(f"{path}: server {name!r} has sslmode {sslmode!r}; use disable, require, verify-full…")
+        ca_secret = str(spec.get("caSecret") or "")
+        if ca_secret and sslmode not in ("verify-ca", "verify-full"):
+            raise ConfigError(
+                f"{path}: server {name!r} names caSecret but sslmode {sslmode!r} checks no certificate; "
+                f"use sslmode verify-full"
+            )
         found[str(name)] = rules.Server(
             name=str(name),
             host=str(spec["host"]),
             port=int(spec.get("port", 5432)),
             sslmode=sslmode,
             admin_secret=str(spec["adminSecret"]),
+            ca_secret=ca_secret,
         )
     return found

@@ -2,21 +2,30 @@
 
 Utility statements (CREATE ROLE, CREATE DATABASE…) take no bind parameters, so every name and password is quoted;
 passwords never reach the server at all: it gets their SCRAM-SHA-256 verifier.
+
+Every statement that changes a role that exists (ALTER, DROP, REASSIGN OWNED) is preceded, on the same connection,
+by a read of that role that proves it this Database's (``verified``): marked for it, of the kind expected, and a
+member of its owner role. A role that fails is never touched (``RoleConflict``).
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 import asyncpg
 
-from rules.database import Server, quote_ident, quote_literal, scram_verifier
+from rules.database import Role, Server, ServerState, is_login_of, quote_ident, quote_literal, scram_verifier
 
 CONNECT_TIMEOUT = 5.0
 
 # asyncpg ships no type information; its connection is typed as Any here.
 Connection = Any
+
+
+class RoleConflict(Exception):
+    """A role or database of this Database's name that is not this Database's: nothing was changed."""
 
 
 async def connect(server: Server, *, user: str, password: str, database: str = "postgres") -> Connection:
@@ -27,37 +36,125 @@ async def connect(server: Server, *, user: str, password: str, database: str = "
         password=password,
         database=database,
         timeout=CONNECT_TIMEOUT,
-        ssl=_ssl(server.sslmode),
+        ssl=ssl_for(server),
     )
 
 
-def _ssl(sslmode: str) -> str | bool:
-    return False if sslmode == "disable" else sslmode
+def ssl_for(server: Server) -> ssl.SSLContext | str | bool:
+    """verify-ca and verify-full check the server's certificate against the configured CA bundle (the system's CAs
+    without one); verify-full also checks that it names the host. The other modes are libpq's, as asyncpg reads
+    them (``require`` encrypts but checks no certificate)."""
+    if server.sslmode == "disable":
+        return False
+    if server.sslmode not in ("verify-ca", "verify-full"):
+        return server.sslmode
+    context = ssl.create_default_context(cadata=server.ca_pem.decode() if server.ca_pem else None)
+    context.check_hostname = server.sslmode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
-async def ensure_database(admin: Connection, owner: str) -> None:
-    """A NOLOGIN owner role and a database it owns, which PUBLIC may not connect to."""
-    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", owner):
-        await admin.execute(f"CREATE ROLE {quote_ident(owner)} NOLOGIN")
-    if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", owner):
+_ROLE = (  # the statements below add constant WHERE clauses only; every value is a bind parameter
+    "SELECT r.rolname, r.rolcanlogin, "
+    "(r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls) AS privileged, "
+    "shobj_description(r.oid, 'pg_authid') AS comment, "
+    "ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+    "WHERE m.member = r.oid ORDER BY 1) AS member_of FROM pg_roles r "
+)
+
+
+_MEMBERS_OF = (
+    "WHERE r.oid IN (SELECT m.member FROM pg_auth_members m JOIN pg_roles o ON o.oid = m.roleid "
+    "WHERE o.rolname = $1) ORDER BY 1"
+)
+
+
+def _role(row: Any) -> Role:
+    return Role(
+        name=str(row["rolname"]),
+        login=bool(row["rolcanlogin"]),
+        privileged=bool(row["privileged"]),
+        comment=None if row["comment"] is None else str(row["comment"]),
+        member_of=tuple(str(name) for name in row["member_of"]),
+    )
+
+
+async def role(admin: Connection, name: str) -> Role | None:
+    row = await admin.fetchrow(_ROLE + "WHERE r.rolname = $1", name)
+    return None if row is None else _role(row)
+
+
+async def inspect(admin: Connection, owner: str) -> ServerState:
+    """The owner role, the owner of the database of its name, and the owner role's members."""
+    found = await role(admin, owner)
+    database_owner = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", owner)
+    members: tuple[Role, ...] = ()
+    if found is not None:
+        rows = await admin.fetch(
+            _ROLE + _MEMBERS_OF,
+            owner,
+        )
+        members = tuple(_role(row) for row in rows)
+    return ServerState(found, None if database_owner is None else str(database_owner), members)
+
+
+async def verified(admin: Connection, name: str, *, marker: str, owner: str, admin_user: str) -> Role | None:
+    """The role ``name`` if it is this Database's (None if there is none); RoleConflict if it exists and is not.
+    ``name == owner``: the NOLOGIN owner role; otherwise one of its login generations."""
+    found = await role(admin, name)
+    if found is None:
+        return None
+    sound = found.comment == marker and not found.privileged and found.name != admin_user
+    if name == owner:
+        sound = sound and not found.login
+    else:
+        sound = sound and found.login and owner in found.member_of
+    if not sound:
+        raise RoleConflict(f"role {name} is not one this controller made for this Database; it is left alone")
+    return found
+
+
+async def mark(admin: Connection, names: tuple[str, ...], marker: str) -> None:
+    """Roles made before markers, proven this Database's (rules.database.claim): marked, in one transaction."""
+    async with admin.transaction():
+        for name in names:
+            await admin.execute(f"COMMENT ON ROLE {quote_ident(name)} IS {quote_literal(marker)}")
+
+
+async def ensure_database(admin: Connection, owner: str, *, marker: str, admin_user: str) -> None:
+    """A NOLOGIN owner role (marked) and a database it owns, which PUBLIC may not connect to."""
+    if await verified(admin, owner, marker=marker, owner=owner, admin_user=admin_user) is None:
+        async with admin.transaction():
+            await admin.execute(f"CREATE ROLE {quote_ident(owner)} NOLOGIN")
+            await admin.execute(f"COMMENT ON ROLE {quote_ident(owner)} IS {quote_literal(marker)}")
+    database_owner = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", owner)
+    if database_owner is None:
         await admin.execute(f"CREATE DATABASE {quote_ident(owner)} OWNER {quote_ident(owner)}")
+    elif database_owner != owner:
+        raise RoleConflict(f"database {owner} is owned by another role; it is left alone")
     await admin.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote_ident(owner)} FROM PUBLIC")
     await admin.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(owner)} TO {quote_ident(owner)}")
 
 
-async def ensure_login(admin: Connection, *, login: str, owner: str, password: str) -> None:
-    """A least-privilege login that acts as the owner role, with this password."""
+async def ensure_login(
+    admin: Connection, *, login: str, owner: str, password: str, marker: str, admin_user: str
+) -> None:
+    """A least-privilege login of this Database that acts as the owner role, with this password: created (marked),
+    or, when it exists, its password set — only once it is proven this Database's."""
     options = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
     # The server gets the SCRAM verifier, never the password itself.
     verifier = quote_literal(scram_verifier(password, salt=os.urandom(16)))
-    if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login):
-        await admin.execute(f"ALTER ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier}")
-    else:
-        await admin.execute(
-            f"CREATE ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier} IN ROLE {quote_ident(owner)}"
-        )
-    # Objects a login creates belong to the owner role, so that a rotated-out login can be dropped cleanly.
-    await admin.execute(f"ALTER ROLE {quote_ident(login)} SET role = {quote_literal(owner)}")
+    async with admin.transaction():
+        await verified(admin, owner, marker=marker, owner=owner, admin_user=admin_user)
+        if await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user) is not None:
+            await admin.execute(f"ALTER ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier}")
+        else:
+            await admin.execute(
+                f"CREATE ROLE {quote_ident(login)} WITH {options} PASSWORD {verifier} IN ROLE {quote_ident(owner)}"
+            )
+            await admin.execute(f"COMMENT ON ROLE {quote_ident(login)} IS {quote_literal(marker)}")
+        # Objects a login creates belong to the owner role, so that a rotated-out login can be dropped cleanly.
+        await admin.execute(f"ALTER ROLE {quote_ident(login)} SET role = {quote_literal(owner)}")
 
 
 async def logs_in(server: Server, *, user: str, password: str, database: str) -> bool:
@@ -69,36 +166,61 @@ async def logs_in(server: Server, *, user: str, password: str, database: str) ->
     return True
 
 
-async def logins_of(admin: Connection, owner: str) -> list[str]:
-    rows = await admin.fetch(
-        "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-        "JOIN pg_roles o ON o.oid = m.roleid WHERE o.rolname = $1 ORDER BY 1",
-        owner,
-    )
-    return [str(row["rolname"]) for row in rows]
-
-
 async def drop_login(
-    server: Server, admin: Connection, *, admin_user: str, admin_password: str, login: str, owner: str
+    server: Server,
+    admin: Connection,
+    *,
+    admin_user: str,
+    admin_password: str,
+    login: str,
+    owner: str,
+    marker: str,
 ) -> None:
-    """Drop a rotated-out login: end its sessions, hand anything it owns to the owner role, drop it."""
-    if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login):
+    """Drop a rotated-out login of this Database, proven so right before: end its sessions, hand anything it owns
+    to the owner role, drop it."""
+    if await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user) is None:
         return
     await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", login)
     if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", owner):
         inside = await connect(server, user=admin_user, password=admin_password, database=owner)
         try:
+            await verified(inside, login, marker=marker, owner=owner, admin_user=admin_user)
             await inside.execute(f"REASSIGN OWNED BY {quote_ident(login)} TO {quote_ident(owner)}")
             await inside.execute(f"DROP OWNED BY {quote_ident(login)}")
         finally:
             await inside.close()
-    await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(login)}")
-
-
-async def drop_database(admin: Connection, owner: str) -> None:
-    """deletionPolicy Delete: the database, every login of it, and the owner role."""
-    logins = await logins_of(admin, owner)
-    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(owner)} WITH (FORCE)")
-    for login in logins:
+    async with admin.transaction():
+        await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user)
         await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(login)}")
-    await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(owner)}")
+
+
+async def drop_database(
+    admin: Connection, owner: str, *, namespace: str, name: str, marker: str, admin_user: str
+) -> bool:
+    """deletionPolicy Delete: the database, every login of it, and the owner role — only when the owner role is
+    this Database's (False: it is not, and nothing was dropped). Members that are not its marked logins lose
+    their membership with the owner role, and nothing else."""
+    try:
+        found = await verified(admin, owner, marker=marker, owner=owner, admin_user=admin_user)
+    except RoleConflict:
+        return False
+    if found is None:
+        return True
+    state = await inspect(admin, owner)
+    logins = [
+        member.name
+        for member in state.members
+        if member.comment == marker
+        and member.login
+        and not member.privileged
+        and is_login_of(member.name, namespace, name)
+    ]
+    if state.database_owner == owner:
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(owner)} WITH (FORCE)")
+    async with admin.transaction():
+        for login in logins:
+            await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user)
+            await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(login)}")
+        await verified(admin, owner, marker=marker, owner=owner, admin_user=admin_user)
+        await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(owner)}")
+    return True

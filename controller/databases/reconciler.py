@@ -17,6 +17,7 @@ login — recorded on the Secret — until every service reading the Secret has 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -25,7 +26,17 @@ from typing import Any
 import asyncpg
 from kubernetes_asyncio import client
 
-from controller.databases.postgres import connect, drop_database, drop_login, ensure_database, ensure_login, logs_in
+from controller.databases.postgres import (
+    RoleConflict,
+    connect,
+    drop_database,
+    drop_login,
+    ensure_database,
+    ensure_login,
+    inspect,
+    logs_in,
+    mark,
+)
 from controller.frame.logs import outcome, reconcile_logger
 from controller.frame.queue import WorkQueue
 from controller.frame.secrets import delete_exactly, owner_reference, secret_body
@@ -37,6 +48,7 @@ from rules.names import (
     DATABASE_ANNOTATION,
     DATABASE_FINALIZER,
     DATABASE_TYPE,
+    MADE_FOR,
     PREVIOUS_USER,
     ROLLOUT_STATE,
     ROTATE,
@@ -133,7 +145,16 @@ class Databases:
             self.queue.add_after(key, 30)
             return
         try:
+            server = await self.with_ca(server)
+        except LookupError as missing:
+            await self.status(obj, "False", "CABundleMissing", str(missing))
+            self.queue.add_after(key, 30)
+            return
+        try:
             await self.provision(obj, server, admin_user, admin_password)
+        except RoleConflict as conflict:
+            await self.status(obj, "False", "RoleConflict", str(conflict))
+            self.queue.add_after(key, 60)
         except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             reason = "ServerUnavailable" if not isinstance(error, asyncpg.PostgresError) else "ServerError"
             await self.status(
@@ -142,12 +163,30 @@ class Databases:
             raise
 
     async def provision(self, obj: dict[str, Any], server: rules.Server, admin_user: str, admin_password: str) -> None:
+        """Who the Database is comes from the object: the logins are derived names, which of them exist and are its
+        own is read on the server (markers), and the credentials Secret gives nothing but its password."""
         namespace, name = self._key(obj)
+        uid = str(obj["metadata"].get("uid", ""))
         spec = obj.get("spec") or {}
         owner = rules.owner_role(namespace, name)
-        secret = await self.read_secret(namespace, rules.secret_name(name))
+        marker = rules.marker(namespace, name, uid)
+        secret_name = rules.secret_name(name)
+        secret = await self.read_secret(namespace, secret_name)
+        status = obj.get("status") or {}
+        legacy = status.get("secretName") == secret_name and not status.get("login")
+        proof = rules.secret_proof(self.hmac_key, namespace, name, uid)
+        if secret is not None and not rules.secret_made_for(secret, proof=proof, uid=uid, legacy=legacy):
+            await self.status(
+                obj,
+                "False",
+                "SecretConflict",
+                f"secret {secret_name!r} exists and was not made by the controller for this Database; it is left "
+                f"alone (delete or rename it, or give the Database another name)",
+            )
+            return
         stored = await get_or_none(self.api, self.rotation_path(namespace, name))
         annotations = dict(((secret or {}).get("metadata") or {}).get("annotations") or {})
+        found = decode_data(secret.get("data") or {}) if secret is not None else {}
         now = self.now()
         request = (obj["metadata"].get("annotations") or {}).get(ROTATE)
         plan = rules.rotation(
@@ -157,52 +196,93 @@ class Databases:
             rotated_at=parse_time(annotations.get(ROTATED_AT)) or _created(secret),
             now=now,
         )
-        target = rules.target(
-            namespace=namespace,
-            name=name,
-            current=decode_data(secret.get("data") or {}) if secret is not None else None,
-            previous=annotations.get(PREVIOUS_USER),
-            pending=_pending(stored),
-            due=plan.due,
-            request=request,
-        )
-        if target.new and _pending(stored) != target.pending:
-            # The password is kept before the server accepts it, so that no crash can lose a live one.
-            if stored is not None:
-                await self.delete_rotation_secret(stored)
-            stored = await self.store_rotation_secret(obj, target.pending)
 
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
-            await ensure_database(admin, owner)
+            claim = rules.claim(
+                await inspect(admin, owner),
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                server=server.name,
+                admin=admin_user,
+                secret_made_before=legacy and secret is not None,
+            )
+            if claim.conflict:
+                await self.status(obj, "False", "RoleConflict", claim.conflict)
+                return
+            if claim.mark:
+                await mark(admin, claim.mark, marker)
+                await self.event(obj, "Adopted", f"marked {', '.join(claim.mark)} as made for this Database")
+            target = rules.target(
+                namespace=namespace,
+                name=name,
+                logins=claim.logins,
+                password=found.get("POSTGRES_PASSWORD") or None,
+                pending=_pending(stored),
+                due=plan.due,
+                request=request,
+                secret_exists=secret is not None,
+            )
+            if target.new and _pending(stored) != target.pending:
+                # The password is kept before the server accepts it, so that no crash can lose a live one.
+                if stored is not None:
+                    await self.delete_rotation_secret(stored)
+                stored = await self.store_rotation_secret(obj, target.pending)
+            await ensure_database(admin, owner, marker=marker, admin_user=admin_user)
+            password_set = False
             if target.new or not await logs_in(server, user=target.user, password=target.password, database=owner):
-                await ensure_login(admin, login=target.user, owner=owner, password=target.password)
+                await ensure_login(
+                    admin,
+                    login=target.user,
+                    owner=owner,
+                    password=target.password,
+                    marker=marker,
+                    admin_user=admin_user,
+                )
+                password_set = not target.new
         finally:
             await admin.close()
+        retiring = [login for login in claim.logins if login != target.user]
         if target.rotation_seen:
             annotations[ROTATION_SEEN] = target.rotation_seen
         if target.rotation:
             annotations[ROTATED_AT] = format_time(now)
-        if target.previous:
-            annotations[PREVIOUS_USER] = target.previous
+        _show_retiring(annotations, retiring)
         desired = rules.credentials(user=target.user, password=target.password, server=server, database=owner)
+        edited = rules.edited_keys(found, desired) if secret is not None and not target.new else ()
         await self.write_secret(obj, secret, desired, annotations)
         if stored is not None:
             await self.delete_rotation_secret(stored)
+        if edited:
+            await self.event(
+                obj,
+                "CredentialsRestored",
+                f"{secret_name}: {', '.join(edited)} edited by hand, put back (they are derived from the Database)",
+                warning=True,
+            )
+        if password_set:
+            await self.event(
+                obj,
+                "PasswordSet",
+                f"{secret_name}: POSTGRES_PASSWORD did not log in as {target.user}; set on that login, this "
+                f"Database's own",
+                warning=True,
+            )
         if target.rotation:
             await self.event(
                 obj,
                 "Rotated",
-                f"new login {target.user}; {target.previous} is kept until the services using "
-                f"{rules.secret_name(name)} have rolled",
+                f"new login {target.user}; {', '.join(retiring)} kept until the services using {secret_name} "
+                "have rolled",
             )
 
         message = f"database {owner} on server {server.name}"
-        if target.previous:
-            retiring = await self.retire(obj, server, admin_user, admin_password, target.previous, desired, annotations)
-            if retiring:
-                message += f"; {retiring}"
-        await self.status(obj, "True", "Provisioned", message, secret_name=rules.secret_name(name))
+        if retiring:
+            note = await self.retire(obj, server, admin_user, admin_password, retiring, desired, annotations)
+            if note:
+                message += f"; {note}"
+        await self.status(obj, "True", "Provisioned", message, secret_name=secret_name, login=target.user)
         if plan.next_check is not None:
             self.queue.add_after(self._key(obj), max(1.0, plan.next_check.total_seconds()))
 
@@ -212,15 +292,16 @@ class Databases:
         server: rules.Server,
         admin_user: str,
         admin_password: str,
-        previous: str,
+        retiring: list[str],
         desired: dict[str, str],
         annotations: dict[str, str],
     ) -> str:
-        """Drop the previous login once its readers have rolled (or the grace period is over). Readers that opted out
-        of rollouts are told first, with a Warning Event each, and named in the status. Returns the status's note
-        while the login is kept."""
+        """Drop the older logins (this Database's marked ones, read on the server) once the readers have rolled (or
+        the grace period is over). Readers that opted out of rollouts are told first, with a Warning Event each, and
+        named in the status. Returns the status's note while a login is kept."""
         namespace, name = self._key(obj)
         secret_name = rules.secret_name(name)
+        previous = ", ".join(retiring)
         now = self.now()
         readers = await self.readers(namespace, secret_name, desired)
         rotated_at = parse_time(annotations.get(ROTATED_AT)) or now
@@ -230,14 +311,22 @@ class Databases:
             self.queue.add_after(self._key(obj), 5)
             return rules.retirement_message(previous, plan)
         owner = rules.owner_role(namespace, name)
+        marker = rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
-            await drop_login(
-                server, admin, admin_user=admin_user, admin_password=admin_password, login=previous, owner=owner
-            )
+            for login in retiring:
+                await drop_login(
+                    server,
+                    admin,
+                    admin_user=admin_user,
+                    admin_password=admin_password,
+                    login=login,
+                    owner=owner,
+                    marker=marker,
+                )
         finally:
             await admin.close()
-        annotations.pop(PREVIOUS_USER, None)
+        _show_retiring(annotations, [])
         await self.write_secret(obj, await self.read_secret(namespace, secret_name), desired, annotations)
         self.warned.pop(self._key(obj), None)
         await self.event(obj, "OldLoginDropped", f"dropped {previous}: {plan.why}")
@@ -317,16 +406,28 @@ class Databases:
     async def delete(self, obj: dict[str, Any], server: rules.Server) -> None:
         namespace, name = self._key(obj)
         if (obj.get("spec") or {}).get("deletionPolicy") == "Delete":
+            marker = rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
             try:
                 admin_user, admin_password = await self.admin_credentials(server)
+                server = await self.with_ca(server)
                 admin = await connect(server, user=admin_user, password=admin_password)
                 try:
-                    await drop_database(admin, rules.owner_role(namespace, name))
+                    owner = rules.owner_role(namespace, name)
+                    dropped = await drop_database(
+                        admin, owner, namespace=namespace, name=name, marker=marker, admin_user=admin_user
+                    )
                 finally:
                     await admin.close()
-            except (TimeoutError, LookupError, OSError, asyncpg.PostgresError) as error:
+            except (TimeoutError, LookupError, OSError, asyncpg.PostgresError, RoleConflict) as error:
                 await self.status(obj, "False", "DeleteFailed", f"dropping the database: {_safe(error)}")
                 raise
+            if not dropped:
+                await self.event(
+                    obj,
+                    "RoleConflict",
+                    f"role {owner} was not made for this Database: nothing dropped on server {server.name!r}",
+                    warning=True,
+                )
         stored = await get_or_none(self.api, self.rotation_path(namespace, name))
         if stored is not None:  # a login on its way in that will not arrive: nothing in our namespace is left behind
             await self.delete_rotation_secret(stored)
@@ -349,25 +450,42 @@ class Databases:
             raise LookupError(f"admin Secret {self.namespace}/{server.admin_secret} needs keys username and password")
         return data["username"], data["password"]
 
+    async def with_ca(self, server: rules.Server) -> rules.Server:
+        """The server with the CA bundle its config names (key ca.crt of a Secret in the controller's namespace),
+        read afresh, so that a renewed CA is used without a restart."""
+        if not server.ca_secret:
+            return server
+        path = resource_path("Secret", self.namespace, server.ca_secret)
+        found = await get_or_none(self.api, path)
+        bundle = decode_data((found or {}).get("data") or {}).get("ca.crt", "")
+        if "BEGIN CERTIFICATE" not in bundle:
+            raise LookupError(
+                f"CA Secret {self.namespace}/{server.ca_secret} of server {server.name!r} "
+                + ("does not exist" if found is None else "needs key ca.crt with PEM certificates")
+            )
+        return dataclasses.replace(server, ca_pem=bundle.encode())
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await get_or_none(self.api, resource_path("Secret", namespace, name))
 
     async def write_secret(
         self, obj: dict[str, Any], secret: dict[str, Any] | None, data: dict[str, str], annotations: dict[str, str]
     ) -> None:
+        """Exactly ``data``, the controller's label, owner and proof: whatever differs is put back."""
         namespace, name = self._key(obj)
+        uid = str(obj["metadata"].get("uid", ""))
+        annotations = {**annotations, MADE_FOR: rules.secret_proof(self.hmac_key, namespace, name, uid)}
         body = secret_body(
             namespace,
             rules.secret_name(name),
             data,
-            labels=labels(secret_type=DATABASE_TYPE),
+            labels={**((secret or {}).get("metadata") or {}).get("labels", {}), **labels(secret_type=DATABASE_TYPE)},
             annotations=annotations,
             owner=owner_reference("Database", obj),
         )
-        if (
-            secret is not None
-            and secret.get("data") == body["data"]
-            and ((secret["metadata"].get("annotations") or {}) == annotations)
+        if secret is not None and all(
+            (secret.get("data"), secret["metadata"].get(field) or {}) == (body["data"], body["metadata"][field])
+            for field in ("annotations", "labels", "ownerReferences")
         ):
             return
         path = resource_path("Secret", namespace)
@@ -393,7 +511,7 @@ class Databases:
         )
 
     async def status(
-        self, obj: dict[str, Any], status: str, reason: str, message: str, *, secret_name: str = ""
+        self, obj: dict[str, Any], status: str, reason: str, message: str, *, secret_name: str = "", login: str = ""
     ) -> None:
         current = obj.get("status") or {}
         previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
@@ -404,11 +522,15 @@ class Databases:
         new = {"observedGeneration": generation, "conditions": [condition]}
         if secret_name:
             new["secretName"] = secret_name
+        if login:
+            new["login"] = login
         if (
             previous is not None
             and {k: v for k, v in previous.items() if k != "lastTransitionTime"}
             == {k: v for k, v in condition.items() if k != "lastTransitionTime"}
-            and current.get("secretName", "") == new.get("secretName", current.get("secretName", ""))
+            and all(
+                current.get(field, "") == new.get(field, current.get(field, "")) for field in ("secretName", "login")
+            )
         ):
             return
         await self.patch(obj, {"status": new}, subresource="/status")
@@ -447,6 +569,14 @@ def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
     data = decode_data(stored.get("data") or {})
     seen = (stored["metadata"].get("annotations") or {}).get(ROTATION_SEEN)
     return rules.Pending(data.get(rules.ROTATION_USER_KEY, ""), data.get(rules.ROTATION_PASSWORD_KEY, ""), seen)
+
+
+def _show_retiring(annotations: dict[str, str], retiring: list[str]) -> None:
+    """The logins kept for readers, shown on the Secret; never read back (the server's markers say which)."""
+    if retiring:
+        annotations[PREVIOUS_USER] = ", ".join(retiring)
+    else:
+        annotations.pop(PREVIOUS_USER, None)
 
 
 def _created(secret: dict[str, Any] | None) -> datetime.datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 import controller.databases.reconciler as databases_module
+from controller.databases.postgres import RoleConflict
 from controller.databases.reconciler import DatabaseKey, Databases
 from controller.frame.queue import WorkQueue
 from kubeio.logs import JsonFormatter
@@ -29,11 +31,21 @@ NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 
 
 class FakePostgres:
-    """The server side of a Database: which databases and logins exist, and with which password."""
+    """The server side of a Database: roles (with their markers and memberships), databases (and their owners),
+    passwords. Like the real edge, it refuses to change a role that is not marked for the Database."""
 
     def __init__(self) -> None:
-        self.databases: set[str] = set()
-        self.logins: dict[str, str] = {}
+        self.roles: dict[str, rules.Role] = {"postgres": rules.Role("postgres", True, True, None)}
+        self.database_owners: dict[str, str] = {}
+        self.passwords: dict[str, str] = {"postgres": "admin-password"}
+
+    @property
+    def databases(self) -> set[str]:
+        return set(self.database_owners)
+
+    @property
+    def logins(self) -> dict[str, str]:
+        return {name: pw for name, pw in self.passwords.items() if name != "postgres"}
 
     async def connect(self, server: rules.Server, *, user: str, password: str, database: str = "postgres") -> Any:
         assert (user, password) == ("postgres", "admin-password"), "only the admin connects"
@@ -42,24 +54,63 @@ class FakePostgres:
     async def close(self) -> None:
         pass
 
-    async def ensure_database(self, admin: Any, owner: str) -> None:
-        self.databases.add(owner)
+    async def inspect(self, admin: Any, owner: str) -> rules.ServerState:
+        members = tuple(role for role in self.roles.values() if owner in role.member_of)
+        return rules.ServerState(self.roles.get(owner), self.database_owners.get(owner), members)
 
-    async def ensure_login(self, admin: Any, *, login: str, owner: str, password: str) -> None:
-        self.logins[login] = password
+    async def mark(self, admin: Any, names: tuple[str, ...], marker: str) -> None:
+        for name in names:
+            self.roles[name] = dataclasses.replace(self.roles[name], comment=marker)
+
+    def verify(self, name: str, marker: str) -> rules.Role | None:
+        role = self.roles.get(name)
+        if role is not None and (role.comment != marker or role.privileged):
+            raise RoleConflict(f"role {name} is not one this controller made for this Database")
+        return role
+
+    async def ensure_database(self, admin: Any, owner: str, *, marker: str, admin_user: str) -> None:
+        if self.verify(owner, marker) is None:
+            self.roles[owner] = rules.Role(owner, False, False, marker)
+        self.database_owners.setdefault(owner, owner)
+
+    async def ensure_login(
+        self, admin: Any, *, login: str, owner: str, password: str, marker: str, admin_user: str
+    ) -> None:
+        self.verify(owner, marker)
+        if self.verify(login, marker) is None:
+            self.roles[login] = rules.Role(login, True, False, marker, (owner,))
+        self.passwords[login] = password
 
     async def logs_in(self, server: rules.Server, *, user: str, password: str, database: str) -> bool:
-        return database in self.databases and self.logins.get(user) == password
+        return database in self.database_owners and self.passwords.get(user) == password
 
-    async def drop_login(self, server: rules.Server, admin: Any, *, login: str, **_: str) -> None:
-        self.logins.pop(login, None)
+    async def drop_login(self, server: rules.Server, admin: Any, *, login: str, marker: str, **_: str) -> None:
+        if self.verify(login, marker) is not None:
+            del self.roles[login], self.passwords[login]
 
-    async def drop_database(self, admin: Any, owner: str) -> None:
-        self.databases.discard(owner)
-        self.logins = {login: password for login, password in self.logins.items() if not login.startswith(owner)}
+    async def drop_database(self, admin: Any, owner: str, *, marker: str, **_: str) -> bool:
+        try:
+            self.verify(owner, marker)
+        except RoleConflict:
+            return False
+        self.database_owners.pop(owner, None)
+        for name, role in list(self.roles.items()):
+            if role.comment == marker:
+                del self.roles[name]
+                self.passwords.pop(name, None)
+        return True
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ("connect", "ensure_database", "ensure_login", "logs_in", "drop_login", "drop_database"):
+        for name in (
+            "connect",
+            "inspect",
+            "mark",
+            "ensure_database",
+            "ensure_login",
+            "logs_in",
+            "drop_login",
+            "drop_database",
+        ):
             monkeypatch.setattr(databases_module, name, getattr(self, name))
 
 
@@ -220,6 +271,7 @@ async def test_deleting_a_database_with_policy_delete_drops_it_on_the_server_and
     assert api.get(ORDERS) is None
     assert server.databases == set()
     assert server.logins == {}
+    assert set(server.roles) == {"postgres"}
 
 
 async def test_json_logs_name_the_database_and_its_outcome_and_never_a_password(
@@ -237,7 +289,7 @@ async def test_json_logs_name_the_database_and_its_outcome_and_never_a_password(
     for password in (first, credentials(api)["POSTGRES_PASSWORD"], "admin-password"):
         assert password not in "\n".join(lines)
     told = [json.loads(line) for line in lines if json.loads(line)["logger"] == "controller.databases.reconciler"]
-    assert [line["outcome"] for line in told] == ["Provisioned"]
+    assert [line["outcome"] for line in told] == ["Provisioned", "Provisioned"]  # status.login: v1, then v2
     assert told[0]["object"] == {"namespace": "shop", "name": "orders"}
 
 
@@ -288,3 +340,152 @@ async def test_a_rotation_keeps_the_old_login_until_its_reader_has_rolled_to_the
         "Rotated",
         "OldLoginDropped",
     ]
+
+
+# ---- a tenant that writes its own Secret reaches nothing that is not its own ---------------------------------
+
+LEDGER = resource_path("Database", "bank", "ledger")
+HOSTILE = "T" * 40
+
+
+def ledger() -> JsonObject:
+    found = orders()
+    found["metadata"] = {"name": "ledger"}
+    return found
+
+
+def secret_edit(api: FakeApi, **values: str) -> None:
+    api.patch(CREDENTIALS, {"data": {key: encode(value) for key, value in values.items()}})
+
+
+async def two_tenants(api: FakeApi) -> tuple[Controller, dict[str, str]]:
+    api.put(resource_path("Database", "bank"), ledger())
+    api.put(resource_path("Database", "shop"), orders())
+    controller = Controller(api)
+    await controller.settle()
+    found = api.get(resource_path("Secret", "bank", "ledger-credentials"))
+    assert found is not None
+    return controller, decode_data(found["data"])
+
+
+@pytest.mark.parametrize("victim", ["bank", "admin"])
+async def test_a_login_named_in_the_secret_is_never_the_one_acted_on(
+    api: FakeApi, server: FakePostgres, victim: str
+) -> None:
+    controller, bank = await two_tenants(api)
+    own = credentials(api)
+    target = bank["POSTGRES_USER"] if victim == "bank" else "postgres"
+    before = dict(server.passwords)
+
+    secret_edit(api, POSTGRES_USER=target, POSTGRES_PASSWORD=HOSTILE)
+    controller.queue.add(("shop", "orders"))
+    await controller.settle()
+
+    assert server.passwords[target] == before[target], "another role's password was set"
+    assert server.roles["postgres"].privileged
+    after = credentials(api)
+    assert after["POSTGRES_USER"] == own["POSTGRES_USER"]
+    assert server.passwords[own["POSTGRES_USER"]] == HOSTILE, "the edited password reaches only its own login"
+    reasons = [e["reason"] for e in api.events() if e["involvedObject"]["name"] == "orders"]
+    assert "CredentialsRestored" in reasons
+    assert "PasswordSet" in reasons
+    no_password_shown(api, HOSTILE, bank["POSTGRES_PASSWORD"])
+
+
+async def test_a_previous_user_annotation_drops_nothing(api: FakeApi, server: FakePostgres) -> None:
+    controller, bank = await two_tenants(api)
+    api.patch(CREDENTIALS, {"metadata": {"annotations": {PREVIOUS_USER: bank["POSTGRES_USER"]}}})
+
+    controller.queue.add(("shop", "orders"))
+    await controller.settle()
+
+    assert bank["POSTGRES_USER"] in server.roles
+    assert PREVIOUS_USER not in ((api.get(CREDENTIALS) or {})["metadata"].get("annotations") or {})
+
+
+async def test_a_derived_key_edited_by_hand_is_put_back_with_an_event_naming_it(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    api.put(resource_path("Database", "shop"), orders())
+    controller = Controller(api)
+    await controller.settle()
+    before = credentials(api)
+
+    secret_edit(api, POSTGRES_HOST="evil.example", EXTRA="x")
+    controller.queue.add(("shop", "orders"))
+    await controller.settle()
+
+    assert credentials(api) == before
+    [told] = [e for e in api.events() if e["reason"] == "CredentialsRestored"]
+    assert told["type"] == "Warning"
+    assert "EXTRA, POSTGRES_HOST" in told["message"]
+    assert "evil.example" not in told["message"]
+
+
+@pytest.mark.parametrize("forged_owner", [False, True])
+async def test_a_secret_the_controller_did_not_make_is_never_adopted(
+    api: FakeApi, server: FakePostgres, forged_owner: bool
+) -> None:
+    api.put(resource_path("Database", "shop"), orders())
+    database = api.get(ORDERS)
+    assert database is not None
+    someone_elses: JsonObject = {"metadata": {"name": "orders-credentials"}, "data": {"token": encode("theirs")}}
+    if forged_owner:
+        someone_elses["metadata"]["ownerReferences"] = [
+            {"kind": "Database", "name": "orders", "uid": database["metadata"]["uid"], "controller": True}
+        ]
+    api.put(resource_path("Secret", "shop"), someone_elses)
+
+    await Controller(api).settle()
+
+    assert ready(api) == ("False", "SecretConflict")
+    assert credentials(api) == {"token": "theirs"}
+    assert server.logins == {}
+
+
+async def test_a_role_of_its_name_not_made_for_it_is_left_alone(api: FakeApi, server: FakePostgres) -> None:
+    server.roles["shop_orders"] = rules.Role("shop_orders", False, False, "made by the DBA")
+    server.database_owners["shop_orders"] = "shop_orders"
+    api.put(resource_path("Database", "shop"), orders())
+
+    await Controller(api).settle()
+
+    assert ready(api) == ("False", "RoleConflict")
+    assert server.roles["shop_orders"].comment == "made by the DBA"
+    assert [r for r in server.roles.values() if "shop_orders" in r.member_of] == []
+    assert api.get(CREDENTIALS) is None
+
+
+async def test_a_database_provisioned_before_markers_is_adopted_and_keeps_its_password(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    """Upgrade: the roles today's code made (no marker), its Secret (owned by the Database, no proof), its status
+    naming the Secret: the roles are marked, the password stays."""
+    api.put(resource_path("Database", "shop"), orders())
+    database = api.get(ORDERS)
+    assert database is not None
+    api.patch(ORDERS + "/status", {"status": {"secretName": "orders-credentials"}})
+    server.roles["shop_orders"] = rules.Role("shop_orders", False, False, None)
+    server.roles["shop_orders_v1"] = rules.Role("shop_orders_v1", True, False, None, ("shop_orders",))
+    server.passwords["shop_orders_v1"] = OLD_PASSWORD
+    server.database_owners["shop_orders"] = "shop_orders"
+    data = rules.credentials(user="shop_orders_v1", password=OLD_PASSWORD, server=SERVER, database="shop_orders")
+    owner = {"kind": "Database", "name": "orders", "uid": database["metadata"]["uid"], "controller": True}
+    api.put(
+        resource_path("Secret", "shop"),
+        {
+            "metadata": {"name": "orders-credentials", "ownerReferences": [owner]},
+            "data": {k: encode(v) for k, v in data.items()},
+        },
+    )
+
+    await Controller(api).settle()
+
+    assert ready(api) == ("True", "Provisioned")
+    marker = rules.marker("shop", "orders", database["metadata"]["uid"])
+    assert server.roles["shop_orders"].comment == server.roles["shop_orders_v1"].comment == marker
+    assert credentials(api) == data
+    assert "Adopted" in [e["reason"] for e in api.events()]
+
+
+OLD_PASSWORD = "L" * 40

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ SERVER = rules.Server(name="default", host="pg.db.svc", port=5432, sslmode="requ
     ("namespace", "name", "owner", "login"),
     [
         pytest.param("shop", "orders", "shop_orders", "shop_orders_v3", id="short"),
-        pytest.param("a" * 40, "b" * 40, ("a" * 40 + "_" + "b" * 40)[:54], None, id="long-names-fit-63-bytes"),
+        pytest.param("a" * 40, "b" * 40, "a" * 35 + "__", None, id="long-names-fit-63-bytes"),
     ],
 )
 def test_role_and_database_names(namespace: str, name: str, owner: str, login: str | None) -> None:
@@ -147,66 +148,90 @@ def test_the_scram_verifier_matches_the_rfc_7677_example_construction() -> None:
 
 V1, V2 = "shop_orders_v1", "shop_orders_v2"
 OLD, NEW = "O" * 40, "N" * 40
-
-
-def current(user: str = V1, password: str = OLD) -> dict[str, str]:
-    return rules.credentials(user=user, password=password, server=SERVER, database="shop_orders")
+V3 = "shop_orders_v3"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
         pytest.param(
-            {"current": None, "pending": None, "request": "r1"},
-            rules.Target(V1, NEW, None, new=True, rotation_seen="r1"),
+            {"logins": (), "password": None, "secret_exists": False, "request": "r1"},
+            rules.Target(V1, NEW, new=True, rotation_seen="r1"),
             id="first-login-is-new-and-a-request-before-it-counts-as-seen",
         ),
         pytest.param(
-            {"current": None, "pending": rules.Pending(V1, OLD)},
-            rules.Target(V1, OLD, None, new=True),
+            {"logins": (), "password": None, "pending": rules.Pending(V1, OLD)},
+            rules.Target(V1, OLD, new=True),
             id="a-first-login-on-its-way-in-is-finished-not-replaced",
         ),
-        pytest.param({}, rules.Target(V1, OLD, None, new=False), id="in-place-nothing-new"),
+        pytest.param({}, rules.Target(V1, OLD, new=False), id="in-place-nothing-new"),
         pytest.param(
             {"due": True, "request": "r1"},
-            rules.Target(V2, NEW, V1, new=True, rotation=True, rotation_seen="r1"),
-            id="a-due-rotation-makes-the-next-login-and-keeps-the-current-one",
+            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
+            id="a-due-rotation-makes-the-next-login",
         ),
         pytest.param(
-            {"due": True, "previous": "shop_orders_v0"},
-            rules.Target(V1, OLD, "shop_orders_v0", new=False),
-            id="no-rotation-while-the-previous-login-is-still-kept",
+            {"due": True, "logins": (V1, V2)},
+            rules.Target(V2, OLD, new=False),
+            id="no-rotation-while-an-older-login-is-still-kept",
         ),
         pytest.param(
             {"pending": rules.Pending(V2, NEW, "r1"), "request": "r2", "due": True},
-            rules.Target(V2, NEW, V1, new=True, rotation=True, rotation_seen="r1"),
+            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
             id="a-rotation-cut-short-by-a-crash-is-finished-with-its-own-password",
         ),
         pytest.param(
-            {"current": current(V2, NEW), "pending": rules.Pending(V2, NEW, "r1"), "previous": V1},
-            rules.Target(V2, NEW, V1, new=False),
+            {"logins": (V1, V2), "pending": rules.Pending(V2, NEW, "r1"), "password": OLD},
+            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
+            id="a-rotation-cut-short-after-the-server-is-finished-too",
+        ),
+        pytest.param(
+            {"logins": (V1, V2), "password": NEW, "pending": rules.Pending(V2, NEW, "r1")},
+            rules.Target(V2, NEW, new=False),
             id="a-committed-rotation-leaves-only-the-rotation-secret-to-delete",
         ),
         pytest.param(
             {"pending": rules.Pending(V2, "")},
-            rules.Target(V1, OLD, None, new=False),
+            rules.Target(V1, OLD, new=False),
             id="an-empty-rotation-secret-holds-nothing-live",
         ),
         pytest.param(
-            {"current": {"POSTGRES_USER": V1}},
-            rules.Target(V1, NEW, None, new=True),
-            id="a-secret-stripped-of-its-password-gets-a-new-one-on-the-same-login",
+            {"logins": (V1, V2), "password": OLD, "pending": rules.Pending(V1, "x")},
+            rules.Target(V2, OLD, new=False),
+            id="a-stale-rotation-secret-of-an-older-generation-is-ignored",
+        ),
+        pytest.param(
+            {"pending": rules.Pending("bank_ledger_v7", NEW)},
+            rules.Target(V1, OLD, new=False),
+            id="a-rotation-secret-naming-another-databases-login-is-ignored",
+        ),
+        pytest.param(
+            {"password": None},
+            rules.Target(V2, NEW, new=True, rotation=True),
+            id="a-secret-that-lost-its-password-rotates-so-running-pods-keep-theirs",
+        ),
+        pytest.param(
+            {"password": None, "logins": (V1, V2)},
+            rules.Target(V2, NEW, new=True),
+            id="while-an-older-login-is-kept-a-lost-password-is-replaced-on-the-current-login",
+        ),
+        pytest.param(
+            {"logins": (V1, V3)},
+            rules.Target(V3, OLD, new=False),
+            id="the-current-login-is-the-newest-marked-generation",
         ),
     ],
 )
-def test_the_target_finishes_what_is_on_its_way_in_before_anything_new(
+def test_the_target_is_a_derived_login_and_finishes_what_is_on_its_way_in_first(
     kwargs: dict[str, object], expected: rules.Target
 ) -> None:
+    """Nothing but the password is read from the Secret: the login is always one of this Database's generations,
+    the newest of those marked on the server."""
     arguments: dict[str, object] = {
         "namespace": "shop",
         "name": "orders",
-        "current": current(),
-        "previous": None,
+        "logins": (V1,),
+        "password": OLD,
         "pending": None,
         "due": False,
         "request": None,
@@ -222,37 +247,36 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
     3 the rotation Secret deleted. After a crash at any of them, a password the server accepts for the new login is
     in one of the two Secrets, and the restarted reconcile finishes the rotation with that same password."""
     passwords = iter(["P" * 40, "Q" * 40])
-    secret, server = current(), {V1: OLD}
+    password, server = OLD, {V1: OLD}
 
-    def plan(secret: dict[str, str], previous: str | None, pending: rules.Pending | None) -> rules.Target:
+    def plan(password: str, pending: rules.Pending | None) -> rules.Target:
         return rules.target(
             namespace="shop",
             name="orders",
-            current=secret,
-            previous=previous,
+            logins=tuple(sorted(server, key=rules.generation_of)),
+            password=password,
             pending=pending,
             due=True,
             request=None,
             new_password=lambda: next(passwords),
         )
 
-    target = plan(secret, None, None)
+    target = plan(password, None)
     assert (target.user, target.new, target.rotation) == (V2, True, True)
 
     stored: rules.Pending | None = target.pending
     if crash_after >= 1:
         server[target.user] = target.password
     if crash_after >= 2:
-        secret = current(target.user, target.password)
+        password = target.password
     if crash_after >= 3:
         stored = None
 
     if V2 in server:
-        kept = {secret["POSTGRES_PASSWORD"]} | ({stored.password} if stored is not None else set())
+        kept = {password} | ({stored.password} if stored is not None else set())
         assert server[V2] in kept
-    previous = V1 if secret["POSTGRES_USER"] == V2 else None
-    resumed = plan(secret, previous, stored)
-    assert (resumed.user, resumed.password, resumed.previous) == (V2, target.password, V1)
+    resumed = plan(password, stored)
+    assert (resumed.user, resumed.password) == (V2, target.password)
 
 
 @pytest.mark.parametrize(
@@ -352,7 +376,7 @@ def test_an_owner_role_of_exactly_63_bytes_is_kept_and_one_more_byte_is_fitted(
     assert (role == full) is kept
     if not kept:
         assert len(role) == 63
-        assert role.startswith(full[:54])
+        assert role.startswith(full[:35] + "__")
         assert role != rules.owner_role(namespace, name + "x")  # the digest keeps cut names apart
 
 
@@ -374,6 +398,59 @@ def test_a_login_role_of_exactly_63_bytes_is_kept_and_its_generation_always_surv
     assert rules.generation_of(login) == 1
 
 
+def legacy_cut(full: str) -> str:
+    """Today's cut before markers: ``name[:54]_<hash8>``."""
+    return f"{full[:54]}_{hashlib.sha256(full.encode()).hexdigest()[:8]}"
+
+
+def test_a_cut_name_is_never_a_name_that_fits_as_the_old_cut_could_be() -> None:
+    """The old cut ``namespace[:54]_<hash8>`` of a long name was also the name that fits of the Database named by
+    the digest in the namespace that is the prefix: two tenants shared one role and database."""
+    prefix = "p" * 54
+    victim = (prefix + "-long", "orders-database")
+    digest = hashlib.sha256(f"{victim[0]}_{victim[1]}".encode()).hexdigest()[:8]
+    attacker = (prefix, digest)
+
+    assert rules.legacy_owner_role(*victim) == rules.legacy_owner_role(*attacker), "the attack on the old names"
+    assert rules.owner_role(*victim) != rules.owner_role(*attacker)
+    assert "__" in rules.owner_role(*victim)
+    assert "__" not in rules.owner_role(*attacker)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        pytest.param("shop", "orders", id="short"),
+        pytest.param("n" * 31, "d" * 31, id="63-bytes"),
+        pytest.param("n" * 63, "d" * 241, id="longest"),
+    ],
+)
+def test_names_that_fit_are_what_they_were_before_markers_so_existing_roles_stay_theirs(
+    namespace: str, name: str
+) -> None:
+    full = f"{namespace}_{name}"
+    if len(full) <= 63:
+        assert rules.owner_role(namespace, name) == rules.legacy_owner_role(namespace, name) == full
+    else:
+        assert rules.legacy_owner_role(namespace, name) == legacy_cut(full)
+        assert rules.owner_role(namespace, name) != legacy_cut(full)
+
+
+def test_no_two_databases_share_a_name_on_the_server() -> None:
+    """Owner roles and login generations of many Databases whose names cut alike, and of names that fit: all
+    distinct, all within 63 bytes, and a login is recognized as its own Database's only."""
+    databases = [("p" * 54, "x" * k) for k in range(1, 12)] + [("p" * 54 + "-" + "q" * 8, f"d{k}") for k in range(9)]
+    databases += [("shop", "orders"), ("shop", "orders-v1"), ("shop-orders", "v1"), ("a" * 63, "b" * 200)]
+    names = [rules.owner_role(*db) for db in databases]
+    names += [rules.login_role(*db, generation) for db in databases for generation in (1, 2, 10, 12345)]
+
+    assert len(set(names)) == len(names)
+    assert max(len(n.encode()) for n in names) <= 63
+    for namespace, name in databases:
+        login = rules.login_role(namespace, name, 3)
+        assert [db for db in databases if rules.is_login_of(login, *db)] == [(namespace, name)]
+
+
 def test_a_schedule_due_exactly_now_rotates() -> None:
     on_time = rules.rotation(
         rotate_every="720h", rotate_request=None, seen_request=None, rotated_at=NOW - 720 * HOUR, now=NOW
@@ -388,3 +465,197 @@ def test_a_schedule_due_exactly_now_rotates() -> None:
 
     assert (on_time.due, on_time.reason) == (True, "scheduled")
     assert (a_second_early.due, a_second_early.next_check) == (False, datetime.timedelta(seconds=1))
+
+
+# ---- which roles on the server are the Database's --------------------------------------------------------------
+
+UID = "0b9f-uid"
+MINE = rules.marker("shop", "orders", UID)
+OWNER = "shop_orders"
+
+
+def owner_role(comment: str | None = MINE, **extra: object) -> rules.Role:
+    return rules.Role(OWNER, login=False, privileged=False, comment=comment, **extra)  # type: ignore[arg-type]
+
+
+def login(name: str, comment: str | None = MINE, **extra: object) -> rules.Role:
+    fields: dict[str, object] = {"login": True, "privileged": False, "comment": comment, "member_of": (OWNER,)}
+    return rules.Role(name, **{**fields, **extra})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("state", "legacy", "expected"),
+    [
+        pytest.param(rules.ServerState(None, None), False, rules.Claim(create=True), id="nothing-yet"),
+        pytest.param(
+            rules.ServerState(owner_role(), OWNER, (login(V1), login(V2))),
+            False,
+            rules.Claim(logins=(V1, V2)),
+            id="marked-owner-and-logins",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(), OWNER, (login(V2), login("shop_orders_v10"), login(V1))),
+            False,
+            rules.Claim(logins=(V1, V2, "shop_orders_v10")),
+            id="generations-in-order",
+        ),
+        pytest.param(
+            rules.ServerState(
+                owner_role(),
+                OWNER,
+                (
+                    login(V1),
+                    login("dba", comment=None),
+                    login(V2, comment=rules.marker("bank", "ledger", "x")),
+                    login("shop_orders_v3", privileged=True),
+                    login("postgres"),
+                ),
+            ),
+            False,
+            rules.Claim(logins=(V1,)),
+            id="members-that-are-not-its-marked-logins-are-not-its-own",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None),)),
+            True,
+            rules.Claim(mark=(OWNER, V1), logins=(V1,)),
+            id="made-before-markers-and-the-secret-is-its-own-marked-now",
+        ),
+    ],
+)
+def test_a_database_claims_only_the_roles_marked_or_provably_made_for_it(
+    state: rules.ServerState, legacy: bool, expected: rules.Claim
+) -> None:
+    found = rules.claim(
+        state, namespace="shop", name="orders", uid=UID, server="default", admin="postgres", secret_made_before=legacy
+    )
+
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "legacy", "says"),
+    [
+        pytest.param(rules.ServerState(None, "dba"), True, "database shop_orders exists", id="a-database-of-its-name"),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None), OWNER), False, "was not made for this Database", id="unmarked"
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment="reports team"), OWNER), True, "not made", id="someone-elses-comment"
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=rules.marker("shop", "orders", "older")), OWNER),
+            True,
+            "made for an earlier Database shop/orders",
+            id="an-earlier-database-of-the-same-name",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=rules.marker("bank", "ledger", "x")), OWNER),
+            True,
+            "made for another Database",
+            id="another-databases-marker",
+        ),
+        pytest.param(
+            rules.ServerState(rules.Role(OWNER, login=True, privileged=False, comment=MINE), OWNER),
+            False,
+            "is not an owner role",
+            id="a-login-role",
+        ),
+        pytest.param(
+            rules.ServerState(rules.Role(OWNER, login=False, privileged=True, comment=MINE), OWNER),
+            False,
+            "is not an owner role",
+            id="a-privileged-role-even-marked",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(), "dba"), False, "owned by another role", id="marked-but-the-database-is-not"
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None), login("dba", comment=None))),
+            True,
+            "not made",
+            id="before-markers-but-a-member-that-is-not-its-login",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None, member_of=(OWNER, "x")),)),
+            True,
+            "not made",
+            id="before-markers-but-a-login-in-another-role",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None, member_of=("pg_read_all_data",)), OWNER),
+            True,
+            "not made",
+            id="before-markers-but-the-owner-is-in-another-role",
+        ),
+        pytest.param(
+            rules.ServerState(owner_role(comment=None), "dba"), True, "not made", id="before-markers-another-database"
+        ),
+    ],
+)
+def test_a_role_that_is_not_the_databases_is_a_conflict_that_touches_nothing(
+    state: rules.ServerState, legacy: bool, says: str
+) -> None:
+    found = rules.claim(
+        state, namespace="shop", name="orders", uid=UID, server="default", admin="postgres", secret_made_before=legacy
+    )
+
+    assert (found.create, found.mark, found.logins) == (False, (), ())
+    assert says in found.conflict
+
+
+def test_the_admin_is_never_an_owner_role_even_by_name() -> None:
+    state = rules.ServerState(rules.Role(OWNER, login=False, privileged=False, comment=MINE), OWNER)
+
+    found = rules.claim(
+        state, namespace="shop", name="orders", uid=UID, server="s", admin=OWNER, secret_made_before=True
+    )
+
+    assert found.conflict
+
+
+KEY = b"k" * 32
+PROOF = rules.secret_proof(KEY, "shop", "orders", UID)
+
+
+def secret_meta(annotations: dict[str, str] | None = None, owner_uid: str | None = None) -> dict[str, object]:
+    metadata: dict[str, object] = {"name": "orders-credentials", "annotations": annotations or {}}
+    if owner_uid is not None:
+        metadata["ownerReferences"] = [{"kind": "Database", "name": "orders", "uid": owner_uid, "controller": True}]
+    return {"metadata": metadata}
+
+
+@pytest.mark.parametrize(
+    ("secret", "legacy", "made"),
+    [
+        pytest.param(secret_meta({"secrets.smll.io/made-for": PROOF}), False, True, id="the-proof"),
+        pytest.param(secret_meta(), False, False, id="no-proof"),
+        pytest.param(secret_meta(owner_uid=UID), False, False, id="an-owner-reference-is-no-proof"),
+        pytest.param(secret_meta(owner_uid=UID), True, True, id="before-proofs-the-owner-reference-of-its-uid"),
+        pytest.param(secret_meta(owner_uid="other"), True, False, id="before-proofs-another-owner"),
+        pytest.param(
+            secret_meta({"secrets.smll.io/made-for": rules.secret_proof(KEY, "shop", "orders", "older")}, UID),
+            True,
+            False,
+            id="the-proof-of-an-earlier-database",
+        ),
+        pytest.param(
+            secret_meta({"secrets.smll.io/made-for": rules.secret_proof(b"x" * 32, "shop", "orders", UID)}),
+            False,
+            False,
+            id="a-proof-made-with-another-key",
+        ),
+    ],
+)
+def test_a_secret_is_the_databases_only_with_the_proof_the_controller_made(
+    secret: dict[str, object], legacy: bool, made: bool
+) -> None:
+    assert rules.secret_made_for(secret, proof=PROOF, uid=UID, legacy=legacy) is made
+
+
+def test_edited_keys_names_what_differs_added_keys_included() -> None:
+    desired = rules.credentials(user=V1, password=OLD, server=SERVER, database="shop_orders")
+    found = {**desired, "POSTGRES_USER": "bank_ledger_v1", "EXTRA": "x"}
+
+    assert rules.edited_keys(found, desired) == ("EXTRA", "POSTGRES_USER")
+    assert rules.edited_keys(desired, desired) == ()

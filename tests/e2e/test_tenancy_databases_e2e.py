@@ -1,0 +1,497 @@
+"""Tenancy of Databases: a tenant with the rights a platform hands out (the built-in ``edit`` in its own namespace,
+and a Role on ``databases`` there; never ``databases/status``) reaches no other tenant's database, no role of the
+server that is not its own, and no Secret the controller did not make — on the real control plane (RBAC on; the
+tenant's writes by impersonation, as the apiserver authenticates it) and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from devenv.cluster import ControlPlane, wait_for
+from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
+from devenv.postgres import LocalPostgres
+from rules.certs import make_ca
+from tests.conftest import fresh_namespace
+from tests.e2e.test_databases_e2e import admin_fetch, can_connect, credentials, wait_credentials
+from tests.leaks import GUARD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
+
+CA_SECRET = "pg-ca"
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A server with a certificate from a CA of its own: the controller connects with verify-full, and so do the
+    tests (PGSSLROOTCERT), as a tenant's service would with the URL's sslmode."""
+    server = LocalPostgres(tls=True)
+    GUARD.register(server.admin_password)
+    server.start()
+    root = tmp_path_factory.mktemp("pg-ca") / "ca.crt"
+    root.write_bytes(server.ca_pem)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGSSLROOTCERT", str(root))
+        yield server
+    log = server.directory / "postgres.log"
+    GUARD.scan(log.read_text(errors="replace") if log.exists() else "", "the PostgreSQL server's log")
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def database_controller(
+    cluster: ControlPlane, postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalController]:
+    workdir = tmp_path_factory.mktemp("tenancy-controller")
+    config = install_database_support(cluster, postgres, workdir)
+    cluster.kubectl("-n", CONTROLLER_NAMESPACE, "delete", "secret", CA_SECRET, "--ignore-not-found")
+    cluster.kubectl(
+        "-n",
+        CONTROLLER_NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        CA_SECRET,
+        f"--from-file=ca.crt={postgres.directory}/ca.crt",
+    )
+    servers = yaml.safe_load(config.read_text())
+    servers["servers"]["default"].update({"host": "localhost", "sslmode": "verify-full", "caSecret": CA_SECRET})
+    config.write_text(yaml.safe_dump(servers))
+    controller = LocalController(
+        cluster,
+        workdir,
+        identity="tenancy-db",
+        settle_seconds=0.5,
+        lease_name=f"lease-{uuid.uuid4().hex[:8]}",
+        extra_args=[f"--database-config={config}", "--rotation-grace-seconds=600"],
+    )
+    controller.start()
+    controller.wait_leading()
+    yield controller
+    controller.wait_leading()
+    GUARD.scan(controller.metrics(), "metrics of the database controller")
+    controller.stop()
+    cluster.kubectl("delete", "secret", ADMIN_SECRET, CA_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
+
+
+# What a platform grants a tenant for Databases beside ``edit``: the object, never its status subresource.
+DATABASE_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
+    "metadata": {"name": "database-editor"},
+    "rules": [
+        {
+            "apiGroups": ["smll.io"],
+            "resources": ["databases"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        }
+    ],
+}
+HOSTILE_PASSWORD = "TenantChosenPassword0123456789abcdefghij"
+
+
+def tenant_of(namespace: str) -> str:
+    return f"dev@{namespace}"
+
+
+def grant_tenant(cluster: ControlPlane, namespace: str) -> str:
+    """A user bound to the built-in ``edit`` in ``namespace``, with the Role above."""
+    user = tenant_of(namespace)
+    cluster.kubectl("-n", namespace, "create", "rolebinding", "edit", "--clusterrole=edit", f"--user={user}")
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(DATABASE_ROLE))
+    cluster.kubectl("-n", namespace, "create", "rolebinding", "databases", "--role=database-editor", f"--user={user}")
+    return user
+
+
+def as_tenant(cluster: ControlPlane, namespace: str, *args: str, input: str | None = None) -> str:
+    """A kubectl call as the tenant of ``namespace``; it must be allowed (the attacks use only granted rights)."""
+    result = cluster.kubectl(f"--as={tenant_of(namespace)}", "-n", namespace, *args, input=input, check=False)
+    assert result.returncode == 0, f"the tenant's own right was refused: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def shop(cluster: ControlPlane) -> Iterator[str]:
+    with fresh_namespace(cluster, "shop") as name:
+        grant_tenant(cluster, name)
+        yield name
+
+
+@pytest.fixture
+def bank(cluster: ControlPlane) -> Iterator[str]:
+    with fresh_namespace(cluster, "bank") as name:
+        grant_tenant(cluster, name)
+        yield name
+
+
+def tenant_creates_database(cluster: ControlPlane, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": name},
+        "spec": {"engine": "postgres", "server": "default"},
+    }
+    as_tenant(cluster, namespace, "apply", "-f", "-", input=json.dumps(body))
+
+
+def tenant_writes(cluster: ControlPlane, namespace: str, secret: str, patch: dict[str, Any]) -> None:
+    as_tenant(cluster, namespace, "patch", "secret", secret, "--type=merge", "-p", json.dumps(patch))
+
+
+def tenant_pokes(cluster: ControlPlane, namespace: str, name: str) -> None:
+    """Any change the tenant may make to its own Database makes the controller look at it again."""
+    as_tenant(cluster, namespace, "label", f"database/{name}", f"poke={uuid.uuid4().hex[:8]}", "--overwrite")
+
+
+def restart(controller: LocalController) -> None:
+    controller.stop()
+    controller.start()
+    controller.wait_leading()
+    wait_for(lambda: "databases: caches synced" in controller.log(), timeout=30, what="the database loop")
+
+
+def secret_json(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("-n", namespace, "get", "secret", name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def condition(cluster: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    obj = json.loads(cluster.kubectl("-n", namespace, "get", "database", name, "-o", "json").stdout)
+    found: dict[str, str] = next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {}
+    )
+    return found
+
+
+def url_with(creds: dict[str, str], *, user: str, password: str) -> str:
+    return creds["DATABASE_URL"].replace(
+        f"//{creds['POSTGRES_USER']}:{creds['POSTGRES_PASSWORD']}@", f"//{user}:{password}@"
+    )
+
+
+async def admin_logs_in(postgres: LocalPostgres) -> bool:
+    try:
+        return bool(await admin_fetch(postgres, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+    except asyncpg.InvalidPasswordError:
+        return False
+
+
+def events(cluster: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = json.loads(cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout)["items"]
+    return [e for e in found if e["involvedObject"]["kind"] == "Database" and e["involvedObject"]["name"] == name]
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_the_tenant_has_edit_in_its_namespace_and_no_right_on_database_status(cluster: ControlPlane, shop: str) -> None:
+    """The premise of every attack here: the tenant may write its Secrets and its Databases, not their status."""
+    user = tenant_of(shop)
+
+    def can(verb: str, resource: str, namespace: str = shop, subresource: str = "") -> str:
+        extra = [f"--subresource={subresource}"] if subresource else []
+        answer = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={user}", check=False)
+        return answer.stdout.strip()
+
+    answers = {
+        "update secrets": can("update", "secrets"),
+        "create databases": can("create", "databases.smll.io"),
+        "patch databases/status": can("patch", "databases.smll.io", subresource="status"),
+        "update databases/status": can("update", "databases.smll.io", subresource="status"),
+        "get secrets in smll-system": can("get", "secrets", namespace="smll-system"),
+    }
+
+    assert answers == {
+        "update secrets": "yes",
+        "create databases": "yes",
+        "patch databases/status": "no",
+        "update databases/status": "no",
+        "get secrets in smll-system": "no",
+    }
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_tenant_naming_another_tenants_login_in_its_secret_takes_nothing(
+    cluster: ControlPlane, shop: str, bank: str, database_controller: LocalController
+) -> None:
+    """Attack 1: ``POSTGRES_USER=<bank's login>`` and a password of the tenant's own in ``orders-credentials``; the
+    controller restarts. Bank's login must be untouched: its services still log in, shop's password does not."""
+    tenant_creates_database(cluster, bank, "ledger")
+    tenant_creates_database(cluster, shop, "orders")
+    ledger = wait_credentials(cluster, bank, "ledger")
+    orders = wait_credentials(cluster, shop, "orders")
+    GUARD.register(HOSTILE_PASSWORD)
+
+    tenant_writes(
+        cluster,
+        shop,
+        "orders-credentials",
+        {"stringData": {"POSTGRES_USER": ledger["POSTGRES_USER"], "POSTGRES_PASSWORD": HOSTILE_PASSWORD}},
+    )
+    restart(database_controller)
+    wait_for(
+        lambda: (
+            (credentials(cluster, shop, "orders") or {}).get("POSTGRES_USER") == orders["POSTGRES_USER"]
+            or not asyncio_run(can_connect(ledger["DATABASE_URL"]))
+        ),
+        timeout=30,
+        what="the controller to act on the edited Secret",
+    )
+
+    assert await can_connect(ledger["DATABASE_URL"]), "bank's services must still log in"
+    assert not await can_connect(url_with(ledger, user=ledger["POSTGRES_USER"], password=HOSTILE_PASSWORD)), (
+        "shop must not log in as bank's login"
+    )
+    restored = credentials(cluster, shop, "orders")
+    assert restored is not None
+    assert restored["POSTGRES_USER"] == orders["POSTGRES_USER"], "the derived login is put back"
+    assert await can_connect(restored["DATABASE_URL"]), "shop's own credentials work again"
+    told = [e for e in events(cluster, shop, "orders") if e["reason"] == "CredentialsRestored"]
+    assert told, "an Event says the Secret was put back"
+    assert "POSTGRES_USER" in told[0]["message"]
+    assert HOSTILE_PASSWORD not in json.dumps(told)
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_tenant_naming_the_admin_in_its_secret_leaves_the_admin_alone(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """Attack 1, on the server's admin role: the controller set the tenant's password on it and made it
+    NOSUPERUSER, and no Database on the server could be provisioned or deleted after that."""
+    tenant_creates_database(cluster, shop, "orders")
+    orders = wait_credentials(cluster, shop, "orders")
+    GUARD.register(HOSTILE_PASSWORD)
+
+    tenant_writes(
+        cluster,
+        shop,
+        "orders-credentials",
+        {"stringData": {"POSTGRES_USER": postgres.admin_user, "POSTGRES_PASSWORD": HOSTILE_PASSWORD}},
+    )
+    tenant_pokes(cluster, shop, "orders")
+    wait_for(
+        lambda: (
+            (credentials(cluster, shop, "orders") or {}).get("POSTGRES_USER") == orders["POSTGRES_USER"]
+            or not asyncio_run(admin_logs_in(postgres))
+        ),
+        timeout=30,
+        what="the controller to act on the edited Secret",
+    )
+
+    assert await admin_logs_in(postgres), "the admin keeps its password and stays superuser"
+    admin_as_tenant = url_with(orders, user=postgres.admin_user, password=HOSTILE_PASSWORD)
+    assert not await can_connect(admin_as_tenant), "the tenant's password must not open the admin role"
+    assert await admin_fetch(postgres, "SELECT pg_has_role($1, $2, 'MEMBER')", postgres.admin_user, "postgres")
+    granted = await admin_fetch(
+        postgres,
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1",
+        postgres.admin_user,
+    )
+    assert granted == 0, "the admin was made a member of the tenant's role"
+    tenant_creates_database(cluster, shop, "after")
+    assert await can_connect(wait_credentials(cluster, shop, "after")["DATABASE_URL"]), "provisioning still works"
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_previous_user_annotation_naming_another_tenants_login_drops_nothing(
+    cluster: ControlPlane, shop: str, bank: str
+) -> None:
+    """Attack 1, the annotation: ``secrets.smll.io/previous-user`` named a login that the controller then dropped
+    (``REASSIGN OWNED``, ``DROP ROLE``)."""
+    tenant_creates_database(cluster, bank, "ledger")
+    tenant_creates_database(cluster, shop, "orders")
+    ledger = wait_credentials(cluster, bank, "ledger")
+    wait_credentials(cluster, shop, "orders")
+
+    tenant_writes(
+        cluster,
+        shop,
+        "orders-credentials",
+        {"metadata": {"annotations": {"secrets.smll.io/previous-user": ledger["POSTGRES_USER"]}}},
+    )
+    tenant_pokes(cluster, shop, "orders")
+    wait_for(
+        lambda: (
+            not asyncio_run(can_connect(ledger["DATABASE_URL"]))
+            or ledger["POSTGRES_USER"] not in json.dumps(secret_json(cluster, shop, "orders-credentials")["metadata"])
+        ),
+        timeout=30,
+        what="the controller to act on the annotation",
+    )
+
+    assert await can_connect(ledger["DATABASE_URL"]), "bank's login was dropped through shop's annotation"
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_a_database_never_adopts_a_secret_it_did_not_make(cluster: ControlPlane, shop: str) -> None:
+    """A ``<name>-credentials`` Secret that is there before the Database (another app's): Ready=False, naming it,
+    and not one byte of it written."""
+    as_tenant(cluster, shop, "create", "secret", "generic", "pay-credentials", "--from-literal=token=someone-elses")
+    before = secret_json(cluster, shop, "pay-credentials")
+
+    tenant_creates_database(cluster, shop, "pay")
+    wait_for(lambda: condition(cluster, shop, "pay").get("status") == "False", timeout=30, what="Ready=False")
+
+    found = condition(cluster, shop, "pay")
+    assert found["reason"] == "SecretConflict"
+    assert "pay-credentials" in found["message"]
+    after = secret_json(cluster, shop, "pay-credentials")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["data"] == before["data"]
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_a_forged_owner_reference_does_not_make_a_secret_the_controllers(cluster: ControlPlane, shop: str) -> None:
+    """The tenant may write any ownerReference into a Secret of its namespace: being owned by the Database is no
+    proof the controller made it."""
+    tenant_creates_database(cluster, shop, "pay")
+    wait_credentials(cluster, shop, "pay")
+    uid = json.loads(cluster.kubectl("-n", shop, "get", "database", "pay", "-o", "json").stdout)["metadata"]["uid"]
+    owner = {"apiVersion": "smll.io/v1alpha1", "kind": "Database", "name": "pay", "uid": uid, "controller": True}
+    forged = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "pay-credentials",
+            "labels": {"smll.io/secret-type": "database"},
+            "ownerReferences": [owner],
+        },
+        "stringData": {"token": "another-apps"},
+    }
+    as_tenant(cluster, shop, "delete", "secret", "pay-credentials")
+    as_tenant(cluster, shop, "create", "-f", "-", input=json.dumps(forged))
+    before = secret_json(cluster, shop, "pay-credentials")
+
+    tenant_pokes(cluster, shop, "pay")
+    wait_for(lambda: condition(cluster, shop, "pay").get("status") == "False", timeout=30, what="Ready=False")
+
+    assert condition(cluster, shop, "pay")["reason"] == "SecretConflict"
+    assert secret_json(cluster, shop, "pay-credentials")["data"] == before["data"]
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_role_on_the_server_that_the_controller_did_not_make_is_never_taken(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """A role and database a DBA made by hand, whose name happens to be what a Database would derive: the tenant's
+    Database must not become a member of it, nor change it."""
+    role = f"{shop}_reports"
+    await admin_fetch(postgres, f'CREATE ROLE "{role}" NOLOGIN')
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=postgres.port, user=postgres.admin_user, password=postgres.admin_password
+    )
+    try:
+        await connection.execute(f'CREATE DATABASE "{role}" OWNER "{role}"')
+    finally:
+        await connection.close()
+
+    tenant_creates_database(cluster, shop, "reports")
+    wait_for(lambda: condition(cluster, shop, "reports").get("status") == "False", timeout=30, what="Ready=False")
+
+    found = condition(cluster, shop, "reports")
+    assert found["reason"] == "RoleConflict"
+    assert role in found["message"]
+    members = await admin_fetch(
+        postgres,
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles o ON o.oid = m.roleid WHERE o.rolname = $1",
+        role,
+    )
+    assert members == 0, "a login was put into the DBA's role"
+    assert credentials(cluster, shop, "reports") is None
+
+
+def legacy_digest(full: str) -> str:
+    """The digest today's code cut long names to (``namespace[:54]_<hash8>``): what the attack below aims at."""
+    return hashlib.sha256(full.encode()).hexdigest()[:8]
+
+
+@pytest.fixture
+def prefix_namespaces(cluster: ControlPlane) -> Iterator[tuple[str, str]]:
+    """Two namespaces, one the other's 54-character prefix."""
+    prefix = ("p" + uuid.uuid4().hex[:12]).ljust(54, "p")
+    long = prefix + "-long"
+    for name in (prefix, long):
+        cluster.kubectl("create", "namespace", name)
+        grant_tenant(cluster, name)
+    yield prefix, long
+    for name in (prefix, long):
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_two_databases_whose_names_truncate_alike_never_share_a_role(
+    cluster: ControlPlane, prefix_namespaces: tuple[str, str]
+) -> None:
+    """A cut name and a name that fits can be the same string: a Database named by the digest in the namespace that
+    is the other's prefix got the victim's owner role and database."""
+    short, long = prefix_namespaces
+    victim = "orders-database"
+    tenant_creates_database(cluster, long, victim)
+    first = wait_credentials(cluster, long, victim)
+    attacker = legacy_digest(f"{long}_{victim}")  # a valid Database name: lowercase hex
+    tenant_creates_database(cluster, short, attacker)
+    wait_for(
+        lambda: (
+            credentials(cluster, short, attacker) is not None
+            or condition(cluster, short, attacker).get("status") == "False"
+        ),
+        timeout=30,
+        what="the second Database",
+    )
+    second = credentials(cluster, short, attacker)
+
+    if second is not None:
+        assert second["POSTGRES_DB"] != first["POSTGRES_DB"], "two Databases share one database"
+        other = second["DATABASE_URL"].replace(f"/{second['POSTGRES_DB']}?", f"/{first['POSTGRES_DB']}?")
+        assert not await can_connect(other), "the second Database's login reaches the first's database"
+    assert await can_connect(first["DATABASE_URL"])
+
+
+def asyncio_run(coroutine: Any) -> Any:
+    """Run a coroutine from a wait_for predicate (the test's own loop is blocked while it waits)."""
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(asyncio.run(coroutine)))
+    thread.start()
+    thread.join(timeout=30)
+    return box[0] if box else None
+
+
+def put_ca(cluster: ControlPlane, pem: bytes, workdir: Any) -> None:
+    path = workdir / "ca.crt"
+    path.write_bytes(pem)
+    manifest = cluster.kubectl(
+        "-n", CONTROLLER_NAMESPACE, "create", "secret", "generic", CA_SECRET, f"--from-file=ca.crt={path}",
+        "--dry-run=client", "-o", "json",
+    ).stdout  # fmt: skip
+    cluster.kubectl("-n", CONTROLLER_NAMESPACE, "replace", "-f", "-", input=manifest)
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_the_admin_connection_verifies_the_servers_certificate(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres, tmp_path: Any
+) -> None:
+    """verify-full with the CA the server config names: provisioning works, and with another CA in its place the
+    controller refuses the server (no statement is sent to a server it cannot verify)."""
+    tenant_creates_database(cluster, shop, "orders")
+    assert wait_credentials(cluster, shop, "orders")["DATABASE_URL"].endswith("?sslmode=verify-full")
+
+    put_ca(cluster, make_ca("not the server's CA", valid_for=datetime.timedelta(days=1)).cert_pem, tmp_path)
+    try:
+        tenant_pokes(cluster, shop, "orders")
+        wait_for(
+            lambda: condition(cluster, shop, "orders").get("reason") == "ServerUnavailable",
+            timeout=30,
+            what="Ready=False ServerUnavailable",
+        )
+        assert "certificate verify failed" in condition(cluster, shop, "orders")["message"]
+    finally:
+        put_ca(cluster, postgres.ca_pem, tmp_path)
+    tenant_pokes(cluster, shop, "orders")
+    wait_for(lambda: condition(cluster, shop, "orders").get("status") == "True", timeout=90, what="Ready again")
