@@ -236,6 +236,14 @@ def test_the_writer_cannot_rewrite_a_helm_record_a_token_or_a_tls_key(node_clust
         assert f"of type {kind}" in deleted.stderr, deleted.stderr
     assert {name: values(node_cluster, ns, name) for name in before} == before
     assert values(node_cluster, ns, "default-token").get("token") != "forged"  # the token controller may fill it
+    # The namespace controller deletes writeonlysecrets too, and is refused these: the namespace still goes away
+    # (it deletes the Secrets themselves).
+    node_cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    wait_for(
+        lambda: node_cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
+        timeout=120,
+        what=f"namespace {ns} to be deleted",
+    )
 
 
 def _pipeline_role(ns: str) -> str:
