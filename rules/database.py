@@ -110,11 +110,17 @@ def secret_proof(key: bytes, namespace: str, name: str, uid: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:40]
 
 
-def secret_made_for(secret: Mapping[str, Any] | None, *, proof: str, uid: str, legacy: bool) -> bool:
-    """Whether the controller made this credentials Secret for this Database: it carries the keyed proof; or, for a
-    Database provisioned before proofs (``legacy``: its status names the Secret and no login), it is controlled by
-    this Database's uid — which a tenant could forge, so that is trusted only for what was there before."""
+def secret_made_for(
+    secret: Mapping[str, Any] | None, *, proof: str, uid: str, recorded_uid: str = "", legacy: bool = False
+) -> bool:
+    """Whether the controller made this credentials Secret for this Database: it is the Secret whose uid the
+    Database's status records (``recorded_uid``: the status is not the tenant's to write), or it carries the keyed
+    proof (a Secret the controller created but had not recorded yet); or, for a Database provisioned before either
+    (``legacy``: its status names the Secret and no login), it is controlled by this Database's uid — which a tenant
+    could forge, so that is trusted only for what was there before."""
     metadata = (secret or {}).get("metadata") or {}
+    if recorded_uid and metadata.get("uid") == recorded_uid:
+        return True
     found = str((metadata.get("annotations") or {}).get(MADE_FOR, ""))
     if found and hmac.compare_digest(found, proof):
         return True

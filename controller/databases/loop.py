@@ -12,6 +12,7 @@ from controller.frame.queue import WorkQueue
 from controller.frame.settings import Settings
 from kubeio.informer import Informer
 from rules import database as rules
+from rules.names import DATABASE_TYPE, SECRET_TYPE_LABEL
 from rules.workloads import resource_path
 
 
@@ -34,5 +35,15 @@ def database_loop(
         if obj is not None:  # the Ready condition, and an Event when its reason changes
             await databases.status(obj, "False", "ReconcileFailed", message)
 
-    informers = [Informer(api, resource_path("Database"), databases.objects)]
+    informers = [
+        Informer(api, resource_path("Database"), databases.objects),
+        # Credentials Secrets, so that one edited by hand is put back at once (names and versions kept, no value).
+        Informer(
+            api,
+            resource_path("Secret"),
+            databases.secrets,
+            query={"labelSelector": f"{SECRET_TYPE_LABEL}={DATABASE_TYPE}"},
+            managed_fields=False,
+        ),
+    ]
     return Loop("databases", queue, informers, databases.reconcile, failed)

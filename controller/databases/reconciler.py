@@ -45,6 +45,7 @@ from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import database as rules
 from rules.names import (
+    CREDENTIALS_SUFFIX,
     DATABASE_ANNOTATION,
     DATABASE_FINALIZER,
     DATABASE_TYPE,
@@ -97,6 +98,9 @@ class Databases:
         self.now = now
         # The Database objects (they hold no secrets).
         self.objects: Store[DatabaseKey, dict[str, Any]] = Store(lambda obj: (name_of(obj), obj), changed=self._changed)
+        # The credentials Secrets (by the Database they are named for): only their resourceVersion, never a value.
+        # A change, a hand edit among them, brings the Database's key; a label taken off looks like a delete.
+        self.secrets: Store[DatabaseKey, str] = Store(_secret_version, changed=self._secret_changed)
         # Readers that opted out of rollouts, told of the rotation: Database → (the previous login, readers told).
         self.warned: dict[DatabaseKey, tuple[str, set[str]]] = {}
 
@@ -107,6 +111,10 @@ class Databases:
     def _changed(self, key: DatabaseKey, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
         """A delete needs no reconcile: the update that set its deletionTimestamp brought the key already."""
         if after is not None:
+            self.queue.add(key)
+
+    def _secret_changed(self, key: DatabaseKey, before: str | None, after: str | None) -> None:
+        if key in self.objects and before != after:
             self.queue.add(key)
 
     # ---- reconcile ----------------------------------------------------------------------------------------
@@ -175,7 +183,10 @@ class Databases:
         status = obj.get("status") or {}
         legacy = status.get("secretName") == secret_name and not status.get("login")
         proof = rules.secret_proof(self.hmac_key, namespace, name, uid)
-        if secret is not None and not rules.secret_made_for(secret, proof=proof, uid=uid, legacy=legacy):
+        recorded = str(status.get("secretUID") or "")
+        if secret is not None and not rules.secret_made_for(
+            secret, proof=proof, uid=uid, recorded_uid=recorded, legacy=legacy
+        ):
             await self.status(
                 obj,
                 "False",
@@ -251,7 +262,7 @@ class Databases:
         _show_retiring(annotations, retiring)
         desired = rules.credentials(user=target.user, password=target.password, server=server, database=owner)
         edited = rules.edited_keys(found, desired) if secret is not None and not target.new else ()
-        await self.write_secret(obj, secret, desired, annotations)
+        secret_uid = await self.write_secret(obj, secret, desired, annotations)
         if stored is not None:
             await self.delete_rotation_secret(stored)
         if edited:
@@ -282,7 +293,9 @@ class Databases:
             note = await self.retire(obj, server, admin_user, admin_password, retiring, desired, annotations)
             if note:
                 message += f"; {note}"
-        await self.status(obj, "True", "Provisioned", message, secret_name=secret_name, login=target.user)
+        await self.status(
+            obj, "True", "Provisioned", message, secret_name=secret_name, login=target.user, secret_uid=secret_uid
+        )
         if plan.next_check is not None:
             self.queue.add_after(self._key(obj), max(1.0, plan.next_check.total_seconds()))
 
@@ -470,8 +483,9 @@ class Databases:
 
     async def write_secret(
         self, obj: dict[str, Any], secret: dict[str, Any] | None, data: dict[str, str], annotations: dict[str, str]
-    ) -> None:
-        """Exactly ``data``, the controller's label, owner and proof: whatever differs is put back."""
+    ) -> str:
+        """Exactly ``data``, the controller's label, owner and proof: whatever differs is put back. Returns the
+        Secret's uid."""
         namespace, name = self._key(obj)
         uid = str(obj["metadata"].get("uid", ""))
         annotations = {**annotations, MADE_FOR: rules.secret_proof(self.hmac_key, namespace, name, uid)}
@@ -487,13 +501,14 @@ class Databases:
             (secret.get("data"), secret["metadata"].get(field) or {}) == (body["data"], body["metadata"][field])
             for field in ("annotations", "labels", "ownerReferences")
         ):
-            return
+            return str(secret["metadata"].get("uid", ""))
         path = resource_path("Secret", namespace)
         if secret is None:
-            await json_request(self.api, "POST", path, body=body)
+            written = await json_request(self.api, "POST", path, body=body)
         else:
             body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
-            await json_request(self.api, "PUT", f"{path}/{rules.secret_name(name)}", body=body)
+            written = await json_request(self.api, "PUT", f"{path}/{rules.secret_name(name)}", body=body)
+        return str((written.get("metadata") or {}).get("uid", ""))
 
     async def patch(self, obj: dict[str, Any], patch: dict[str, Any], *, subresource: str = "") -> None:
         namespace, name = self._key(obj)
@@ -511,7 +526,15 @@ class Databases:
         )
 
     async def status(
-        self, obj: dict[str, Any], status: str, reason: str, message: str, *, secret_name: str = "", login: str = ""
+        self,
+        obj: dict[str, Any],
+        status: str,
+        reason: str,
+        message: str,
+        *,
+        secret_name: str = "",
+        login: str = "",
+        secret_uid: str = "",
     ) -> None:
         current = obj.get("status") or {}
         previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
@@ -524,6 +547,8 @@ class Databases:
             new["secretName"] = secret_name
         if login:
             new["login"] = login
+        if secret_uid:
+            new["secretUID"] = secret_uid
         if (
             previous is not None
             and {k: v for k, v in previous.items() if k != "lastTransitionTime"}
@@ -569,6 +594,13 @@ def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
     data = decode_data(stored.get("data") or {})
     seen = (stored["metadata"].get("annotations") or {}).get(ROTATION_SEEN)
     return rules.Pending(data.get(rules.ROTATION_USER_KEY, ""), data.get(rules.ROTATION_PASSWORD_KEY, ""), seen)
+
+
+def _secret_version(obj: dict[str, Any]) -> tuple[DatabaseKey, str] | None:
+    namespace, name = name_of(obj)
+    if not name.endswith(CREDENTIALS_SUFFIX):
+        return None
+    return (namespace, name.removesuffix(CREDENTIALS_SUFFIX)), str(obj["metadata"].get("resourceVersion", ""))
 
 
 def _show_retiring(annotations: dict[str, str], retiring: list[str]) -> None:

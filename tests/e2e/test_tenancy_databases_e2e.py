@@ -349,10 +349,15 @@ def test_a_database_never_adopts_a_secret_it_did_not_make(cluster: ControlPlane,
 
 @pytest.mark.usefixtures("database_controller")
 def test_a_forged_owner_reference_does_not_make_a_secret_the_controllers(cluster: ControlPlane, shop: str) -> None:
-    """The tenant may write any ownerReference into a Secret of its namespace: being owned by the Database is no
-    proof the controller made it."""
-    tenant_creates_database(cluster, shop, "pay")
-    wait_credentials(cluster, shop, "pay")
+    """The tenant may write any ownerReference into a Secret of its namespace: being controlled by the Database (its
+    uid, read while the Database waited on a server name) is no proof that the controller made the Secret."""
+    body = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "pay"},
+        "spec": {"engine": "postgres", "server": "later"},
+    }
+    as_tenant(cluster, shop, "apply", "-f", "-", input=json.dumps(body))
     uid = json.loads(cluster.kubectl("-n", shop, "get", "database", "pay", "-o", "json").stdout)["metadata"]["uid"]
     owner = {"apiVersion": "smll.io/v1alpha1", "kind": "Database", "name": "pay", "uid": uid, "controller": True}
     forged = {
@@ -365,15 +370,43 @@ def test_a_forged_owner_reference_does_not_make_a_secret_the_controllers(cluster
         },
         "stringData": {"token": "another-apps"},
     }
-    as_tenant(cluster, shop, "delete", "secret", "pay-credentials")
     as_tenant(cluster, shop, "create", "-f", "-", input=json.dumps(forged))
     before = secret_json(cluster, shop, "pay-credentials")
 
-    tenant_pokes(cluster, shop, "pay")
-    wait_for(lambda: condition(cluster, shop, "pay").get("status") == "False", timeout=30, what="Ready=False")
+    as_tenant(cluster, shop, "patch", "database", "pay", "--type=merge", "-p", '{"spec": {"server": "default"}}')
+    wait_for(
+        lambda: condition(cluster, shop, "pay").get("reason") not in (None, "UnknownServer"),
+        timeout=30,
+        what="the Database to name its server",
+    )
 
     assert condition(cluster, shop, "pay")["reason"] == "SecretConflict"
-    assert secret_json(cluster, shop, "pay-credentials")["data"] == before["data"]
+    after = secret_json(cluster, shop, "pay-credentials")
+    assert (after["data"], after["metadata"]["resourceVersion"]) == (
+        before["data"],
+        before["metadata"]["resourceVersion"],
+    )
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_the_controllers_own_secret_stripped_of_its_proof_is_still_its_own(cluster: ControlPlane, shop: str) -> None:
+    """A tenant that overwrites the annotations of the Secret the controller made (kubectl replace of its own
+    manifest) gets it put back, not a conflict: the Database's status records the Secret's uid."""
+    tenant_creates_database(cluster, shop, "orders")
+    before = wait_credentials(cluster, shop, "orders")
+    manifest = secret_json(cluster, shop, "orders-credentials")
+    manifest["metadata"]["annotations"] = {"note": "mine now"}
+    manifest["metadata"].pop("ownerReferences")
+
+    as_tenant(cluster, shop, "replace", "-f", "-", input=json.dumps(manifest))
+
+    def put_back() -> bool:
+        found = secret_json(cluster, shop, "orders-credentials")["metadata"]
+        return "secrets.smll.io/made-for" in (found.get("annotations") or {}) and bool(found.get("ownerReferences"))
+
+    wait_for(put_back, timeout=30, what="the proof and owner put back")
+    assert credentials(cluster, shop, "orders") == before
+    assert condition(cluster, shop, "orders")["reason"] == "Provisioned"
 
 
 @pytest.mark.usefixtures("database_controller")
@@ -495,3 +528,24 @@ def test_the_admin_connection_verifies_the_servers_certificate(
         put_ca(cluster, postgres.ca_pem, tmp_path)
     tenant_pokes(cluster, shop, "orders")
     wait_for(lambda: condition(cluster, shop, "orders").get("status") == "True", timeout=90, what="Ready again")
+
+
+@pytest.mark.usefixtures("database_controller")
+def test_a_hand_edited_credentials_secret_is_put_back_at_once_with_an_event_naming_the_keys(
+    cluster: ControlPlane, shop: str
+) -> None:
+    """No restart, no poke: the controller watches the credentials Secrets. The Event names the keys, never a
+    value."""
+    tenant_creates_database(cluster, shop, "orders")
+    before = wait_credentials(cluster, shop, "orders")
+
+    tenant_writes(
+        cluster, shop, "orders-credentials", {"stringData": {"POSTGRES_HOST": "evil.example", "EXTRA": "added"}}
+    )
+
+    wait_for(lambda: credentials(cluster, shop, "orders") == before, timeout=30, what="the Secret put back")
+    told = [e for e in events(cluster, shop, "orders") if e["reason"] == "CredentialsRestored"]
+    assert told
+    assert "EXTRA, POSTGRES_HOST" in told[0]["message"]
+    assert "evil.example" not in json.dumps(told)
+    assert "added" not in json.dumps(told)

@@ -618,8 +618,10 @@ KEY = b"k" * 32
 PROOF = rules.secret_proof(KEY, "shop", "orders", UID)
 
 
-def secret_meta(annotations: dict[str, str] | None = None, owner_uid: str | None = None) -> dict[str, object]:
-    metadata: dict[str, object] = {"name": "orders-credentials", "annotations": annotations or {}}
+def secret_meta(
+    annotations: dict[str, str] | None = None, owner_uid: str | None = None, uid: str = "secret-uid"
+) -> dict[str, object]:
+    metadata: dict[str, object] = {"name": "orders-credentials", "annotations": annotations or {}, "uid": uid}
     if owner_uid is not None:
         metadata["ownerReferences"] = [{"kind": "Database", "name": "orders", "uid": owner_uid, "controller": True}]
     return {"metadata": metadata}
@@ -628,6 +630,8 @@ def secret_meta(annotations: dict[str, str] | None = None, owner_uid: str | None
 @pytest.mark.parametrize(
     ("secret", "legacy", "made"),
     [
+        pytest.param(secret_meta(uid="recorded"), False, True, id="the-uid-its-status-records-even-without-proof"),
+        pytest.param(secret_meta(owner_uid=UID, uid="replaced"), False, False, id="another-uid-and-no-proof"),
         pytest.param(secret_meta({"secrets.smll.io/made-for": PROOF}), False, True, id="the-proof"),
         pytest.param(secret_meta(), False, False, id="no-proof"),
         pytest.param(secret_meta(owner_uid=UID), False, False, id="an-owner-reference-is-no-proof"),
@@ -650,7 +654,7 @@ def secret_meta(annotations: dict[str, str] | None = None, owner_uid: str | None
 def test_a_secret_is_the_databases_only_with_the_proof_the_controller_made(
     secret: dict[str, object], legacy: bool, made: bool
 ) -> None:
-    assert rules.secret_made_for(secret, proof=PROOF, uid=UID, legacy=legacy) is made
+    assert rules.secret_made_for(secret, proof=PROOF, uid=UID, recorded_uid="recorded", legacy=legacy) is made
 
 
 def test_edited_keys_names_what_differs_added_keys_included() -> None:
