@@ -202,7 +202,8 @@ def test_the_secret_writer_holds_no_verb_on_secrets(
         ("get", "writeonlysecrets", True),
         ("list", "writeonlysecrets", True),
         ("delete", "writeonlysecrets", True),
-        ("update", "writeonlysecrets", False),
+        ("update", "writeonlysecrets", True),  # a SecretWrite's review of its Secret, by name
+        ("patch", "writeonlysecrets", False),
         ("get", "secretwrites", False),
     ],
 )
