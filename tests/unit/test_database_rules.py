@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import ssl
 from pathlib import Path
 
 import pytest
 
 from controller.databases.config import ConfigError, load_servers
+from controller.databases.postgres import ssl_for
 from rules import database as rules
+from rules.certs import make_ca
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 SERVER = rules.Server(name="default", host="pg.db.svc", port=5432, sslmode="require", admin_secret="pg-admin")
@@ -663,3 +666,43 @@ def test_edited_keys_names_what_differs_added_keys_included() -> None:
 
     assert rules.edited_keys(found, desired) == ("EXTRA", "POSTGRES_USER")
     assert rules.edited_keys(desired, desired) == ()
+
+
+def test_a_server_may_name_the_ca_bundle_that_verify_full_checks_it_against(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text("servers: {default: {host: pg.db.svc, sslmode: verify-full, adminSecret: a, caSecret: pg-ca}}")
+
+    [server] = load_servers(path).values()
+
+    assert (server.sslmode, server.ca_secret) == ("verify-full", "pg-ca")
+
+
+def test_a_ca_bundle_with_a_mode_that_checks_no_certificate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text("servers: {default: {host: x, sslmode: require, adminSecret: a, caSecret: pg-ca}}")
+
+    with pytest.raises(ConfigError, match="checks no certificate; use sslmode verify-full"):
+        load_servers(path)
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "hostname", "verified"),
+    [("verify-full", True, True), ("verify-ca", False, True)],
+)
+def test_verify_modes_check_the_certificate_against_the_configured_ca(
+    sslmode: str, hostname: bool, verified: bool
+) -> None:
+    authority = make_ca("test CA", valid_for=datetime.timedelta(days=1))
+    server = rules.Server("s", "pg", 5432, sslmode, "a", ca_secret="ca", ca_pem=authority.cert_pem)
+
+    context = ssl_for(server)
+
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname is hostname
+    assert (context.verify_mode == ssl.CERT_REQUIRED) is verified
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test CA"),),)]
+
+
+@pytest.mark.parametrize(("sslmode", "expected"), [("disable", False), ("require", "require"), ("prefer", "prefer")])
+def test_other_modes_are_libpqs(sslmode: str, expected: object) -> None:
+    assert ssl_for(rules.Server("s", "pg", 5432, sslmode, "a")) == expected
