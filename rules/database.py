@@ -170,17 +170,33 @@ def _sound_login(role: Role, namespace: str, name: str, owner: str) -> bool:
 
 
 def claim(
-    state: ServerState, *, namespace: str, name: str, uid: str, server: str, admin: str, secret_made_before: bool
+    state: ServerState,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    server: str,
+    admin: str,
+    secret_made_before: bool,
+    legacy_role: bool = False,
 ) -> Claim:
     """Which roles on the server are this Database's: those marked for it (namespace, name and uid). A role of its
     name that is not marked for it is never touched — unless it was made by this controller before markers existed,
     which needs all of: the credentials Secret proven made for this Database (``secret_made_before``), an
     unprivileged NOLOGIN owner role in no other role, owning the database of its name, whose every member is an
-    unprivileged login of this Database's generations, unmarked, in no other role."""
+    unprivileged login of this Database's generations, unmarked, in no other role. ``legacy_role``: a role of the
+    name a long name was cut to before (``legacy_owner_role``) exists — the Database's data may be there."""
     owner = owner_role(namespace, name)
     mine = marker(namespace, name, uid)
     where = f"on server {server!r}"
     if state.owner is None:
+        if legacy_role:
+            legacy = legacy_owner_role(namespace, name)
+            return Claim(
+                conflict=f"role {legacy} {where} is this Database's name as earlier versions cut it; nothing "
+                f"is made until an admin renames its database and it to {owner}, and its login to "
+                f"{login_role(namespace, name, 1)} (docs/databases.md, upgrading)"
+            )
         if state.database_owner is not None:
             return Claim(conflict=f"database {owner} exists {where} and was not made for this Database")
         return Claim(create=True)

@@ -36,6 +36,7 @@ from controller.databases.postgres import (
     inspect,
     logs_in,
     mark,
+    role,
 )
 from controller.frame.logs import outcome, reconcile_logger
 from controller.frame.queue import WorkQueue
@@ -210,8 +211,11 @@ class Databases:
 
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
+            state = await inspect(admin, owner)
+            legacy_name = rules.legacy_owner_role(namespace, name)
             claim = rules.claim(
-                await inspect(admin, owner),
+                state,
+                legacy_role=state.owner is None and legacy_name != owner and await role(admin, legacy_name) is not None,
                 namespace=namespace,
                 name=name,
                 uid=uid,

@@ -58,6 +58,9 @@ class FakePostgres:
         members = tuple(role for role in self.roles.values() if owner in role.member_of)
         return rules.ServerState(self.roles.get(owner), self.database_owners.get(owner), members)
 
+    async def role(self, admin: Any, name: str) -> rules.Role | None:
+        return self.roles.get(name)
+
     async def mark(self, admin: Any, names: tuple[str, ...], marker: str) -> None:
         for name in names:
             self.roles[name] = dataclasses.replace(self.roles[name], comment=marker)
@@ -104,6 +107,7 @@ class FakePostgres:
         for name in (
             "connect",
             "inspect",
+            "role",
             "mark",
             "ensure_database",
             "ensure_login",
@@ -489,3 +493,25 @@ async def test_a_database_provisioned_before_markers_is_adopted_and_keeps_its_pa
 
 
 OLD_PASSWORD = "L" * 40
+
+
+async def test_a_long_named_database_provisioned_before_finds_its_old_role_and_makes_nothing_new(
+    api: FakeApi, server: FakePostgres
+) -> None:
+    """Names too long for 63 bytes were cut differently before: the Database's data is in the role and database of
+    the old name, so a new empty one must not be made in its place."""
+    name = "a-database-name-long-enough-to-be-cut-" + "x" * 30
+    legacy = rules.legacy_owner_role("shop", name)
+    server.roles[legacy] = rules.Role(legacy, False, False, None)
+    server.database_owners[legacy] = legacy
+    database = orders()
+    database["metadata"]["name"] = name
+    api.put(resource_path("Database", "shop"), database)
+
+    await Controller(api).settle()
+
+    found = api.get(resource_path("Database", "shop", name))
+    assert found is not None
+    assert found["status"]["conditions"][0]["reason"] == "RoleConflict"
+    assert legacy in found["status"]["conditions"][0]["message"]
+    assert server.databases == {legacy}
