@@ -35,6 +35,9 @@ from rules.certs import make_ca, make_leaf
 
 SERVICE_CIDR = "10.0.0.0/24"
 FRONT_PROXY_CLIENT = "front-proxy-client"
+# The client certificate the apiserver presents to admission webhooks (its admission configuration's kubeConfigFile):
+# the product's admission port requires it (the chart's webhook.clientAuth; docs/operations.md).
+ADMISSION_CLIENT = "kube-apiserver-admission-client"
 ENCRYPTION_KEY_NAME = "key1"
 ENCRYPTED_PREFIX = b"k8s:enc:secretbox:v1:" + ENCRYPTION_KEY_NAME.encode() + b":"
 
@@ -85,6 +88,12 @@ class ControlPlane:
     @property
     def ca_pem(self) -> bytes:
         return (self.pki / "ca.crt").read_bytes()
+
+    @property
+    def admission_client_ca(self) -> Path:
+        """The CA of the client certificate the apiserver presents to webhooks: what the product's admission port
+        trusts."""
+        return self.pki / "admission-client-ca.crt"
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -137,6 +146,39 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(encryption))
         path.chmod(0o600)
 
+    def _write_admission_client(self) -> None:
+        """The apiserver's admission configuration: every webhook it calls is offered a client certificate from a
+        CA of its own (not the cluster's: that one would log its holder in to the apiserver). The kubeconfig's user
+        ``*`` matches every webhook, by Service (``<svc>.<ns>.svc``) or by url (``127.0.0.1:<port>``); a webhook
+        that asks for no certificate is sent none."""
+        year = datetime.timedelta(days=365)
+        ca = make_ca("admission-client-ca", valid_for=year)
+        client = make_leaf(ca, ADMISSION_CLIENT, valid_for=year, client=True)
+        self.admission_client_ca.write_bytes(ca.cert_pem)
+        (self.pki / "admission-client.crt").write_bytes(client.cert_pem)
+        (self.pki / "admission-client.key").write_bytes(client.key_pem)
+        (self.pki / "admission-client.key").chmod(0o600)
+        user = {
+            "client-certificate": str(self.pki / "admission-client.crt"),
+            "client-key": str(self.pki / "admission-client.key"),
+        }
+        kubeconfig = {"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}
+        (self.pki / "admission-kubeconfig.yaml").write_text(yaml.safe_dump(kubeconfig))
+        webhooks = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(self.pki / "admission-kubeconfig.yaml"),
+        }
+        admission = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": plugin, "configuration": webhooks}
+                for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        (self.pki / "admission-config.yaml").write_text(yaml.safe_dump(admission))
+
     def _components(self) -> dict[str, Component]:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -168,6 +210,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.crt'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--encryption-provider-config={pki / 'encryption-config.yaml'}",
+            f"--admission-control-config-file={pki / 'admission-config.yaml'}",
             # With a node, the `kubernetes` Service points at the gateway address; without, pods never run.
             f"--endpoint-reconciler-type={'lease' if self.with_node else 'none'}",
             "--enable-aggregator-routing=true",
@@ -226,6 +269,8 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.kubeconfig.exists():
             self._write_pki()
+        if not (self.pki / "admission-config.yaml").exists():  # also a plane made before it had one
+            self._write_admission_client()
         self.components = self._components()
         if self.with_node:
             self.node = Node(

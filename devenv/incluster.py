@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from devenv.binaries import ensure_helm
-from devenv.cluster import ControlPlane, wait_for
+from devenv.cluster import ADMISSION_CLIENT, ControlPlane, wait_for
 from devenv.images import BuiltImages, build_images, push
 from devenv.node import GATEWAY, POD_CIDR
 from devenv.postgres import LocalPostgres
@@ -41,6 +41,8 @@ class Platform:
     postgres: LocalPostgres = field(init=False)
     images: LocalRegistry = field(init=False)
     vpc_registry: LocalRegistry = field(init=False)
+    # The CA of the client certificate the cluster's apiserver presents to webhooks: the install requires it.
+    apiserver_client_ca: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         # PostgreSQL keeps its own temporary directory: it runs as the postgres user, who may not enter workdir.
@@ -56,6 +58,7 @@ class Platform:
         self.vpc_registry.start(detach=self.detach)
         for registry in (self.images, self.vpc_registry):
             plane.node.trust_plain_http_registry(registry.host)
+        self.apiserver_client_ca = plane.admission_client_ca.read_text()
 
     def stop(self) -> None:
         self.vpc_registry.stop()
@@ -84,6 +87,16 @@ def chart_values(platform: Platform, image: str, *, replicas: int = 1, settle_se
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         "replicaCount": replicas,
         "logLevel": "INFO",
+        # The admission port answers the apiserver only: its webhook client certificate (devenv/cluster.py), from
+        # where it calls (the node bridge's gateway; the bridge CNI enforces no NetworkPolicy, but it is rendered).
+        "webhook": {
+            "clientAuth": {
+                "enabled": True,
+                "caBundle": platform.apiserver_client_ca,
+                "allowedNames": [ADMISSION_CLIENT],
+            }
+        },
+        "networkPolicy": {"enabled": True, "apiserverCIDRs": [f"{GATEWAY}/32"]},
         "controller": {
             "settleSeconds": settle_seconds,
             "registry": {"url": platform.vpc_registry.url, "htpasswdSecret": {"name": HTPASSWD_SECRET}},

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from devenv.cluster import ControlPlane
+from devenv.cluster import ADMISSION_CLIENT, ControlPlane
 from devenv.process import Component, free_port
 from rules.certs import make_ca, make_leaf
 from rules.names import LINK_PREFIX, PRODUCT_NAMESPACE, WEBHOOK_CONFIGURATION
@@ -104,16 +104,24 @@ def wait_until_judging(plane: ControlPlane, *, timeout: float = 30) -> None:
 
 @dataclass
 class LocalWebhook:
-    """``python -m webhook`` on a loopback port, with a certificate signed by a CA of its own."""
+    """``python -m webhook`` on a loopback port, with a certificate signed by a CA of its own. Like the chart's
+    install, its admission port requires the apiserver's webhook client certificate (``client_auth``), and health
+    and metrics are on a plain-HTTP port of their own."""
 
     plane: ControlPlane
     workdir: Path
     port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    client_auth: bool = True
     component: Component | None = None
 
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
 
     def start(self, *, detach: bool = False) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +142,10 @@ class LocalWebhook:
             f"--port={self.port}",
             f"--kubeconfig={self.plane.kubeconfig}",
             "--drain-seconds=0",  # no Service sends it reviews: nothing to drain
+            f"--health-port={self.health_port}",
         ]
+        if self.client_auth:
+            args += [f"--client-ca-file={self.plane.admission_client_ca}", f"--client-allowed-name={ADMISSION_CLIENT}"]
         self.component = Component("webhook", args, self.workdir / "webhook.log")
         self.component.start(detach=detach)
         self.wait_ready()
@@ -144,13 +155,14 @@ class LocalWebhook:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/readyz", context=self.ssl_context(), timeout=2) as answer:
+            with urllib.request.urlopen(f"{self.health_url}/readyz", timeout=2) as answer:
                 return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
     def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"{self.base_url}{path}", context=self.ssl_context(), timeout=5) as answer:
+        """A GET on the health port: /healthz, /readyz, /metrics."""
+        with urllib.request.urlopen(f"{self.health_url}{path}", timeout=5) as answer:
             return str(answer.read().decode())
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -5,6 +5,7 @@ fail guards, and the flags the chart passes to the real command lines."""
 from __future__ import annotations
 
 import base64
+import datetime
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import controller.__main__ as controller_cli
 from controller.databases.config import load_servers
 from controller.frame.settings import Settings
 from devenv.binaries import ensure_helm
+from devenv.cluster import ADMISSION_CLIENT
 from devenv.webhook import configurations as local_configurations
+from rules.certs import make_ca
 from rules.names import PRODUCT_NAMESPACE
 from webhook.__main__ import parser as webhook_parser
 from webhook.__main__ import settings_from
@@ -25,6 +28,7 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "smll-secrets"
 RELEASE = "smll-secrets"
 NAMESPACE = "smll-system"
 CA_BUNDLE = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+CLIENT_CA = make_ca("admission-client-ca", valid_for=datetime.timedelta(days=1)).cert_pem.decode()
 SERVERS = {"default": {"host": "pg.db.svc", "port": 5432, "sslmode": "require", "adminSecret": "pg-admin"}}
 
 # Every documented option, alone and together (values.yaml says what each one does).
@@ -42,6 +46,11 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "registry": {"controller": {"registry": {"url": "registry.example.com", "htpasswdSecret": {"namespace": "reg"}}}},
     "network-policy": {"networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {}}]}},
     "no-rbac-own-service-account": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}},
+    "client-auth": {
+        "webhook": {"clientAuth": {"enabled": True, "caBundle": CLIENT_CA, "allowedNames": [ADMISSION_CLIENT]}},
+        "networkPolicy": {"enabled": True, "apiserverCIDRs": ["10.244.0.1/32"]},
+    },
+    "client-auth-configmap": {"webhook": {"clientAuth": {"enabled": True, "caConfigMap": "apiserver-webhook-ca"}}},
     "no-secret-writer-no-tests": {"secretWriter": {"create": False}, "tests": {"enabled": False}},
     "controller-separate": {
         "controller": {"separate": True, "databases": {"servers": SERVERS}, "registry": {"url": "registry.example.com"}}
@@ -548,6 +557,79 @@ def test_the_local_webhook_registers_exactly_what_the_chart_renders_in_developme
             assert hook.keys() == chart_hook.keys(), f"{kind} {hook['name']}"
             for field, value in hook.items():
                 assert value == chart_hook[field], f"{kind} {hook['name']}: {field}"
+
+
+# --- the admission port: who may ask for decisions -------------------------------------------------------------------
+
+
+def test_probes_and_metrics_have_a_port_of_their_own_and_the_https_port_answers_reviews_only(helm: Path) -> None:
+    webhook = container(one(render(helm), "Deployment"), "webhook")
+    ports = {p["name"]: p["containerPort"] for p in webhook["ports"]}
+    assert ports["health"] == 8081
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert webhook[probe]["httpGet"]["port"] == "health"
+        assert webhook[probe]["httpGet"].get("scheme", "HTTP") == "HTTP"
+    arguments = webhook_parser()
+    settings = settings_from(arguments.parse_args(webhook["args"][1:]), arguments)
+    assert (settings.health_port, settings.client_ca_file) == (8081, None)
+
+
+@pytest.mark.parametrize("mode", ["client-auth", "client-auth-configmap"])
+def test_client_auth_mounts_the_apiserver_s_client_ca_and_the_webhook_requires_it(helm: Path, mode: str) -> None:
+    docs = render(helm, COMBINATIONS[mode])
+    deployment = one(docs, "Deployment")
+    webhook = container(deployment, "webhook")
+    arguments = webhook_parser()
+    settings = settings_from(arguments.parse_args(webhook["args"][1:]), arguments)
+    mount = next(m for m in webhook["volumeMounts"] if m["name"] == "client-ca")
+    assert settings.client_ca_file == Path(mount["mountPath"]) / "ca.crt"
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "client-ca")
+    if mode == "client-auth":
+        assert settings.allowed_clients == {ADMISSION_CLIENT}
+        configmap = one(docs, "ConfigMap", volume["configMap"]["name"])
+        assert configmap["data"]["ca.crt"].strip() == CLIENT_CA.strip()
+    else:
+        assert settings.allowed_clients == frozenset()
+        assert volume["configMap"]["name"] == "apiserver-webhook-ca"
+        assert "ConfigMap" not in kinds(docs)
+
+
+def test_the_network_policy_admits_the_apiserver_s_cidrs_only(helm: Path) -> None:
+    policy = one(render(helm, COMBINATIONS["client-auth"]), "NetworkPolicy")
+    webhook_rule = policy["spec"]["ingress"][0]
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "10.244.0.1/32"}}]
+    assert {p["port"] for p in webhook_rule["ports"]} == {"https", "api"}
+    assert len(policy["spec"]["ingress"]) == 1, "no other port is open without metricsFrom"
+
+
+@pytest.mark.parametrize(
+    ("values", "mentions"),
+    [
+        ({"webhook": {"clientAuth": {"enabled": True}}}, "needs webhook.clientAuth.caBundle"),
+        (
+            {"webhook": {"clientAuth": {"enabled": True, "caBundle": CLIENT_CA, "caConfigMap": "x"}}},
+            "not both",
+        ),
+        ({"webhook": {"clientAuth": {"caBundle": CLIENT_CA}}}, "only with webhook.clientAuth.enabled"),
+        (
+            {
+                "webhook": {
+                    "url": "https://h:8443",
+                    "caBundle": CA_BUNDLE,
+                    "clientAuth": {"enabled": True, "caBundle": CLIENT_CA},
+                }
+            },
+            "for the in-cluster webhook",
+        ),
+        ({"webhook": {"healthPort": 8080}}, "webhook.healthPort must differ"),
+        ({"webhook": {"clientAuth": {"enabled": True, "caBundle": "not a certificate"}}}, "caBundle"),
+    ],
+    ids=["no-ca", "two-cas", "ca-while-off", "dev-url", "port-clash", "not-pem"],
+)
+def test_contradicting_admission_port_settings_fail_with_what_to_change(
+    helm: Path, values: dict[str, Any], mentions: str
+) -> None:
+    assert mentions in refusal(helm, values)
 
 
 @pytest.mark.parametrize("separate", [False, True], ids=["sidecar", "separate"])

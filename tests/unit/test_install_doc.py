@@ -24,7 +24,9 @@ class _Postgres:
 
 class _Platform:
     vpc_registry = _Registry()
+    cluster_registry = None  # the host's registry, as the e2e tests install with
     postgres = _Postgres()
+    apiserver_client_ca = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"
 
 
 def _keys(tree: Any, prefix: str = "") -> set[str]:
