@@ -549,3 +549,113 @@ def test_a_hand_edited_credentials_secret_is_put_back_at_once_with_an_event_nami
     assert "EXTRA, POSTGRES_HOST" in told[0]["message"]
     assert "evil.example" not in json.dumps(told)
     assert "added" not in json.dumps(told)
+
+
+async def admin_execute(postgres: LocalPostgres, *statements: str) -> None:
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=postgres.port, user=postgres.admin_user, password=postgres.admin_password
+    )
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def waiting_database(cluster: ControlPlane, namespace: str, name: str) -> str:
+    """A Database that names no configured server yet (UnknownServer: nothing provisioned); its uid."""
+    body = {
+        "apiVersion": "smll.io/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": name},
+        "spec": {"engine": "postgres", "server": "later"},
+    }
+    as_tenant(cluster, namespace, "apply", "-f", "-", input=json.dumps(body))
+    wait_for(lambda: condition(cluster, namespace, name).get("reason") == "UnknownServer", timeout=30, what="waiting")
+    found = json.loads(cluster.kubectl("-n", namespace, "get", "database", name, "-o", "json").stdout)
+    return str(found["metadata"]["uid"])
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_database_provisioned_before_markers_is_adopted_with_its_data_and_password(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """Upgrade: what today's code left — roles without markers, a Secret owned by the Database, a status naming it —
+    is adopted (marked), and the password and the data stay."""
+    uid = waiting_database(cluster, shop, "orders")
+    owner, login, password = f"{shop}_orders", f"{shop}_orders_v1", "L" * 40
+    GUARD.register(password)
+    await admin_execute(
+        postgres,
+        f'CREATE ROLE "{owner}" NOLOGIN',
+        f'CREATE DATABASE "{owner}" OWNER "{owner}"',
+        f'CREATE ROLE "{login}" LOGIN PASSWORD \'{password}\' IN ROLE "{owner}"',
+        f"ALTER ROLE \"{login}\" SET role = '{owner}'",
+    )
+    url = f"postgresql://{login}:{password}@localhost:{postgres.port}/{owner}?sslmode=verify-full"
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)")
+    finally:
+        await connection.close()
+    data = {
+        "POSTGRES_USER": login,
+        "POSTGRES_PASSWORD": password,
+        "POSTGRES_HOST": "localhost",
+        "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_DB": owner,
+        "DATABASE_URL": url,
+    }
+    owner_ref = {"apiVersion": "smll.io/v1alpha1", "kind": "Database", "name": "orders", "uid": uid, "controller": True}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "orders-credentials",
+            "labels": {"smll.io/secret-type": "database"},
+            "ownerReferences": [owner_ref],
+        },
+        "stringData": data,
+    }
+    cluster.kubectl("-n", shop, "create", "-f", "-", input=json.dumps(secret))
+    cluster.kubectl(  # what today's controller wrote in the status; the tenant cannot
+        "-n", shop, "patch", "database", "orders", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"secretName": "orders-credentials"}}),
+    )  # fmt: skip
+
+    as_tenant(cluster, shop, "patch", "database", "orders", "--type=merge", "-p", '{"spec": {"server": "default"}}')
+    wait_for(lambda: condition(cluster, shop, "orders").get("reason") == "Provisioned", timeout=30, what="adopted")
+
+    assert credentials(cluster, shop, "orders") == data
+    marker = f"smll-secrets: made for Database {shop}/orders uid {uid}"
+    for role in (owner, login):
+        found = await admin_fetch(
+            postgres, "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", role
+        )
+        assert found == marker
+    connection = await asyncpg.connect(url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM kept") == 1
+    finally:
+        await connection.close()
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_retained_database_is_not_handed_to_a_new_object_of_the_same_name(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """deletionPolicy Retain, then the namespace's next Database of the same name (a namespace name can be given to
+    another tenant later): a new uid, so the retained roles are not its own; nothing is touched."""
+    tenant_creates_database(cluster, shop, "orders")
+    first = wait_credentials(cluster, shop, "orders")
+    as_tenant(cluster, shop, "delete", "database", "orders", "--timeout=60s")
+    wait_for(lambda: credentials(cluster, shop, "orders") is None, timeout=60, what="the Secret collected")
+
+    tenant_creates_database(cluster, shop, "orders")
+    wait_for(lambda: condition(cluster, shop, "orders").get("status") == "False", timeout=30, what="Ready=False")
+
+    found = condition(cluster, shop, "orders")
+    assert found["reason"] == "RoleConflict"
+    assert "made for an earlier Database" in found["message"]
+    assert await can_connect(first["DATABASE_URL"]), "the retained login is untouched"
+    assert credentials(cluster, shop, "orders") is None
