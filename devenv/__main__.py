@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 from devenv.binaries import CACHE_ROOT, Binaries, ensure_binaries, ensure_helm, ensure_node_binaries
-from devenv.cluster import ControlPlane
+from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import LocalController, install_database_support
 from devenv.images import build_images, push
 from devenv.incluster import HTPASSWD_SECRET as HTPASSWD_NAME
 from devenv.incluster import Platform, install
 from devenv.node import NODE_COMPONENTS, clean_host
 from devenv.postgres import LocalPostgres
-from devenv.process import Component
-from devenv.registry import LocalRegistry
+from devenv.process import Component, free_port
+from devenv.registry import TOKEN_ISSUER, LocalRegistry, TokenAuth, ensure_token_ca
 from devenv.tour import tour
 from devenv.webhook import LocalWebhook
 from rules.names import PRODUCT_NAMESPACE
@@ -34,6 +34,7 @@ from rules.names import PRODUCT_NAMESPACE
 DEMO_DIR = Path(os.environ.get("SMLL_DEMO_DIR", CACHE_ROOT / "demo"))
 STATE = DEMO_DIR / "state.json"
 HTPASSWD_SECRET = f"{PRODUCT_NAMESPACE}/{HTPASSWD_NAME}"
+TOKEN_CA_SECRET = f"{PRODUCT_NAMESPACE}/registry-token-ca"  # what the chart keeps; made here for the dev mode
 
 
 def say(text: str) -> None:
@@ -109,8 +110,8 @@ def up() -> None:
         state["pids"] = plane.pids()
         STATE.write_text(json.dumps(state))
     pids: dict[str, int] = plane.pids()
-    say("==> starting PostgreSQL and two registries beside it (images; a VPC registry with basic auth)")
-    platform = Platform(DEMO_DIR / "platform", detach=True)
+    say("==> starting PostgreSQL and the platform's image registry beside it")
+    platform = Platform(DEMO_DIR / "platform", detach=True, registry_in_cluster=True)
     state["postgres_dir"] = str(platform.postgres.directory)
     try:
         platform.start(plane)
@@ -120,19 +121,22 @@ def up() -> None:
                 pids[component.name] = component.process.pid
         state["pids"] = pids
         STATE.write_text(json.dumps(state))
-    say("==> building the product's image, pushing it, and installing the chart with Helm")
+    say(
+        "==> building the product's image, pushing it, installing the chart with Helm, and the VPC registry"
+        " (Distribution, token auth against the product) as a Deployment"
+    )
     installed = install(plane, platform)
     say(plane.kubectl("-n", PRODUCT_NAMESPACE, "get", "pods", "-o", "wide").stdout)
+    assert platform.cluster_registry is not None
+    registry_host = platform.cluster_registry.host
     tour(
         plane,
         say,
-        registry=platform.vpc_registry,
-        sync_htpasswd=lambda: platform.sync_htpasswd(plane),
         image=installed.test_app_image,
         pods_run=True,
         python_image=installed.product_image,
-        push_private=lambda user, password: push(
-            installed.images.test_app, platform.vpc_registry.host, creds=f"{user}:{password}"
+        push_private=lambda repository, user, password: push(
+            installed.images.test_app, registry_host, creds=f"{user}:{password}", path=repository
         ),
     )
     say(
@@ -175,12 +179,17 @@ def dev() -> None:
     webhook.start(detach=True)
     track(webhook.component)
     webhook.register()
-    say("==> starting PostgreSQL, a Distribution registry and the controller")
+    say("==> starting PostgreSQL, a Distribution registry (token auth against the controller) and the controller")
     postgres = LocalPostgres()
     postgres.start(detach=True)
     state["postgres_dir"] = str(postgres.directory)
     track(postgres.component)
-    registry = LocalRegistry(DEMO_DIR / "registry")
+    token_port = free_port()
+    bundle = DEMO_DIR / "registry-token-ca.crt"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_bytes(ensure_token_ca(plane, TOKEN_CA_SECRET))
+    registry = LocalRegistry(DEMO_DIR / "registry", auth=False)
+    registry.token = TokenAuth(f"http://127.0.0.1:{token_port}/token", registry.host, TOKEN_ISSUER, bundle)
     registry.start(detach=True)
     track(registry.component)
     config = install_database_support(plane, postgres, DEMO_DIR / "controller")
@@ -191,12 +200,19 @@ def dev() -> None:
         settle_seconds=1,
         registry_url=registry.url,
         htpasswd_secret=HTPASSWD_SECRET,
-        extra_args=[f"--database-config={config}", "--rotation-grace-seconds=60"],
+        extra_args=[
+            f"--database-config={config}",
+            "--rotation-grace-seconds=60",
+            f"--registry-token-port={token_port}",
+            "--registry-token-host=127.0.0.1",
+            f"--registry-token-ca={TOKEN_CA_SECRET}",
+        ],
     )
     controller.start(detach=True)
     track(controller.component)
     controller.wait_leading()
-    tour(plane, say, registry=registry, sync_htpasswd=lambda: registry.sync_htpasswd(plane, HTPASSWD_SECRET))
+    wait_for(lambda: "registry tokens: caches synced" in controller.log(), timeout=30, what="the token endpoint")
+    tour(plane, say)
     say(
         "\nEverything is still running. Explore with:\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"

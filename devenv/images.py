@@ -6,6 +6,8 @@ them to a local Distribution registry, from which the node's containerd pulls th
 - The product's image: the project's own Dockerfile, built on that base (``--build-arg PYTHON_IMAGE=…``).
 - The test app: busybox (Debian's ``busybox-static``) and a shell entrypoint; ``kubectl exec … printenv VAR`` shows
   what a container received, and its log names (never shows) the variables it has.
+- The registry (for ``make demo``'s registry in the cluster): Debian's ``docker-registry`` package — Distribution
+  2.8, as installed here — on the same Debian base, run as nobody.
 
 Everything lives in buildah's storage under the cache directory, not the host's default one; a second build with
 nothing changed finds its layers there and takes seconds.
@@ -227,13 +229,61 @@ def _busybox_image(name: str, entrypoint: str) -> str:
     return name
 
 
+REGISTRY_PACKAGE = "docker-registry"
+REGISTRY_PACKAGE_FILES = ("/usr/bin/docker-registry",)
+
+
+def registry_package_version() -> str:
+    """The installed version of Debian's package, e.g. ``2.8.2+ds1-1``; an image tag cannot hold ``+``."""
+    result = subprocess.run(
+        ["dpkg-query", "--showformat=${Version}", "--show", REGISTRY_PACKAGE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout:
+        raise RuntimeError(f"Debian's {REGISTRY_PACKAGE} package is not installed: {INSTALL_HINT}")
+    return result.stdout.strip()
+
+
+def build_registry_image() -> str:
+    """Distribution from Debian's package on the Debian base (its binary needs the base's glibc), as nobody."""
+    tag = registry_package_version().replace("+", "_").replace("~", "_")
+    name = f"localhost/smll-registry:{tag}"
+    if image_exists(name):
+        return name
+    base = ensure_base_image()
+    container = buildah("from", base)
+    try:
+        for path in REGISTRY_PACKAGE_FILES:
+            buildah("copy", "--chmod=0755", container, path, path)
+        buildah(
+            "config",
+            "--entrypoint",
+            '["/usr/bin/docker-registry"]',
+            "--cmd",
+            "serve /etc/docker/registry/config.yml",
+            "--user",
+            "65534:65534",
+            "--port",
+            "5000",
+            container,
+        )
+        buildah("commit", "--rm", container, name)
+    except BaseException:
+        buildah("rm", container)
+        raise
+    return name
+
+
 def build_images() -> BuiltImages:
     return BuiltImages(product=build_product_image(), test_app=build_test_app_image())
 
 
-def push(local: str, registry_host: str, *, creds: str | None = None) -> str:
-    """Push a local image to a plain-HTTP registry on this machine; return its reference there."""
-    path = local.removeprefix("localhost/")
+def push(local: str, registry_host: str, *, creds: str | None = None, path: str | None = None) -> str:
+    """Push a local image to a plain-HTTP registry on this machine (as ``path``, ``repository:tag``: by default its
+    local name); return its reference there. buildah speaks basic and token auth alike."""
+    path = path or local.removeprefix("localhost/")
     reference = f"{registry_host}/{path}"
     buildah(
         "push",

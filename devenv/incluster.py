@@ -18,10 +18,10 @@ import yaml
 
 from devenv.binaries import ensure_helm
 from devenv.cluster import ADMISSION_CLIENT, ControlPlane, wait_for
-from devenv.images import BuiltImages, build_images, push
+from devenv.images import BuiltImages, build_images, build_registry_image, push
 from devenv.node import GATEWAY, POD_CIDR
 from devenv.postgres import LocalPostgres
-from devenv.registry import LocalRegistry
+from devenv.registry import ClusterRegistry, LocalRegistry
 from devenv.webhook import wait_until_judging
 from rules.names import PRODUCT_NAMESPACE
 
@@ -41,6 +41,10 @@ class Platform:
     postgres: LocalPostgres = field(init=False)
     images: LocalRegistry = field(init=False)
     vpc_registry: LocalRegistry = field(init=False)
+    # The VPC registry as a platform runs it (make demo): a Deployment of Distribution with token auth against the
+    # product, instead of the host's basic-auth one.
+    registry_in_cluster: bool = False
+    cluster_registry: ClusterRegistry | None = field(init=False, default=None)
     # The CA of the client certificate the cluster's apiserver presents to webhooks: the install requires it.
     apiserver_client_ca: str = field(init=False, default="")
 
@@ -49,14 +53,17 @@ class Platform:
         self.postgres = LocalPostgres(pod_network=(GATEWAY, POD_CIDR))
         self.images = LocalRegistry(self.workdir / "images-registry", auth=False, name="registry-images")
         self.vpc_registry = LocalRegistry(self.workdir / "vpc-registry", address=GATEWAY, name="registry-vpc")
+        if self.registry_in_cluster:
+            self.cluster_registry = ClusterRegistry(GATEWAY, NAMESPACE, f"{RELEASE}-registry-token-ca")
 
     def start(self, plane: ControlPlane) -> None:
         assert plane.node is not None, "the platform's services are for a cluster with a node"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.postgres.start(detach=self.detach)
         self.images.start(detach=self.detach)
-        self.vpc_registry.start(detach=self.detach)
-        for registry in (self.images, self.vpc_registry):
+        if self.cluster_registry is None:
+            self.vpc_registry.start(detach=self.detach)
+        for registry in (self.images, self.cluster_registry or self.vpc_registry):
             plane.node.trust_plain_http_registry(registry.host)
         self.apiserver_client_ca = plane.admission_client_ca.read_text()
 
@@ -99,7 +106,14 @@ def chart_values(platform: Platform, image: str, *, replicas: int = 1, settle_se
         "networkPolicy": {"enabled": True, "apiserverCIDRs": [f"{GATEWAY}/32"]},
         "controller": {
             "settleSeconds": settle_seconds,
-            "registry": {"url": platform.vpc_registry.url, "htpasswdSecret": {"name": HTPASSWD_SECRET}},
+            "registry": {
+                **(
+                    {"url": platform.vpc_registry.url}
+                    if platform.cluster_registry is None
+                    else platform.cluster_registry.chart_values()
+                ),
+                "htpasswdSecret": {"name": HTPASSWD_SECRET},
+            },
             "databases": {
                 "servers": {
                     "default": {
@@ -144,6 +158,8 @@ def install(plane: ControlPlane, platform: Platform, *, replicas: int = 1, settl
     values = chart_values(platform, installed.product_image, replicas=replicas, settle_seconds=settle_seconds)
     helm(plane, "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=5m", values=values)
     wait_until_judging(plane, timeout=60)
+    if platform.cluster_registry is not None:  # it trusts the chart's token CA: after the chart
+        platform.cluster_registry.deploy(plane, push(build_registry_image(), platform.images.host))
     return installed
 
 

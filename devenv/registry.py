@@ -13,6 +13,7 @@ file, or with token auth against the product's token endpoint.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -170,6 +172,8 @@ class LocalRegistry:
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# What a pull accepts: the Docker manifest pushed here, and the OCI one buildah pushes.
+ACCEPT = f"{MANIFEST_TYPE}, application/vnd.oci.image.manifest.v1+json"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -249,7 +253,7 @@ class RegistryClient:
     def with_token(self, token: str, method: str, path: str) -> int:
         """One call with exactly this token, never another: the status."""
         url = path if path.startswith("http") else f"{self.url}{path}"
-        return self._request(method, url, None, {"Authorization": f"Bearer {token}", "Accept": MANIFEST_TYPE}).status
+        return self._request(method, url, None, {"Authorization": f"Bearer {token}", "Accept": ACCEPT}).status
 
     def login(self) -> int:
         """What ``docker login`` checks: ``GET /v2/`` with a token from the realm."""
@@ -302,7 +306,7 @@ class RegistryClient:
             "GET",
             f"/v2/{repository}/manifests/{tag}",
             scope=f"repository:{repository}:pull",
-            headers={"Accept": MANIFEST_TYPE},
+            headers={"Accept": ACCEPT},
         )
 
     def blob(self, repository: str, digest: str) -> Answer:
@@ -321,3 +325,169 @@ class RegistryClient:
             if digest_of(blob.body) != descriptor["digest"]:
                 raise RuntimeError(f"blob {descriptor['digest']} of {repository} came back different")
         return 200
+
+
+# ---- the registry in the cluster (make demo) ----------------------------------------------------------------
+
+REGISTRY_NODE_PORT = 30500
+TOKENS_NODE_PORT = 30501
+TOKEN_ISSUER = "smll-secrets"
+
+
+@dataclass(frozen=True)
+class ClusterRegistry:
+    """Distribution in a Deployment, as a platform runs it: token auth against the product's token endpoint, the
+    CA bundle from the chart's ConfigMap, reached on the node's address through NodePorts — by the kubelet's
+    containerd, by pods and by a person on the host alike. ``node_address`` is the node bridge's gateway."""
+
+    node_address: str
+    namespace: str
+    token_ca_configmap: str
+    name: str = "registry"
+
+    @property
+    def host(self) -> str:
+        """REGISTRY_URL: what docker login and image references take."""
+        return f"{self.node_address}:{REGISTRY_NODE_PORT}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def realm(self) -> str:
+        return f"http://{self.node_address}:{TOKENS_NODE_PORT}/token"
+
+    def chart_values(self) -> dict[str, object]:
+        """What the chart's controller.registry takes for this registry."""
+        return {
+            "url": self.url,
+            "tokens": {
+                "enabled": True,
+                "serviceType": "NodePort",
+                "nodePort": TOKENS_NODE_PORT,
+                "issuer": TOKEN_ISSUER,
+            },
+        }
+
+    def config(self) -> dict[str, object]:
+        return {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": "/var/lib/registry"}, "delete": {"enabled": False}},
+            "http": {"addr": ":5000"},
+            "auth": {
+                "token": {
+                    "realm": self.realm,
+                    "service": self.host,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": "/etc/registry/token/ca.crt",
+                }
+            },
+        }
+
+    def manifests(self, image: str) -> list[dict[str, Any]]:
+        labels = {"app.kubernetes.io/name": self.name}
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": labels}
+        config: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {**meta, "name": f"{self.name}-config"},
+            "data": {"config.yml": yaml.safe_dump(self.config())},
+        }
+        container = {
+            "name": "registry",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": ["serve", "/etc/registry/config.yml"],
+            "ports": [{"name": "http", "containerPort": 5000, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 2},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65534,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/etc/registry/config.yml", "subPath": "config.yml"},
+                {"name": "token-ca", "mountPath": "/etc/registry/token", "readOnly": True},
+                {"name": "data", "mountPath": "/var/lib/registry"},
+            ],
+        }
+        deployment: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": f"{self.name}-config"}},
+                            {"name": "token-ca", "configMap": {"name": self.token_ca_configmap}},
+                            {"name": "data", "emptyDir": {}},
+                        ],
+                    },
+                },
+            },
+        }
+        service: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "type": "NodePort",
+                "selector": labels,
+                "ports": [{"name": "http", "port": 5000, "targetPort": "http", "nodePort": REGISTRY_NODE_PORT}],
+            },
+        }
+        return [config, deployment, service]
+
+    def deploy(self, plane: ControlPlane, image: str, *, timeout: float = 180) -> None:
+        """Apply, wait for the rollout, and wait until the registry answers on the node's address (401: token auth
+        is on)."""
+        document = {"apiVersion": "v1", "kind": "List", "items": self.manifests(image)}
+        plane.kubectl("apply", "-f", "-", input=json.dumps(document))
+        plane.kubectl(
+            "-n", self.namespace, "rollout", "status", f"deployment/{self.name}", f"--timeout={int(timeout)}s"
+        )
+        deadline = time.monotonic() + 60
+        last = ""
+        while time.monotonic() < deadline:  # kube-proxy programs the NodePort a moment after the Service appears
+            try:
+                status = RegistryClient(self.url, None, None).login()
+            except OSError as error:
+                last = str(error)
+            else:
+                if status == 401:
+                    return
+                last = f"HTTP {status}"
+            time.sleep(0.5)
+        raise RuntimeError(f"the registry in the cluster does not answer on {self.url}: {last}")
+
+
+def ensure_token_ca(plane: ControlPlane, secret: str, *, common_name: str = "smll-secrets registry tokens") -> bytes:
+    """The token CA Secret (``namespace/name``, kubernetes.io/tls) the chart would keep, made if absent; returns
+    its certificate (what the registry's bundle holds)."""
+    from rules.certs import make_ca  # the product's own CA maker
+
+    namespace, name = secret.split("/", 1)
+    found = plane.kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
+    if found.returncode == 0:
+        return base64.b64decode(json.loads(found.stdout)["data"]["tls.crt"])
+    ca = make_ca(common_name, valid_for=datetime.timedelta(days=3650))
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"tls.crt": base64.b64encode(ca.cert_pem).decode(), "tls.key": base64.b64encode(ca.key_pem).decode()},
+    }
+    plane.kubectl("create", "namespace", namespace, check=False)
+    plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+    return ca.cert_pem

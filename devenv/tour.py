@@ -15,9 +15,11 @@ import asyncpg
 
 from devenv.cluster import ControlPlane, wait_for
 from devenv.incluster import database_client_pod, wait_pod_finished
-from devenv.registry import LocalRegistry
+from devenv.registry import RegistryClient
 
 NAMESPACE = "demo"
+OTHER_NAMESPACE = "demo-other"
+REFUSED = (401, 403)
 
 
 class TourFailed(RuntimeError):
@@ -28,15 +30,15 @@ def tour(
     plane: ControlPlane,
     say: Callable[[str], None],
     *,
-    registry: LocalRegistry,
-    sync_htpasswd: Callable[[], object],
     image: str = "registry.invalid/web:1",
     pods_run: bool = False,
     python_image: str | None = None,
-    push_private: Callable[[str, str], str] | None = None,
+    push_private: Callable[[str, str, str], str] | None = None,
 ) -> None:
     """Walk the features with kubectl. With ``pods_run`` (a cluster with a node) the tour also shows what the
-    containers receive: the linked value at startup, and the new value after the rollout."""
+    containers receive: the linked value at startup, and the new value after the rollout. The registry is the one
+    the product gives credentials for (``REGISTRY_URL``), with token auth against the product; ``push_private``
+    pushes an image the node can run (``repository:tag``, user, password) and returns its reference."""
 
     def run(*args: str, expect_failure: bool = False, input: str | None = None) -> str:
         say("$ kubectl " + " ".join(args))
@@ -138,40 +140,45 @@ def tour(
         if f"connected as {user}" not in run("-n", NAMESPACE, "logs", "db-client"):
             raise TourFailed("the pod could not connect with DATABASE_URL")
 
-    say("\n==> registry credentials: make the namespace a VPC")
+    say("\n==> registry credentials: make the namespace a VPC; VPC main owns the repositories main/…")
     run("label", "namespace", NAMESPACE, "smll.io/vpc=main")
-    committed = "jsonpath={.data.REGISTRY_PASSWORD}"
-    wait_for(
-        lambda: bool(
-            plane.kubectl("-n", NAMESPACE, "get", "secret", "registry-credentials", "-o", committed, check=False).stdout
-        ),
-        timeout=60,
-        what="the registry credentials",
-    )
+    host, user, password = _registry_credentials(plane, NAMESPACE)
     run("-n", NAMESPACE, "get", "secrets", "-l", "smll.io/secret-type=registry")
     run("-n", NAMESPACE, "get", "serviceaccount", "default", "-o", "jsonpath={.imagePullSecrets}")
-    sync_htpasswd()  # what the kubelet does for a registry that mounts the Secret
-    user, password = (
-        base64.b64decode(
-            plane.kubectl(
-                "-n", NAMESPACE, "get", "secret", "registry-credentials", "-o", f"jsonpath={{.data.{key}}}"
-            ).stdout
-        ).decode()
-        for key in ("REGISTRY_USER", "REGISTRY_PASSWORD")
-    )
-    status = registry.status(user, password)
+    client = RegistryClient(f"http://{host}", user, password)
+    status = client.login()
+    wrong = RegistryClient(client.url, user, "wrong").login()
     say(
-        f"  GET {registry.url}/v2/ as {user} with REGISTRY_PASSWORD → {status}; with a wrong password → "
-        f"{registry.status(user, 'wrong')}"
+        f"  docker login {host} as {user} (GET /v2/ with a token from the product's token endpoint) → {status}; "
+        f"with a wrong password → {wrong}"
     )
-    if status != 200:
-        raise TourFailed("the generated registry credentials did not log in")
+    if status != 200 or wrong != 401:
+        raise TourFailed("the generated registry credentials did not log in, or a wrong password did")
     if pods_run and push_private is not None:
-        say("\n==> a private image: pushed with the VPC's credentials, pulled through the default ServiceAccount")
-        private = push_private(user, password)
+        say("\n==> a private image: pushed as VPC main, run in a pod of main (the kubelet pulls with its pull secret)")
+        private = push_private("main/app:1", user, password)
         run("-n", NAMESPACE, "run", "private", f"--image={private}", "--restart=Never")
         run("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/private", "--timeout=120s")
         run("-n", NAMESPACE, "get", "pod/private", "-o", "jsonpath={.spec.imagePullSecrets}")
+    else:
+        say("\n==> a private image, pushed and pulled back as VPC main")
+        pushed, pulled = client.push_image("main/app", "1"), client.pull("main/app", "1")
+        say(f"  push {host}/main/app:1 → {pushed}; pull → {pulled}")
+        if (pushed, pulled) != (201, 200):
+            raise TourFailed("VPC main could not push and pull its own image")
+    say("\n==> another VPC is refused main's images, both ways")
+    run("create", "namespace", OTHER_NAMESPACE)
+    run("label", "namespace", OTHER_NAMESPACE, "smll.io/vpc=other")
+    _, other_user, other_password = _registry_credentials(plane, OTHER_NAMESPACE)
+    other = RegistryClient(client.url, other_user, other_password)
+    pull = other.pull("main/app", "1")
+    push = other.push_image("main/app", "1", layer=b"not main's layer")
+    own = other.push_image("other/app", "1")
+    say(f"  as {other_user} (VPC other): pull main/app:1 → {pull}; push main/app:1 → {push}; push other/app:1 → {own}")
+    if pull not in REFUSED or push not in REFUSED or own != 201:
+        raise TourFailed("VPC other reached main's images, or not its own")
+    if client.pull("main/app", "1") != 200:
+        raise TourFailed("main's image did not stay main's")
 
     done = "linking, warnings, protection, rollouts, database and registry credentials"
     if pods_run:
@@ -205,6 +212,27 @@ def write_only(plane: ControlPlane, say: Callable[[str], None], run: Callable[..
     if "STRIPE_SECRET_KEY,WEBHOOK_SIGNING" not in listing:
         raise TourFailed("the listing does not show the key set through the API")
     run("--as=ci", "-n", NAMESPACE, "describe", "writeonlysecret", "stripe")
+
+
+def _registry_credentials(plane: ControlPlane, namespace: str) -> tuple[str, str, str]:
+    """REGISTRY_URL, REGISTRY_USER and REGISTRY_PASSWORD of a VPC namespace, once the controller wrote them."""
+    committed = "jsonpath={.data.REGISTRY_PASSWORD}"
+    wait_for(
+        lambda: bool(
+            plane.kubectl("-n", namespace, "get", "secret", "registry-credentials", "-o", committed, check=False).stdout
+        ),
+        timeout=60,
+        what=f"the registry credentials of {namespace}",
+    )
+    host, user, password = (
+        base64.b64decode(
+            plane.kubectl(
+                "-n", namespace, "get", "secret", "registry-credentials", "-o", f"jsonpath={{.data.{key}}}"
+            ).stdout
+        ).decode()
+        for key in ("REGISTRY_URL", "REGISTRY_USER", "REGISTRY_PASSWORD")
+    )
+    return host, user, password
 
 
 async def _whoami(url: str) -> tuple[str, str]:

@@ -27,7 +27,6 @@ MODES = {
         "kube-proxy",
         "postgres",
         "registry-images",
-        "registry-vpc",
     },
     "dev": {
         "etcd",
