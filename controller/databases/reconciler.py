@@ -195,6 +195,7 @@ class Databases:
                 f"secret {secret_name!r} exists and was not made by the controller for this Database; it is left "
                 f"alone (delete or rename it, or give the Database another name)",
             )
+            self.queue.add_after(self._key(obj), 60)
             return
         stored = await get_or_none(self.api, self.rotation_path(namespace, name))
         annotations = dict(((secret or {}).get("metadata") or {}).get("annotations") or {})
@@ -225,6 +226,7 @@ class Databases:
             )
             if claim.conflict:
                 await self.status(obj, "False", "RoleConflict", claim.conflict)
+                self.queue.add_after(self._key(obj), 60)
                 return
             if claim.mark:
                 await mark(admin, claim.mark, marker)
