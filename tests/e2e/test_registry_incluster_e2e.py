@@ -15,6 +15,7 @@ from devenv.cluster import ControlPlane, wait_for
 from devenv.images import push
 from devenv.incluster import NAMESPACE, Installed, Platform, install
 from devenv.registry import RegistryClient
+from devenv.tour import tour
 from tests.conftest import fresh_namespace
 from tests.leaks import GUARD
 
@@ -114,3 +115,26 @@ def test_a_vpc_made_after_the_install_pushes_and_its_pods_pull_and_another_vpc_i
     assert "registry tokens: caches synced" in logs
     assert password not in logs
     assert other_password not in logs
+
+
+def test_the_demos_tour_passes_on_this_install(
+    node_cluster: ControlPlane, cluster_installed: Installed, cluster_platform: Platform
+) -> None:
+    """The tour exactly as ``make demo`` runs it on this install (its registry part: VPC main pushes, its pod runs the
+    image, VPC other is refused both ways), without the rest of ``make demo``."""
+    registry = cluster_platform.cluster_registry
+    assert registry is not None
+    said: list[str] = []
+    tour(
+        node_cluster,
+        said.append,
+        image=cluster_installed.test_app_image,
+        pods_run=True,
+        python_image=cluster_installed.product_image,
+        push_private=lambda repository, user, password: push(
+            cluster_installed.images.test_app, registry.host, creds=f"{user}:{password}", path=repository
+        ),
+    )
+    text = "\n".join(said)
+    assert "The tour passed" in text
+    assert "VPC other" in text
