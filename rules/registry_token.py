@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 # already issued stays valid until it expires, so this is the longest an old grant outlives the change.
 MAX_TOKEN_SECONDS = 300
 MIN_TOKEN_SECONDS = 5
-DEFAULT_TOKEN_SECONDS = 300
+DEFAULT_TOKEN_SECONDS = 60  # with the registry's minute of leeway: a namespace that left is out within two
 # Leeway for a registry whose clock runs a little behind ours: the token is valid from this long before issue.
 CLOCK_SKEW_SECONDS = 10
 # The signing key of a replica: a new one every SIGNING_KEY_ROTATE_SECONDS, each certified for

@@ -33,4 +33,4 @@ class Settings:
     registry_token_ca: str | None = None  # "namespace/name" of a kubernetes.io/tls Secret: the CA the registry trusts
     registry_token_service: str | None = None  # the registry's auth.token.service; its host by default
     registry_token_issuer: str = "smll-secrets"
-    registry_token_seconds: int = 300
+    registry_token_seconds: int = 60  # rules.registry_token.DEFAULT_TOKEN_SECONDS

@@ -440,7 +440,7 @@ def test_the_controller_command_line_is_accepted_by_the_controller(
     assert settings.htpasswd_secret == f"{NAMESPACE}/registry-htpasswd"
     assert settings.registry_token_port == 8082
     assert settings.registry_token_ca == f"{NAMESPACE}/{RELEASE}-registry-token-ca"
-    assert settings.registry_token_seconds == 300
+    assert settings.registry_token_seconds == 60
     assert load_servers(config)["default"].admin_secret == "pg-admin"
 
 
