@@ -8,10 +8,12 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import yaml
 
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
@@ -25,15 +27,36 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "DATABASE_URL"}
 
 
+CA_SECRET = "pg-ca"
+
+
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[LocalPostgres]:
-    server = LocalPostgres()
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A server with a certificate from a CA of its own: the controller connects with verify-full, and so do the
+    tests (PGSSLROOTCERT), as a service would with the URL's sslmode."""
+    server = LocalPostgres(tls=True)
     GUARD.register(server.admin_password)
     server.start()
-    yield server
+    root = tmp_path_factory.mktemp("pg-ca") / "ca.crt"
+    root.write_bytes(server.ca_pem)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGSSLROOTCERT", str(root))
+        yield server
     log = server.directory / "postgres.log"
     GUARD.scan(log.read_text(errors="replace") if log.exists() else "", "the PostgreSQL server's log")
     server.remove()
+
+
+def verify_full(cluster: ControlPlane, postgres: LocalPostgres, config: Path) -> None:
+    """The server config of install_database_support, made verify-full with the server's CA in a Secret."""
+    cluster.kubectl("-n", CONTROLLER_NAMESPACE, "delete", "secret", CA_SECRET, "--ignore-not-found")
+    cluster.kubectl(
+        "-n", CONTROLLER_NAMESPACE, "create", "secret", "generic", CA_SECRET,
+        f"--from-file=ca.crt={postgres.directory}/ca.crt",
+    )  # fmt: skip
+    servers = yaml.safe_load(config.read_text())
+    servers["servers"]["default"].update({"host": "localhost", "sslmode": "verify-full", "caSecret": CA_SECRET})
+    config.write_text(yaml.safe_dump(servers))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +65,7 @@ def database_controller(
 ) -> Iterator[LocalController]:
     workdir = tmp_path_factory.mktemp("database-controller")
     config = install_database_support(cluster, postgres, workdir)
+    verify_full(cluster, postgres, config)
     controller = LocalController(
         cluster,
         workdir,
@@ -56,7 +80,7 @@ def database_controller(
     controller.wait_leading()  # a test may have just restarted it
     GUARD.scan(controller.metrics(), "metrics of the database controller")
     controller.stop()
-    cluster.kubectl("delete", "secret", ADMIN_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
+    cluster.kubectl("delete", "secret", ADMIN_SECRET, CA_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
 
 
 def create_database(cluster: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
@@ -130,7 +154,7 @@ async def test_a_database_gets_working_credentials_scoped_to_it(cluster: Control
     assert set(orders) == KEYS
     assert len(orders["POSTGRES_PASSWORD"]) >= 32
     assert orders["POSTGRES_PASSWORD"].isalnum()
-    assert orders["DATABASE_URL"].endswith("?sslmode=disable")
+    assert orders["DATABASE_URL"].endswith("?sslmode=verify-full")
     connection = await asyncpg.connect(orders["DATABASE_URL"], timeout=5)
     try:
         await connection.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
@@ -139,7 +163,7 @@ async def test_a_database_gets_working_credentials_scoped_to_it(cluster: Control
         assert await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
     finally:
         await connection.close()
-    other = billing["DATABASE_URL"].rsplit("/", 1)[0] + "/" + orders["POSTGRES_DB"] + "?sslmode=disable"
+    other = billing["DATABASE_URL"].replace(f"/{billing['POSTGRES_DB']}?", f"/{orders['POSTGRES_DB']}?")
     assert not await can_connect(other), "billing's login must not reach orders' database"
     wait_for(lambda: ready(cluster, namespace, "orders") == ("True", "Provisioned"), timeout=20, what="Ready=True")
     table = cluster.kubectl("get", "databases", "-n", namespace).stdout

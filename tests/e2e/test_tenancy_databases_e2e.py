@@ -16,72 +16,26 @@ from typing import Any
 
 import asyncpg
 import pytest
-import yaml
 
 from devenv.cluster import ControlPlane, wait_for
-from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
+from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.postgres import LocalPostgres
 from rules.certs import make_ca
 from tests.conftest import fresh_namespace
-from tests.e2e.test_databases_e2e import admin_fetch, can_connect, credentials, wait_credentials
+from tests.e2e.test_databases_e2e import (
+    CA_SECRET,
+    admin_fetch,
+    can_connect,
+    credentials,
+    database_controller,
+    postgres,
+    wait_credentials,
+)
 from tests.leaks import GUARD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 
-CA_SECRET = "pg-ca"
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    """A server with a certificate from a CA of its own: the controller connects with verify-full, and so do the
-    tests (PGSSLROOTCERT), as a tenant's service would with the URL's sslmode."""
-    server = LocalPostgres(tls=True)
-    GUARD.register(server.admin_password)
-    server.start()
-    root = tmp_path_factory.mktemp("pg-ca") / "ca.crt"
-    root.write_bytes(server.ca_pem)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PGSSLROOTCERT", str(root))
-        yield server
-    log = server.directory / "postgres.log"
-    GUARD.scan(log.read_text(errors="replace") if log.exists() else "", "the PostgreSQL server's log")
-    server.remove()
-
-
-@pytest.fixture(scope="module")
-def database_controller(
-    cluster: ControlPlane, postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalController]:
-    workdir = tmp_path_factory.mktemp("tenancy-controller")
-    config = install_database_support(cluster, postgres, workdir)
-    cluster.kubectl("-n", CONTROLLER_NAMESPACE, "delete", "secret", CA_SECRET, "--ignore-not-found")
-    cluster.kubectl(
-        "-n",
-        CONTROLLER_NAMESPACE,
-        "create",
-        "secret",
-        "generic",
-        CA_SECRET,
-        f"--from-file=ca.crt={postgres.directory}/ca.crt",
-    )
-    servers = yaml.safe_load(config.read_text())
-    servers["servers"]["default"].update({"host": "localhost", "sslmode": "verify-full", "caSecret": CA_SECRET})
-    config.write_text(yaml.safe_dump(servers))
-    controller = LocalController(
-        cluster,
-        workdir,
-        identity="tenancy-db",
-        settle_seconds=0.5,
-        lease_name=f"lease-{uuid.uuid4().hex[:8]}",
-        extra_args=[f"--database-config={config}", "--rotation-grace-seconds=600"],
-    )
-    controller.start()
-    controller.wait_leading()
-    yield controller
-    controller.wait_leading()
-    GUARD.scan(controller.metrics(), "metrics of the database controller")
-    controller.stop()
-    cluster.kubectl("delete", "secret", ADMIN_SECRET, CA_SECRET, "-n", CONTROLLER_NAMESPACE, check=False)
+__all__ = ["database_controller", "postgres"]  # the fixtures (verify-full), shared with the Database e2e tests
 
 
 # What a platform grants a tenant for Databases beside ``edit``: the object, never its status subresource.
