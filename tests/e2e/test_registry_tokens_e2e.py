@@ -242,3 +242,27 @@ def test_a_signing_key_rotation_does_not_break_a_pull_in_progress(
     fresh = RegistryClient(setup.registry.url, client.user, client.password)
     assert fresh.pull(f"{vpc}/app", "1") == 200
     assert x5c_of(fresh.tokens[f"repository:{vpc}/app:pull"]) != x5c_of(held)
+
+
+def test_the_charts_token_ca_is_made_once_and_kept_across_upgrades(cluster: ControlPlane, namespace: str) -> None:
+    """The registry's bundle is read at its start: an upgrade that made a new CA would break every token. The CA
+    Secret and the bundle ConfigMap hold one certificate, the same after an upgrade."""
+    from devenv.incluster import CHART, helm  # the chart as the tests install it
+
+    release = f"t{uuid.uuid4().hex[:6]}"
+    values = {"controller": {"registry": {"url": "registry.example.com"}}}
+    helm(cluster, "install", release, str(CHART), "-n", namespace, values=values)
+    try:
+        name = f"{release}-smll-secrets-registry-token-ca"
+
+        def ca() -> tuple[str, str]:
+            secret = json.loads(cluster.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout)
+            bundle = json.loads(cluster.kubectl("get", "configmap", name, "-n", namespace, "-o", "json").stdout)
+            return base64.b64decode(secret["data"]["tls.crt"]).decode(), bundle["data"]["ca.crt"]
+
+        cert, bundle = ca()
+        assert cert.strip() == bundle.strip()
+        helm(cluster, "upgrade", release, str(CHART), "-n", namespace, values={**values, "logLevel": "DEBUG"})
+        assert ca() == (cert, bundle), "an upgrade made a new token CA"
+    finally:
+        helm(cluster, "uninstall", release, "-n", namespace)
