@@ -190,3 +190,23 @@ async def test_serve_until_stopped_serves_each_app_on_its_own_port_only() -> Non
     finally:
         state.fail("the test is over")
         assert await served == 1
+
+
+async def test_a_renewed_serving_pair_is_served_on_the_admission_port_still_behind_the_client_check(
+    ports: Ports,
+) -> None:
+    directory = ports.ca_file.parent
+    renewed = make_leaf(SERVING_CA, "renewed", valid_for=DAY, ip_addresses=("127.0.0.1",))
+    (directory / "tls.key").write_bytes(renewed.key_pem)
+    (directory / "tls.crt").write_bytes(renewed.cert_pem)
+    assert ports.trust.tls.reload()
+
+    _, writer = await asyncio.open_connection("127.0.0.1", ports.admission, ssl=client(APISERVER_CA))
+    served = writer.get_extra_info("ssl_object").getpeercert()
+    writer.close()
+    assert dict(rdn[0] for rdn in served["subject"])["commonName"] == "renewed"
+    try:
+        answer = await exchange(ports.admission, client(None), "POST", "/validate", forged_delete())
+    except (ssl.SSLError, ConnectionError):
+        return
+    assert answer == b""
