@@ -273,7 +273,7 @@ class ControlPlane:
             self._write_admission_client()
         self.components = self._components()
         if self.with_node:
-            self.node = Node(
+            node = Node(
                 self.workdir / "node",
                 self.binaries,
                 ensure_node_binaries(),
@@ -282,7 +282,10 @@ class ControlPlane:
                 service_cidr=SERVICE_CIDR,
                 detach=self.detach,
             )
-            self.node.prepare_host()
+            # Refused while another node runs: this plane then owns no node, so its stop() leaves that one's host
+            # settings (bridge, nftables, cgroups) alone.
+            node.prepare_host()
+            self.node = node
         try:
             self._start("etcd", self._etcd_ready, timeout=30)
             self.start_apiserver()
