@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.names import CREDENTIALS_SUFFIX, MADE_FOR, MAX_NAME
+
+# The rule that retires the previous login is shared with the registry (its previous password): rules.retirement.
+from rules.retirement import Reader as Reader  # the retirement rule is shared with the registry
+from rules.retirement import Retirement as Retirement
+from rules.retirement import reader_of as reader_of
+from rules.retirement import retirement as retirement
 from rules.secretdata import encode, generate_password
 from rules.text import listed
 from rules.times import format_time, parse_duration
@@ -449,41 +455,6 @@ def edited_keys(found: Mapping[str, str], desired: Mapping[str, str]) -> tuple[s
 
 
 # ---- retiring the previous login ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reader:
-    """A Deployment, StatefulSet or DaemonSet that reads the credentials Secret."""
-
-    name: str  # kind/name, e.g. deployment/api
-    rolled: bool  # rolled out, completely, to the Secret's current data
-    opted_out: bool  # secrets.smll.io/auto-rollout: "false": never rolled by the controller
-    uid: str = ""
-
-
-@dataclass(frozen=True)
-class Retirement:
-    drop: bool
-    why: str  # for the OldLoginDropped Event, when dropping
-    waiting: tuple[str, ...]  # readers not yet rolled (opted out ones included)
-    opted_out: tuple[Reader, ...]  # readers that will not be rolled by the controller
-    drop_at: datetime.datetime
-
-
-def retirement(
-    readers: Sequence[Reader], *, rotated_at: datetime.datetime, grace: datetime.timedelta, now: datetime.datetime
-) -> Retirement:
-    """Whether to drop the previous login now: once every reader has rolled, or when the grace period has passed,
-    rolled or not. A reader that opted out of rollouts is waited for too (its owner may roll it by hand) — until
-    the grace period ends."""
-    waiting = tuple(sorted(reader.name for reader in readers if not reader.rolled))
-    opted_out = tuple(sorted((r for r in readers if not r.rolled and r.opted_out), key=lambda r: r.name))
-    drop_at = rotated_at + grace
-    if not waiting:
-        return Retirement(True, "every service using the credentials has rolled", waiting, opted_out, drop_at)
-    if now >= drop_at:
-        return Retirement(True, "the grace period after the rotation has passed", waiting, opted_out, drop_at)
-    return Retirement(False, "", waiting, opted_out, drop_at)
 
 
 def retirement_message(previous: str, plan: Retirement) -> str:

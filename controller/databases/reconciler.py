@@ -52,22 +52,17 @@ from rules.names import (
     DATABASE_TYPE,
     MADE_FOR,
     PREVIOUS_USER,
-    ROLLOUT_STATE,
     ROTATE,
     ROTATED_AT,
     ROTATION_SEEN,
 )
-from rules.references import secret_uses
-from rules.rollout import current_state, key_digests, opted_out, parse_state
+from rules.rollout import key_digests
 from rules.secretdata import decode_data, encode, labels
 from rules.times import format_time, parse_time
 from rules.workloads import (
     ROLLED_KINDS,
-    annotations_of,
     api_version,
-    pod_template,
     resource_path,
-    rollout_complete,
 )
 
 log = reconcile_logger(__name__)
@@ -382,20 +377,9 @@ class Databases:
         for kind in sorted(ROLLED_KINDS):
             listing = await json_request(self.api, "GET", resource_path(kind, namespace))
             for item in listing.get("items") or []:
-                uses = [use for use in secret_uses(item, kind) if use.secret == secret]
-                if not uses:
-                    continue
-                want = current_state(uses, {secret: digests})
-                annotations = annotations_of(item)
-                stored = parse_state(annotations.get(ROLLOUT_STATE)) or {}
-                found.append(
-                    rules.Reader(
-                        f"{kind.lower()}/{item['metadata']['name']}",
-                        rolled=stored.get(secret) == want[secret] and rollout_complete(item, kind),
-                        opted_out=opted_out(annotations, annotations_of(pod_template(item, kind))),
-                        uid=str(item["metadata"].get("uid", "")),
-                    )
-                )
+                reader = rules.reader_of(item, kind, secret, digests)
+                if reader is not None:
+                    found.append(reader)
         return found
 
     def rotation_path(self, namespace: str, name: str) -> str:
