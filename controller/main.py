@@ -60,7 +60,7 @@ async def lead(api: client.ApiClient, settings: Settings, metrics: ControllerMet
     if settings.registry_url is not None and settings.htpasswd_secret is not None:
         from controller.registry.loop import registry_loop  # only when turned on (module doc)
 
-        loops.append(registry_loop(api, settings))
+        loops.append(registry_loop(api, settings, hmac_key))
     async with asyncio.TaskGroup() as group:
         for loop in loops:
             group.create_task(run_loop(loop, metrics, settings.workers))
@@ -82,6 +82,7 @@ async def serve_registry_tokens(api: client.ApiClient, settings: Settings) -> Se
         service=settings.registry_token_service or registry_host(settings.registry_url),
         issuer=settings.registry_token_issuer,
         lifetime=settings.registry_token_seconds,
+        previous_grace_seconds=settings.rotation_grace_seconds,
     )
     return await serve_tokens(api, config, settings.htpasswd_secret)
 

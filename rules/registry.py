@@ -10,23 +10,31 @@ its bcrypt hash. Every new password — the first one included — goes through 
 between any two writes never loses a password the registry accepts:
 
 1. the new password is stored in the rotation Secret (a create: an existing one is never overwritten);
-2. the htpasswd entry is set to its hash (the old password stops working here);
+2. the htpasswd entry is set to its hash; the entry it replaces, when it is the hash of the published password, is
+   kept as a *previous* entry (key ``previous`` of the same Secret) that the token endpoint still accepts;
 3. ``registry-pull-secret`` is rewritten for it;
 4. ``registry-credentials`` is created with it, or updated to it (the commit);
 5. the rotation Secret is deleted.
+
+A previous entry is retired by ``rules.retirement`` — the rule the Database feature follows for its previous login:
+once every reader of ``registry-credentials`` has rolled out, completely, to its current data, or the grace period
+after the rotation has passed. A namespace that leaves the VPC loses its entry and its previous ones in one write.
 """
 
 from __future__ import annotations
 
+import datetime
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
 
 from rules.names import MANAGED_BY_LABEL, PRODUCT, REGISTRY_TYPE, ROTATE, ROTATION_SEEN, VPC_LABEL
+from rules.retirement import Reader, retirement
 from rules.secretdata import decode_data, encode, generate_password, labels
+from rules.times import format_time, parse_time
 from rules.workloads import annotations_of, compact_json, is_terminating, labels_of
 
 CREDENTIALS = "registry-credentials"
@@ -45,6 +53,11 @@ ROTATION_COMPONENT = "registry-rotation"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 DOCKERCONFIGJSON_KEY = ".dockerconfigjson"
 HTPASSWD_KEY = "htpasswd"
+# Entries a rotation replaced, still accepted by the token endpoint until retired: ``user:hash:rotated-at`` lines,
+# in the same Secret (the controller's namespace: no tenant writes there). Never read by a basic-auth registry.
+PREVIOUS_KEY = "previous"
+MAX_PREVIOUS = 3  # per user: each costs one more bcrypt check of a wrong password at the token endpoint
+DEFAULT_GRACE = datetime.timedelta(hours=1)  # the controller's --rotation-grace-seconds
 
 USER_PREFIX = "vpc-"
 BCRYPT_COST = 10  # the registry checks the hash on every request: higher costs slow every pull
@@ -132,6 +145,56 @@ def format_htpasswd(entries: Mapping[str, str]) -> str:
     return "".join(f"{user}:{entries[user]}\n" for user in sorted(entries))
 
 
+@dataclass(frozen=True)
+class PreviousEntry:
+    """An htpasswd entry a rotation replaced, and when."""
+
+    hash: str
+    rotated_at: datetime.datetime
+
+
+Previous = Mapping[str, Sequence[PreviousEntry]]  # user → its previous entries, oldest first
+
+
+def parse_previous(text: str) -> dict[str, tuple[PreviousEntry, ...]]:
+    """user → previous entries, from ``user:hash:rotated-at`` lines (a bcrypt hash holds no ``:``). A line that
+    does not parse is skipped: it is not accepted, and the next write drops it."""
+    found: dict[str, list[PreviousEntry]] = {}
+    for line in text.splitlines():
+        user, _, rest = line.strip().partition(":")
+        hashed, _, at = rest.partition(":")
+        rotated_at = parse_time(at)
+        if user and hashed and rotated_at is not None:
+            found.setdefault(user, []).append(PreviousEntry(hashed, rotated_at))
+    return {user: tuple(entries[-MAX_PREVIOUS:]) for user, entries in found.items()}
+
+
+def format_previous(previous: Previous) -> str:
+    """Sorted by user, each user's entries oldest first."""
+    return "".join(
+        f"{user}:{entry.hash}:{format_time(entry.rotated_at)}\n"
+        for user in sorted(previous)
+        for entry in previous[user]
+    )
+
+
+def with_previous(kept: Sequence[PreviousEntry], replaced: str, now: datetime.datetime) -> tuple[PreviousEntry, ...]:
+    """A user's previous entries after a rotation replaced ``replaced``: the newest ``MAX_PREVIOUS``."""
+    entries = [entry for entry in kept if entry.hash != replaced] + [PreviousEntry(replaced, now)]
+    return tuple(entries[-MAX_PREVIOUS:])
+
+
+def accepted_hashes(
+    entry: str | None, previous: Sequence[PreviousEntry], *, now: datetime.datetime, grace: datetime.timedelta
+) -> tuple[str, ...]:
+    """The hashes a password may match to get a token: the entry, and the previous entries whose grace period has
+    not passed (the controller drops them then, or earlier once the readers have rolled; the token endpoint does
+    not wait for it). None at all without an entry: a namespace that left has none."""
+    if entry is None:
+        return ()
+    return (entry, *(p.hash for p in reversed(previous) if now < p.rotated_at + grace and p.hash != entry))
+
+
 # ---- what is observed -------------------------------------------------------------------------------------
 
 
@@ -164,6 +227,8 @@ class Observed:
     pull_secrets_of_service_account: tuple[str, ...] | None  # None: no default ServiceAccount (yet)
     entry: str | None
     pending: Pending | None = None
+    previous: tuple[PreviousEntry, ...] = ()  # entries a rotation replaced, not yet retired
+    readers: tuple[Reader, ...] | None = None  # of registry-credentials; None: not looked at
 
 
 def is_member(namespace: Mapping[str, Any] | None) -> bool:
@@ -228,13 +293,27 @@ class CreateCredentials:
 
 @dataclass(frozen=True)
 class SetEntry:
+    """Set the user's entry to the hash of ``password``; ``keep``: the entry it replaces, kept as a previous one."""
+
     user: str
     password: str = field(repr=False)
+    keep: str | None = None
 
 
 @dataclass(frozen=True)
 class RemoveEntry:
+    """Remove the user's entry and its previous ones, in one write."""
+
     user: str
+
+
+@dataclass(frozen=True)
+class RetirePrevious:
+    """Keep only these previous entries of the user (the others are retired)."""
+
+    user: str
+    keep: tuple[PreviousEntry, ...]
+    why: str
 
 
 @dataclass(frozen=True)
@@ -279,6 +358,7 @@ Step = (
     | CreateCredentials
     | SetEntry
     | RemoveEntry
+    | RetirePrevious
     | WritePullSecret
     | UpdateCredentials
     | AddToServiceAccount
@@ -315,11 +395,44 @@ def next_step(
     registry_host: str,
     verify: Callable[[str, str], bool] = verify_password,
     new_password: Callable[[], str] = generate_password,
+    now: datetime.datetime | None = None,
+    grace: datetime.timedelta = DEFAULT_GRACE,
 ) -> Step | None:
     """The one write that brings the namespace closer to its desired state; None when it is there."""
     if observed.member:
-        return _member_step(observed, registry_host, verify, new_password)
+        step = _member_step(observed, registry_host, verify, new_password)
+        return step if step is not None else _retire_step(observed, now, grace)
     return _leaver_step(observed)
+
+
+def kept_previous(
+    observed: Observed, *, now: datetime.datetime, grace: datetime.timedelta
+) -> tuple[tuple[PreviousEntry, ...], str]:
+    """The previous entries still kept, each by ``rules.retirement`` (the readers' rollout, or its grace period),
+    and why the others go. Without the readers looked at, all are kept (until their grace period passes)."""
+    kept, why = [], ""
+    for entry in observed.previous:
+        if observed.readers is None:
+            drop = now >= entry.rotated_at + grace
+            reason = "the grace period after the rotation has passed"
+        else:
+            plan = retirement(observed.readers, rotated_at=entry.rotated_at, grace=grace, now=now)
+            drop, reason = plan.drop, plan.why
+        if drop:
+            why = why or reason
+        else:
+            kept.append(entry)
+    return tuple(kept), why
+
+
+def _retire_step(observed: Observed, now: datetime.datetime | None, grace: datetime.timedelta) -> Step | None:
+    """Once the namespace is settled (the new password committed): retire what the readers no longer need."""
+    if not observed.previous or now is None:
+        return None
+    kept, why = kept_previous(observed, now=now, grace=grace)
+    if kept == observed.previous:
+        return None
+    return RetirePrevious(username(observed.namespace), kept, why)
 
 
 def _start(observed: Observed, new_password: Callable[[], str]) -> StorePending | None:
@@ -335,6 +448,17 @@ def _start(observed: Observed, new_password: Callable[[], str]) -> StorePending 
     if observed.rotate is not None and observed.rotate != credentials.rotation_seen:
         return StorePending(new_password(), observed.rotate)
     return None
+
+
+def _replaced(observed: Observed, verify: Callable[[str, str], bool]) -> str | None:
+    """The entry a new one replaces, to keep as a previous entry: only while a new password is on its way in, and
+    only when it is the hash of the password the readers hold (``registry-credentials``'s, tenant-writable: it is
+    only checked against our hash, never taken)."""
+    committed = observed.credentials.data.get(PASSWORD_KEY) if observed.credentials is not None else None
+    entry = observed.entry
+    if observed.pending is None or entry is None or not committed or not verify(committed, entry):
+        return None
+    return entry
 
 
 def _member_step(
@@ -353,7 +477,7 @@ def _member_step(
     password = live_password(observed)
     assert password is not None  # a pending password, or credentials with one (else _start answered)
     if observed.entry is None or not verify(password, observed.entry):
-        return SetEntry(user, password)
+        return SetEntry(user, password, keep=_replaced(observed, verify))
     wanted = dockerconfigjson(host, user, password)
     if pull is None or pull.type != DOCKERCONFIGJSON or pull.data.get(DOCKERCONFIGJSON_KEY) != wanted:
         return WritePullSecret(wanted, replace=pull is not None and pull.type != DOCKERCONFIGJSON)
@@ -376,7 +500,7 @@ def _member_step(
 
 
 def _leaver_step(observed: Observed) -> Step | None:
-    if observed.entry is not None:  # revoke first: the rest is tidying up
+    if observed.entry is not None or observed.previous:  # revoke first, every entry at once: the rest is tidying up
         return RemoveEntry(username(observed.namespace))
     if observed.pending is not None:  # a rotation that will not finish; it lives in our namespace, always writable
         return DeletePending()

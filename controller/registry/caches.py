@@ -16,6 +16,12 @@ def htpasswd_entries(secret: JsonObject | None) -> dict[str, str]:
     return rules.parse_htpasswd(data.get(rules.HTPASSWD_KEY, ""))
 
 
+def htpasswd_previous(secret: JsonObject | None) -> dict[str, tuple[rules.PreviousEntry, ...]]:
+    """The entries rotations replaced, kept until retired (key ``previous`` of the same Secret)."""
+    data = decode_data((secret or {}).get("data") or {})
+    return rules.parse_previous(data.get(rules.PREVIOUS_KEY, ""))
+
+
 def _namespace_entry(obj: JsonObject) -> tuple[str, JsonObject]:
     return name_of(obj)[1], obj
 
@@ -51,6 +57,11 @@ class Caches:
     def entries(self) -> dict[str, str]:
         return htpasswd_entries(self.htpasswd)
 
+    def users(self) -> dict[str, tuple[str | None, tuple[rules.PreviousEntry, ...]]]:
+        """user → (entry, previous entries), for every user with either."""
+        entries, previous = self.entries(), htpasswd_previous(self.htpasswd)
+        return {user: (entries.get(user), tuple(previous.get(user, ()))) for user in entries.keys() | previous.keys()}
+
 
 class HtpasswdHandler:
     """The one htpasswd Secret: a change enqueues the namespaces whose entries changed (a stale entry of a deleted
@@ -60,9 +71,9 @@ class HtpasswdHandler:
         self.caches = caches
 
     def _set(self, secret: JsonObject | None) -> None:
-        before = self.caches.entries()
+        before = self.caches.users()
         self.caches.htpasswd = secret
-        after = self.caches.entries()
+        after = self.caches.users()
         for user in {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}:
             namespace = rules.namespace_of(user)
             if namespace is not None:

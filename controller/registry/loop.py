@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from kubernetes_asyncio import client
 
 from controller.frame.loop import Loop
@@ -46,12 +48,15 @@ def registry_informers(api: client.ApiClient, config: RegistryConfig, caches: Ca
     ]
 
 
-def registry_loop(api: client.ApiClient, settings: Settings) -> Loop[str]:
-    """Per-VPC registry credentials: one key per namespace. Needs ``registry_url`` and ``htpasswd_secret``."""
+def registry_loop(api: client.ApiClient, settings: Settings, hmac_key: bytes) -> Loop[str]:
+    """Per-VPC registry credentials: one key per namespace. Needs ``registry_url`` and ``htpasswd_secret``;
+    ``hmac_key`` is the rollout feature's (whether a reader has rolled), the grace period the Database feature's."""
     if settings.registry_url is None or settings.htpasswd_secret is None:
         raise ValueError("the registry loop needs registry_url and htpasswd_secret")
     namespace, name = parse_secret_ref(settings.htpasswd_secret)
     config = RegistryConfig(settings.registry_url, namespace, name, settings.namespace)
     queue: WorkQueue[str] = WorkQueue()
     caches = Caches(queue)
-    return Loop("registry", queue, registry_informers(api, config, caches), Registry(api, config, caches).reconcile)
+    grace = datetime.timedelta(seconds=settings.rotation_grace_seconds)
+    registry = Registry(api, config, caches, hmac_key=hmac_key, grace=grace)
+    return Loop("registry", queue, registry_informers(api, config, caches), registry.reconcile)

@@ -4,11 +4,17 @@ A namespace whose cached state needs no write costs no API call. One that does i
 is asked for one write at a time until it answers None; every write is guarded (POST for creation,
 resourceVersion for updates, uid for deletes), so a stale view ends in a 409 and a quiet retry, never in a lost
 password or a lost htpasswd entry.
+
+While a rotation's previous entry is kept (in the htpasswd Secret, key ``previous``), the namespace's readers of
+``registry-credentials`` are listed at each reconcile and the namespace is looked at again every
+``RECHECK_SECONDS``, until ``rules.retirement`` says the entry goes (the readers rolled, or the grace period passed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,7 +23,7 @@ from kubernetes_asyncio import client
 from controller.frame.logs import outcome, reconcile_logger
 from controller.frame.secrets import secret_body
 from controller.frame.store import JsonObject, name_of
-from controller.registry.caches import Caches, htpasswd_entries
+from controller.registry.caches import Caches, htpasswd_entries, htpasswd_previous
 from controller.registry.config import RegistryConfig
 from controller.registry.verifier import Verifier
 from kubeio.errors import status_message
@@ -25,14 +31,17 @@ from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules import registry as rules
 from rules.names import ROTATION_SEEN
+from rules.retirement import Reader, reader_of
+from rules.rollout import key_digests
 from rules.secretdata import encode, generate_password, labels
-from rules.workloads import resource_path
+from rules.workloads import ROLLED_KINDS, resource_path
 
 log = reconcile_logger(__name__)
 
 BLOCKED_RETRY_SECONDS = 60.0
 MAX_STEPS = 12  # a full rotation takes five writes; more than this is a bug, not progress
 HTPASSWD_ATTEMPTS = 5
+RECHECK_SECONDS = 5.0  # while a previous entry is kept: how often its readers are looked at
 
 
 @dataclass
@@ -46,9 +55,11 @@ class Snapshot:
     service_account: JsonObject | None
     htpasswd: JsonObject | None
     rotation: JsonObject | None
+    readers: tuple[Reader, ...] | None = None  # of registry-credentials, listed only while a previous entry is kept
 
     def observed(self) -> rules.Observed:
-        entry = htpasswd_entries(self.htpasswd).get(rules.username(self.namespace))
+        user = rules.username(self.namespace)
+        entry = htpasswd_entries(self.htpasswd).get(user)
         return rules.Observed(
             namespace=self.namespace,
             member=rules.is_member(self.namespace_object),
@@ -59,6 +70,8 @@ class Snapshot:
             pull_secrets_of_service_account=rules.image_pull_secret_names(self.service_account),
             entry=entry,
             pending=rules.pending_state(self.rotation),
+            previous=tuple(htpasswd_previous(self.htpasswd).get(user, ())),
+            readers=self.readers,
         )
 
 
@@ -73,12 +86,18 @@ class Registry:
         config: RegistryConfig,
         caches: Caches,
         *,
+        hmac_key: bytes = b"",
+        grace: datetime.timedelta = rules.DEFAULT_GRACE,
         new_password: Callable[[], str] = generate_password,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.api = api
         self.config = config
         self.caches = caches
+        self.hmac_key = hmac_key  # the rollout feature's: how a reader's rolled-for state is compared
+        self.grace = grace
         self.new_password = new_password
+        self.now = now
         self.verify = Verifier()
         self.htpasswd_lock = asyncio.Lock()
         self.blocked: dict[str, str] = {}  # namespace → the message last reported
@@ -116,27 +135,58 @@ class Registry:
             rotation,
         )
 
+    async def readers(self, credentials: JsonObject) -> tuple[Reader, ...]:
+        """The Deployments, StatefulSets and DaemonSets reading ``registry-credentials``, each rolled out (or not),
+        completely, to its current data: what ``rules.retirement`` waits for (as for a Database's old login)."""
+        namespace = name_of(credentials)[0]
+        digests = key_digests(credentials.get("data") or {}, self.hmac_key)
+        found = []
+        for kind in sorted(ROLLED_KINDS):
+            listing = await json_request(self.api, "GET", resource_path(kind, namespace))
+            for item in listing.get("items") or []:
+                reader = reader_of(item, kind, rules.CREDENTIALS, digests)
+                if reader is not None:
+                    found.append(reader)
+        return tuple(found)
+
     async def step(self, snapshot: Snapshot) -> rules.Step | None:
         observed = snapshot.observed()
         password = rules.live_password(observed)
         if observed.member and password is not None and observed.entry is not None:
             await self.verify.prime(password, observed.entry)
+            committed = (observed.credentials.data if observed.credentials else {}).get(rules.PASSWORD_KEY)
+            if observed.pending is not None and committed:  # whether the entry replaced is the readers' password
+                await self.verify.prime(committed, observed.entry)
+        if observed.member and observed.previous and observed.pending is None and snapshot.credentials is not None:
+            snapshot.readers = await self.readers(snapshot.credentials)
+            observed = dataclasses.replace(observed, readers=snapshot.readers)
         return rules.next_step(
-            observed, registry_host=self.config.host, verify=self.verify, new_password=self.new_password
+            observed,
+            registry_host=self.config.host,
+            verify=self.verify,
+            new_password=self.new_password,
+            now=self.now(),
+            grace=self.grace,
         )
+
+    def settled(self, snapshot: Snapshot) -> None:
+        self.blocked.pop(snapshot.namespace, None)
+        if snapshot.observed().previous:  # kept for readers: look again until it is retired
+            self.caches.queue.add_after(snapshot.namespace, RECHECK_SECONDS)
 
     # ---- the reconcile of one namespace -----------------------------------------------------------------
 
     async def reconcile(self, namespace: str) -> None:
-        if await self.step(self.cached(namespace)) is None:
-            self.blocked.pop(namespace, None)
+        cached = self.cached(namespace)
+        if await self.step(cached) is None:
+            self.settled(cached)
             return
         snapshot = await self.read(namespace)
         try:
             for _ in range(MAX_STEPS):
                 step = await self.step(snapshot)
                 if step is None:
-                    self.blocked.pop(namespace, None)
+                    self.settled(snapshot)
                     return
                 if isinstance(step, rules.Blocked):
                     raise BlockedError(step.message)
@@ -183,13 +233,27 @@ class Registry:
                     user,
                     extra=outcome("credentials-created"),
                 )
-            case rules.SetEntry(user=entry_user, password=password):
+            case rules.SetEntry(user=entry_user, password=password, keep=keep):
                 hashed = await asyncio.to_thread(rules.hash_password, password)
-                snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, hashed)
-                log.info("registry: htpasswd entry of %s set", entry_user, extra=outcome("entry-set"))
+                snapshot.htpasswd = await self.update_htpasswd(
+                    snapshot.htpasswd, entry_user, hashed, keep=keep, now=self.now()
+                )
+                kept = "; the one it replaces is kept until the readers have rolled" if keep else ""
+                log.info("registry: htpasswd entry of %s set%s", entry_user, kept, extra=outcome("entry-set"))
             case rules.RemoveEntry(user=entry_user):
-                snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, None)
+                snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, None, previous=())
                 log.info("registry: htpasswd entry of %s removed", entry_user, extra=outcome("entry-removed"))
+            case rules.RetirePrevious(user=entry_user, keep=kept_entries, why=why):
+                entries = htpasswd_entries(snapshot.htpasswd)
+                snapshot.htpasswd = await self.update_htpasswd(
+                    snapshot.htpasswd, entry_user, entries.get(entry_user), previous=kept_entries
+                )
+                log.info(
+                    "registry: the previous password of %s no longer gets a token: %s",
+                    entry_user,
+                    why,
+                    extra=outcome("previous-retired"),
+                )
             case rules.WritePullSecret(dockerconfigjson=config, replace=replace):
                 snapshot.pull_secret = await self.write_pull_secret(snapshot.pull_secret, namespace, config, replace)
                 log.info(
@@ -308,20 +372,40 @@ class Registry:
                 raise
         self.remember(None, (namespace, name), deleted=True)
 
-    async def update_htpasswd(self, current: JsonObject | None, user: str, hashed: str | None) -> JsonObject | None:
-        """Set or remove one entry. Every write is guarded by the Secret's resourceVersion (or is a POST), so an
-        entry that someone else wrote meanwhile is never lost: a conflict re-reads and tries again."""
+    async def update_htpasswd(
+        self,
+        current: JsonObject | None,
+        user: str,
+        hashed: str | None,
+        *,
+        keep: str | None = None,
+        now: datetime.datetime | None = None,
+        previous: tuple[rules.PreviousEntry, ...] | None = None,
+    ) -> JsonObject | None:
+        """Set or remove one user's entry, and with it (in the same write) its previous entries: ``keep`` adds the
+        entry replaced (at ``now``), ``previous`` replaces them all. Every write is guarded by the Secret's
+        resourceVersion (or is a POST), so an entry that someone else wrote meanwhile is never lost: a conflict
+        re-reads and tries again."""
         async with self.htpasswd_lock:
             for _ in range(HTPASSWD_ATTEMPTS):
-                entries = htpasswd_entries(current)
+                entries, before = htpasswd_entries(current), htpasswd_previous(current)
+                olds = dict(before)
+                if previous is not None:
+                    olds[user] = previous
+                elif keep is not None and entries.get(user) == keep:  # only the entry that is being replaced
+                    olds[user] = rules.with_previous(olds.get(user, ()), keep, now or self.now())
+                if not olds.get(user):
+                    olds.pop(user, None)
                 if hashed is None:
                     entries.pop(user, None)
                 else:
                     entries[user] = hashed
-                if current is not None and entries == htpasswd_entries(current):
+                if current is not None and entries == htpasswd_entries(current) and olds == before:
                     return current
                 try:
-                    current = await self.write_htpasswd(current, rules.format_htpasswd(entries))
+                    current = await self.write_htpasswd(
+                        current, rules.format_htpasswd(entries), rules.format_previous(olds)
+                    )
                 except ApiException as error:
                     if error.status != 409:
                         raise
@@ -331,12 +415,13 @@ class Registry:
                 return current
         raise ApiException(status=409, reason=f"htpasswd kept changing under {HTPASSWD_ATTEMPTS} attempts")
 
-    async def write_htpasswd(self, current: JsonObject | None, text: str) -> JsonObject:
+    async def write_htpasswd(self, current: JsonObject | None, text: str, previous: str) -> JsonObject:
+        """The ``htpasswd`` key, and ``previous`` (removed when empty, so a Secret with none looks as before)."""
         if current is None:
             body = secret_body(
                 self.config.htpasswd_namespace,
                 self.config.htpasswd_name,
-                {rules.HTPASSWD_KEY: text},
+                {rules.HTPASSWD_KEY: text, **({rules.PREVIOUS_KEY: previous} if previous else {})},
                 labels=labels(),
             )
             return await json_request(
@@ -344,7 +429,7 @@ class Registry:
             )
         patch = {
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "data": {rules.HTPASSWD_KEY: encode(text)},
+            "data": {rules.HTPASSWD_KEY: encode(text), rules.PREVIOUS_KEY: encode(previous) if previous else None},
         }
         return await json_request(self.api, "PATCH", self.config.htpasswd_path, body=patch, content_type=MERGE_PATCH)
 

@@ -10,6 +10,9 @@ Cost is bounded: a password that verified once is remembered (by a digest, never
 kubelet pulling all day costs one bcrypt check per process; other checks run two at a time in threads, at most
 ``MAX_WAITING`` wait, and a user with too many failures is refused without a check for a while.
 
+After a rotation the user's previous entries (key ``previous`` of the same Secret) are accepted too, until the
+controller retires them (its readers rolled) and never past their grace period, whatever the controller does.
+
 The signing CA is a ``kubernetes.io/tls`` Secret read through the API (watched by name, so a new CA is used at once),
 never a mounted file: the process needs no volume of its own.
 """
@@ -31,7 +34,7 @@ from cryptography import x509
 from kubernetes_asyncio import client
 
 from controller.frame.store import JsonObject, Store, name_of
-from controller.registry.caches import htpasswd_entries
+from controller.registry.caches import htpasswd_entries, htpasswd_previous
 from controller.registry.config import parse_secret_ref
 from kubeio.informer import Informer
 from rules import registry as rules
@@ -59,6 +62,7 @@ class TokenConfig:
     issuer: str = tokens.DEFAULT_ISSUER
     lifetime: int = tokens.DEFAULT_TOKEN_SECONDS
     rotate_seconds: int = tokens.SIGNING_KEY_ROTATE_SECONDS
+    previous_grace_seconds: float = rules.DEFAULT_GRACE.total_seconds()  # the controller's --rotation-grace-seconds
 
 
 # ---- what the endpoint knows ------------------------------------------------------------------------------
@@ -72,16 +76,25 @@ def _vpc_entry(obj: JsonObject) -> tuple[str, str | None]:
 
 
 class Users:
-    """The htpasswd Secret's entries, as its informer last saw them."""
+    """The htpasswd Secret's entries, and the previous entries rotations replaced, as its informer last saw them."""
 
     def __init__(self) -> None:
         self.entries: dict[str, str] = {}
+        self.previous: dict[str, tuple[rules.PreviousEntry, ...]] = {}
+
+    def _set(self, secret: JsonObject | None) -> None:
+        self.entries, self.previous = htpasswd_entries(secret), htpasswd_previous(secret)
 
     def replace(self, objects: list[JsonObject]) -> None:
-        self.entries = htpasswd_entries(objects[0] if objects else None)
+        self._set(objects[0] if objects else None)
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:
-        self.entries = {} if event_type == "DELETED" else htpasswd_entries(obj)
+        self._set(None if event_type == "DELETED" else obj)
+
+    def hashes(self, user: str, grace: datetime.timedelta) -> tuple[str, ...]:
+        """What a password of ``user`` may match now: its entry first, then its previous ones still in grace."""
+        now = datetime.datetime.now(datetime.UTC)
+        return rules.accepted_hashes(self.entries.get(user), self.previous.get(user, ()), now=now, grace=grace)
 
 
 class Known:
@@ -191,11 +204,10 @@ class TokenServer:
 
     async def verify(self, user: str, password: str) -> tuple[bool, bool] | None:
         """(known, verified) for these credentials; None when the endpoint is too busy or the user throttled."""
-        hashed = self.users.entries.get(user)
-        if hashed is None or rules.namespace_of(user) is None:
+        hashes = self.users.hashes(user, datetime.timedelta(seconds=self.config.previous_grace_seconds))
+        if not hashes or rules.namespace_of(user) is None:
             return False, False
-        key = Known.key(user, hashed, password)
-        if key in self.known:
+        if any(Known.key(user, hashed, password) in self.known for hashed in hashes):
             return True, True
         now = time.monotonic()
         if tokens.throttled(self.failures.get(user), now) or self.waiting >= MAX_WAITING:
@@ -203,11 +215,12 @@ class TokenServer:
         self.waiting += 1
         try:
             async with self.checks:
-                verified = await asyncio.to_thread(rules.verify_password, password, hashed)
+                matched = await asyncio.to_thread(_first_match, password, hashes)
         finally:
             self.waiting -= 1
-        if verified:
-            self.known.add(key)
+        verified = matched is not None
+        if matched is not None:
+            self.known.add(Known.key(user, matched, password))
             self.failures.pop(user, None)
         else:
             if len(self.failures) >= MAX_REMEMBERED:
@@ -270,6 +283,11 @@ class TokenServer:
         app.router.add_post("/token", self.handle)
         app.router.add_get("/healthz", self.healthz)
         return app
+
+
+def _first_match(password: str, hashes: tuple[str, ...]) -> str | None:
+    """The first hash the password matches (bcrypt, one after the other: run in a thread)."""
+    return next((hashed for hashed in hashes if rules.verify_password(password, hashed)), None)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -266,3 +266,120 @@ def test_the_charts_token_ca_is_made_once_and_kept_across_upgrades(cluster: Cont
         assert ca() == (cert, bundle), "an upgrade made a new token CA"
     finally:
         helm(cluster, "uninstall", release, "-n", namespace)
+
+
+def credentials_password(cluster: ControlPlane, namespace: str) -> str | None:
+    found = cluster.kubectl("get", "secret", rules.CREDENTIALS, "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    data = json.loads(found.stdout).get("data") or {}
+    return base64.b64decode(data[rules.PASSWORD_KEY]).decode() if rules.PASSWORD_KEY in data else None
+
+
+def credentials_reader(name: str, *, opted_out: bool) -> dict[str, object]:
+    """A Deployment with no replicas (its rollout completes without a node) that reads REGISTRY_PASSWORD."""
+    ref = {"secretKeyRef": {"name": rules.CREDENTIALS, "key": rules.PASSWORD_KEY}}
+    container = {"name": "app", "image": "registry.invalid/app:1", "env": [{"name": "P", "valueFrom": ref}]}
+    annotations = {"secrets.smll.io/auto-rollout": "false"} if opted_out else {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def rotate(cluster: ControlPlane, namespace: str, old: str) -> str:
+    cluster.kubectl("annotate", "namespace", namespace, f"secrets.smll.io/rotate={uuid.uuid4().hex}", "--overwrite")
+    wait_for(lambda: credentials_password(cluster, namespace) not in (None, old), timeout=30, what="the new password")
+    new = credentials_password(cluster, namespace)
+    assert new is not None
+    GUARD.register(new)
+    return new
+
+
+def test_rotation_keeps_the_old_password_for_tokens_until_the_readers_have_rolled(
+    cluster: ControlPlane, setup: Setup, namespace: str
+) -> None:
+    vpc = vpc_name()
+    client = client_for(setup, join_vpc(cluster, namespace, vpc))
+    assert client.push_image(f"{vpc}/app", "1") == 201
+    # A reader that the controller does not roll (auto-rollout "false"): it keeps the old password until its owner
+    # lets it roll.
+    reader = credentials_reader("api", opted_out=True)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(reader))
+    wait_for(
+        lambda: (
+            cluster.kubectl(
+                "get", "deployment/api", "-n", namespace, "-o", "jsonpath={.status.observedGeneration}"
+            ).stdout
+            == "1"
+        ),
+        timeout=20,
+        what="the Deployment controller to see api",
+    )
+    old = client.password
+    assert old is not None
+    new = rotate(cluster, namespace, old)
+
+    fresh = RegistryClient(setup.registry.url, client.user, new)
+    assert fresh.pull(f"{vpc}/app", "1") == 200, "the new password pulls at once"
+    time.sleep(2)  # a few of the reconcile's rounds: the old entry is still kept
+    stale = RegistryClient(setup.registry.url, client.user, old)
+    assert stale.login() == 200, "the old password was refused while a reader has not rolled"
+    assert stale.pull(f"{vpc}/app", "1") == 200
+    wrong = RegistryClient(setup.registry.url, client.user, old + "x")
+    assert wrong.login() == 401
+
+    # The reader opts back in: the rollout feature rolls it to the Secret's current data, then the old goes.
+    cluster.kubectl("annotate", "deployment/api", "-n", namespace, "secrets.smll.io/auto-rollout-")
+    wait_for(
+        lambda: RegistryClient(setup.registry.url, client.user, old).login() == 401,
+        timeout=30,
+        what="the old password to be refused once the reader rolled",
+    )
+    assert RegistryClient(setup.registry.url, client.user, new).pull(f"{vpc}/app", "1") == 200
+    for secret in (old, new):
+        assert secret not in setup.controller.log()
+
+
+def test_rotation_with_no_readers_drops_the_old_password_at_once_and_leaving_drops_both(
+    cluster: ControlPlane, setup: Setup, namespace: str
+) -> None:
+    vpc = vpc_name()
+    client = client_for(setup, join_vpc(cluster, namespace, vpc))
+    assert client.push_image(f"{vpc}/app", "1") == 201
+    old = client.password
+    assert old is not None
+    new = rotate(cluster, namespace, old)
+    wait_for(
+        lambda: RegistryClient(setup.registry.url, client.user, old).login() == 401,
+        timeout=10,
+        what="the old password to be refused (no reader to wait for)",
+    )
+    assert RegistryClient(setup.registry.url, client.user, new).pull(f"{vpc}/app", "1") == 200
+
+    # A reader that never rolls keeps the next old password; leaving the VPC drops both at once.
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(credentials_reader("api", opted_out=True)))
+    newer = rotate(cluster, namespace, new)
+    assert RegistryClient(setup.registry.url, client.user, new).login() == 200
+    cluster.kubectl("label", "namespace", namespace, "smll.io/vpc-")
+    for password in (new, newer):
+        wait_for(
+            lambda password=password: RegistryClient(setup.registry.url, client.user, password).login() == 401,  # type: ignore[misc]
+            timeout=5,
+            what="no token once the namespace left its VPC",
+        )
+    secret = setup.controller.htpasswd_secret
+    assert secret is not None
+
+    def kept() -> bool:
+        found = cluster.kubectl("get", "secret", secret.split("/")[1], "-n", CONTROLLER_NAMESPACE, "-o", "json")
+        data = json.loads(found.stdout).get("data") or {}
+        return any(f"{client.user}:" in base64.b64decode(value).decode() for value in data.values())
+
+    wait_for(lambda: not kept(), timeout=10, what="no entry, current or previous, of a namespace that left")

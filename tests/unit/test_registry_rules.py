@@ -238,8 +238,8 @@ def test_secret_state_decodes_values_and_reads_ownership() -> None:
         ),
         pytest.param(
             replace(IN_SYNC, rotate="r1", pending=r.Pending(NEW, "r1")),
-            r.SetEntry(USER, NEW),
-            id="rotation-pending-password-goes-to-htpasswd",
+            r.SetEntry(USER, NEW, keep=f"hash-of-{OLD}"),
+            id="rotation-pending-password-goes-to-htpasswd-the-old-entry-kept",
         ),
         pytest.param(
             replace(IN_SYNC, rotate="r1", pending=r.Pending(NEW, "r1"), entry=f"hash-of-{NEW}"),
