@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rotation-grace-seconds",
         type=float,
         default=defaults.rotation_grace_seconds,
-        help="after a rotation, drop the old login at the latest this long after, rolled or not",
+        help="after a rotation, drop the old login (Databases) or password (registry tokens) at the latest this long "
+        "after, rolled or not",
     )
     parser.add_argument(
         "--registry-url", help="the registry VPC namespaces get credentials for (with --htpasswd-secret)"
