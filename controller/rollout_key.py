@@ -1,5 +1,5 @@
-"""The key of the rollout digests (HMAC-SHA256 of each Secret key): one Secret in the controller's namespace, made
-once, so that every replica and every restart computes the same digests."""
+"""The key of the rollout digests (HMAC-SHA256 of each Secret key, bound to its namespace and Secret): one Secret
+in the controller's namespace, made once, so that every replica and every restart computes the same digests."""
 
 from __future__ import annotations
 

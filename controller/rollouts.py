@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,10 +30,11 @@ from controller.frame.settings import Settings
 from controller.frame.store import Store
 from kubeio.events import record_event
 from kubeio.informer import Informer
-from kubeio.rest import MERGE_PATCH, ApiException, json_request
+from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
 from rules.names import RESTARTED_AT, ROLLOUT_STATE
 from rules.references import Use, uses_in
 from rules.rollout import (
+    State,
     current_state,
     decide,
     describe,
@@ -41,10 +42,12 @@ from rules.rollout import (
     format_state,
     is_generated,
     key_digests,
+    legacy_key_digests,
+    migrate,
     missing_needs,
     opted_in,
     opted_out,
-    parse_state,
+    parse_recorded,
     rolling_uses,
 )
 from rules.workloads import ROLLED_KINDS, annotations_of, api_version, pod_template, resource_path
@@ -111,7 +114,8 @@ def secret_entry(obj: dict[str, Any], hmac_key: bytes) -> tuple[SecretKey, Diges
     metadata = obj.get("metadata") or {}
     key = (sys.intern(str(metadata.get("namespace", ""))), str(metadata.get("name", "")))
     labels = metadata.get("labels") or {}
-    return key, Digests(key_digests(obj.get("data") or {}, hmac_key), is_generated(labels))
+    digests = key_digests(obj.get("data") or {}, hmac_key, namespace=key[0], secret=key[1])
+    return key, Digests(digests, is_generated(labels))
 
 
 class Caches:
@@ -121,6 +125,7 @@ class Caches:
         self, hmac_key: bytes, queue: WorkQueue[ServiceKey], settle_seconds: float, settle_max_seconds: float = 0.0
     ) -> None:
         self.queue = queue
+        self.hmac_key = hmac_key
         self.settle_seconds = settle_seconds
         self.settle_max_seconds = settle_max_seconds
         self.secrets: Store[SecretKey, Digests] = Store(
@@ -210,11 +215,16 @@ class Rollouts:
             return False
         secrets = self.caches.secrets_of(service)
         current = current_state(uses, secrets)
-        decision = decide(parse_state(service.stored), current, missing_needs(service.uses, secrets))
+        recorded = parse_recorded(service.stored)
+        stored = recorded.state if recorded is not None else None
+        legacy = recorded is not None and recorded.legacy
+        if recorded is not None and legacy:
+            stored = await self.migrated(service, recorded.state, current)
+        decision = decide(stored, current, missing_needs(service.uses, secrets))
         if decision.held:
             return await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")
         self.held.pop(key, None)
-        if not decision.record:
+        if not decision.record and not legacy:  # a legacy record is rewritten in this format even when unchanged
             return False
         patch: dict[str, Any] = {
             "metadata": {
@@ -247,6 +257,23 @@ class Rollouts:
             )
             await self.event(service, describe(decision.changed))
         return decision.roll
+
+    async def migrated(self, service: Service, stored: State, reading: Collection[str]) -> State:
+        """MIGRATION ONLY: a record written before ``rules.rollout.FORMAT`` (unbound digests), in this format. The
+        caches keep no value and no legacy digest, so each Secret the record names and the service still reads is
+        read once more (a GET, at the first start after the upgrade; the record is rewritten then) and digested both
+        ways: unchanged keys take their current digests, so the upgrade rolls nothing that did not change."""
+        legacy: dict[str, dict[str, str] | None] = {}
+        current: dict[str, dict[str, str] | None] = {}
+        for secret in sorted(set(stored) & set(reading)):
+            found = await get_or_none(self.api, resource_path("Secret", service.namespace, secret))
+            if found is None:
+                legacy[secret] = current[secret] = None
+                continue
+            data = found.get("data") or {}
+            legacy[secret] = legacy_key_digests(data, self.caches.hmac_key)
+            current[secret] = key_digests(data, self.caches.hmac_key, namespace=service.namespace, secret=secret)
+        return migrate({secret: keys for secret, keys in stored.items() if secret in current}, legacy, current)
 
     def write_through(self, service: Service, patched: dict[str, Any]) -> None:
         """The cache sees the PATCH at once, so its watch event changes nothing and enqueues nothing — unless the

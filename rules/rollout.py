@@ -2,9 +2,13 @@
 
 A service's state is, per Secret it uses, a keyed digest of each key it reads. The digests are HMAC-SHA256 under a
 key the controller keeps in a Secret of its own, so the annotation that stores them reveals nothing about the
-values (a plain hash of a short password could be brute-forced). The state last rolled for is kept on the
-workload itself, so restarts and failover never roll anything, and a change made while the controller was down
-is found when it is back.
+values (a plain hash of a short password could be brute-forced). Each digest is bound to where its value lives (the
+namespace, the Secret, the key): the annotation is readable with ``view``, and equal digests must never tell that two
+Secrets, in one namespace or two, hold the same value. The state last rolled for is kept on the workload itself, so
+restarts and failover never roll anything, and a change made while the controller was down is found when it is back.
+
+The recorded state's text starts with ``FORMAT``. A record without it holds the digests of the versions before
+(``legacy_key_digests``): ``migrate`` turns it into this format, once, without rolling what did not change.
 """
 
 from __future__ import annotations
@@ -36,10 +40,18 @@ def _keyed(hmac_key: bytes) -> hmac.HMAC:
     return hmac.new(hmac_key, digestmod="sha256")
 
 
-def key_digests(data: Mapping[str, str], hmac_key: bytes) -> dict[str, str]:
-    """Per-key digests of a Secret's ``data`` (base64 values, as the API returns them). Values are not kept.
-    The digests are stored on services (``rolled-for``), so they never change between versions."""
-    keyed = _keyed(hmac_key)
+def key_digests(data: Mapping[str, str], hmac_key: bytes, *, namespace: str, secret: str) -> dict[str, str]:
+    """Per-key digests of the Secret ``namespace``/``secret``'s ``data`` (base64 values, as the API returns them):
+    HMAC-SHA256(key, namespace NUL secret NUL key NUL value), cut to ``DIGEST_CHARS`` hex digits. Values are not
+    kept. The same value in another Secret or namespace has another digest (names cannot hold a NUL, so no two
+    places share a message). The digests are stored on services (``rolled-for``), so they never change between
+    versions without a new ``FORMAT`` and a ``migrate`` from the one before."""
+    keyed = _keyed(hmac_key).copy()  # the place once per Secret; each key copies it
+    keyed.update(f"{namespace}\0{secret}\0".encode())
+    return _digests(keyed, data)
+
+
+def _digests(keyed: hmac.HMAC, data: Mapping[str, str]) -> dict[str, str]:
     digests = {}
     for key, encoded in data.items():
         try:
@@ -51,6 +63,13 @@ def key_digests(data: Mapping[str, str], hmac_key: bytes) -> dict[str, str]:
         # Key names repeat across Secrets (thousands of DATABASE_URL): one string each, however many are kept.
         digests[sys.intern(key)] = mac.digest()[: DIGEST_CHARS // 2].hex()
     return digests
+
+
+def legacy_key_digests(data: Mapping[str, str], hmac_key: bytes) -> dict[str, str]:
+    """MIGRATION ONLY: the digests of the versions before ``FORMAT`` (HMAC-SHA256(key, key NUL value), bound to no
+    Secret: equal values had equal digests everywhere). Computed only to read a record those versions wrote
+    (``migrate``); never recorded."""
+    return _digests(_keyed(hmac_key), data)
 
 
 def opted_in(annotations: Mapping[str, str], template_annotations: Mapping[str, str]) -> bool:
@@ -106,20 +125,71 @@ def current_state(uses: Iterable[Use], secrets: Mapping[str, Mapping[str, str] |
     return state
 
 
-def parse_state(text: str | None) -> State | None:
+FORMAT = "v2:"  # the recorded state's prefix: digests bound to (namespace, Secret); no prefix: the versions before
+CHANGED = "?"  # in a migrated record: a key whose value is no longer the one its old digest was of
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The state a service was last rolled for, as stored. ``legacy``: written by a version before ``FORMAT``, its
+    digests those of ``legacy_key_digests`` — compare it only through ``migrate``."""
+
+    state: State
+    legacy: bool = False
+
+
+def parse_recorded(text: str | None) -> Recorded | None:
     """The stored state, or None when there is none (a service seen for the first time) or it is unreadable."""
-    found = json_object(text) if text else None
+    if not text:
+        return None
+    legacy = not text.startswith(FORMAT)
+    found = json_object(text if legacy else text[len(FORMAT) :])
     if found is None:
         return None
-    return {
+    state = {
         str(secret): {str(k): str(v) for k, v in keys.items()}
         for secret, keys in found.items()
         if isinstance(keys, dict)
     }
+    return Recorded(state, legacy)
+
+
+def parse_state(text: str | None) -> State | None:
+    """The stored state in this ``FORMAT``; None when there is none, it is unreadable, or it is a legacy record
+    (its digests compare with no current digest: ``migrate`` reads it)."""
+    recorded = parse_recorded(text)
+    return None if recorded is None or recorded.legacy else recorded.state
 
 
 def format_state(state: State) -> str:
-    return compact_json(state)
+    return FORMAT + compact_json(state)
+
+
+def migrate(
+    stored: State,
+    legacy: Mapping[str, Mapping[str, str] | None],
+    current: Mapping[str, Mapping[str, str] | None],
+) -> State:
+    """A legacy record in this format, for ``decide``. ``legacy`` and ``current``: per Secret, its data's digests by
+    ``legacy_key_digests`` and by ``key_digests`` (None: the Secret does not exist), from one reading of it.
+
+    A key whose old digest is that of the Secret's data takes its current digest (unchanged: nothing rolls, the
+    record is rewritten); any other is ``CHANGED``, which equals no digest, so ``decide`` rolls for it once — the
+    change was made while the controller was down, or by the upgrade's own moment. ``ABSENT`` and ``WHOLE`` mean
+    what they meant."""
+    migrated: State = {}
+    for secret, keys in stored.items():
+        old = legacy.get(secret) or {}
+        new = current.get(secret) or {}
+        migrated[secret] = {}
+        for key, digest in keys.items():
+            if digest == WHOLE:
+                migrated[secret][key] = WHOLE
+            elif old.get(key, ABSENT) == digest:
+                migrated[secret][key] = new.get(key, ABSENT)
+            else:
+                migrated[secret][key] = CHANGED
+    return migrated
 
 
 # secret name → the keys new pods would miss and fail on; () when the whole Secret is missing

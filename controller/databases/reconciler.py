@@ -372,7 +372,8 @@ class Databases:
     async def readers(self, namespace: str, secret: str, data: dict[str, str]) -> list[rules.Reader]:
         """The services reading the Secret: whether each has rolled out, completely, to its current data, and
         whether it opted out of rollouts."""
-        digests = key_digests({k: encode(v) for k, v in data.items()}, self.hmac_key)
+        encoded = {k: encode(v) for k, v in data.items()}
+        digests = key_digests(encoded, self.hmac_key, namespace=namespace, secret=secret)
         found = []
         for kind in sorted(ROLLED_KINDS):
             listing = await json_request(self.api, "GET", resource_path(kind, namespace))

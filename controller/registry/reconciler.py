@@ -139,7 +139,9 @@ class Registry:
         """The Deployments, StatefulSets and DaemonSets reading ``registry-credentials``, each rolled out (or not),
         completely, to its current data: what ``rules.retirement`` waits for (as for a Database's old login)."""
         namespace = name_of(credentials)[0]
-        digests = key_digests(credentials.get("data") or {}, self.hmac_key)
+        digests = key_digests(
+            credentials.get("data") or {}, self.hmac_key, namespace=namespace, secret=rules.CREDENTIALS
+        )
         found = []
         for kind in sorted(ROLLED_KINDS):
             listing = await json_request(self.api, "GET", resource_path(kind, namespace))

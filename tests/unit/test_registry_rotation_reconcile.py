@@ -51,7 +51,7 @@ def roll(api: FakeApi) -> None:
     credentials = api.get(CREDENTIALS)
     assert deployment is not None
     assert credentials is not None
-    digests = key_digests(credentials["data"], HMAC_KEY)
+    digests = key_digests(credentials["data"], HMAC_KEY, namespace="shop", secret=rules.CREDENTIALS)
     state = current_state(secret_uses(deployment, "Deployment"), {rules.CREDENTIALS: digests})
     api.patch(API, {"metadata": {"annotations": {ROLLOUT_STATE: format_state(state)}}})
 

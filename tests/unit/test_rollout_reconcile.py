@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hmac
+import json
 from collections.abc import Callable
 
 import pytest
@@ -234,3 +236,106 @@ async def test_a_start_is_background_work_a_change_goes_ahead_and_the_controller
     controller.relist()
     assert await controller.rollouts.reconcile(("Deployment", "shop", "web"))  # a rollout: paced
     assert restarted_at(api) is not None
+
+
+def recorded_digests(api: FakeApi, path: str) -> dict[str, dict[str, str]]:
+    """The digests a holder of ``view`` reads off a workload (whatever the format's prefix)."""
+    found = api.get(path)
+    assert found is not None
+    text = found["metadata"]["annotations"][ROLLOUT_STATE]
+    state: dict[str, dict[str, str]] = json.loads(text[text.index("{") :])
+    return state
+
+
+async def test_a_view_holder_cannot_compare_values_across_secrets_or_namespaces_through_the_recorded_digests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # edit in shop-dev, view in shop-prod: the developer puts a guess in a dev Secret, lets the dev Deployment
+    # record it, and compares its digest with prod's. Equal digests would say the guess is prod's value.
+    api = FakeApi()
+    api.install(monkeypatch)
+    places = [("shop-dev", "stripe"), ("shop-prod", "stripe"), ("shop-prod", "stripe-copy")]
+    for namespace, secret in places:
+        api.put(
+            resource_path("Secret", namespace),
+            {"metadata": {"name": secret}, "data": {"KEY": encode("sk_live_1")}},  # the same value in all three
+        )
+        links = {"env.secrets.smll.io/API_KEY": f"{secret}/KEY"}
+        api.put(resource_path("Deployment", namespace), workload("Deployment", secret, annotations=links))
+    await Controller(api).settle()
+
+    seen = [recorded_digests(api, resource_path("Deployment", ns, secret))[secret]["KEY"] for ns, secret in places]
+
+    assert len(set(seen)) == len(places), seen
+    assert not any(restarted_at_of(api, ns, secret) for ns, secret in places)
+
+
+def restarted_at_of(api: FakeApi, namespace: str, name: str) -> str | None:
+    found = api.get(resource_path("Deployment", namespace, name))
+    assert found is not None
+    return ((found["spec"]["template"]["metadata"].get("annotations")) or {}).get(RESTARTED_AT)
+
+
+def legacy_record(values: dict[str, str], *, whole: bool = False) -> str:
+    """A rolled-for annotation as the versions before the bound digests wrote it: HMAC(install key, key NUL value)."""
+    keys = {
+        key: hmac.new(b"k" * 32, f"{key}\0{value}".encode(), "sha256").hexdigest()[:16] for key, value in values.items()
+    }
+    return json.dumps({"stripe": keys | ({"*": "*"} if whole else {})}, sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("service", "record"),
+    [
+        pytest.param(reads_key(**LINK), legacy_record({"KEY": "sk_live_1"}), id="a-key"),
+        pytest.param(
+            reads_whole(**{"secrets.smll.io/auto-rollout": "true"}),
+            legacy_record({"KEY": "sk_live_1", "OTHER": "o1"}, whole=True),
+            id="whole",
+        ),
+    ],
+)
+async def test_an_old_format_record_of_unchanged_data_is_rerecorded_at_the_upgrade_without_a_rollout(
+    service: JsonObject, record: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())
+    service["metadata"]["annotations"][ROLLOUT_STATE] = record
+    api.put(resource_path("Deployment", "shop"), service)
+
+    await Controller(api).settle()  # the first start of the upgraded controller
+
+    found = api.get(WEB)
+    assert found is not None
+    rewritten = found["metadata"]["annotations"][ROLLOUT_STATE]
+    assert rewritten.startswith("v2:"), rewritten  # the format is stored on services: pinned here
+    assert rewritten != record
+    assert restarted_at(api) is None
+    assert api.events() == []
+    await Controller(api).settle()  # and the start after: nothing to do
+    assert restarted_at(api) is None
+    assert api.get(WEB) == found  # not written again
+
+
+async def test_an_old_format_record_of_data_changed_while_the_controller_was_down_rolls_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi()
+    api.install(monkeypatch)
+    api.put(resource_path("Secret", "shop"), stripe())  # KEY is sk_live_1 now; the old version rolled web for sk_live_0
+    api.put(
+        resource_path("Deployment", "shop"),
+        reads_key(**LINK, **{ROLLOUT_STATE: legacy_record({"KEY": "sk_live_0"})}),
+    )
+
+    await Controller(api).settle()
+    first = restarted_at(api)
+    await Controller(api).settle()
+
+    assert first is not None
+    assert restarted_at(api) == first
+    assert [event["message"] for event in api.events()] == ["Rolled out: secret 'stripe' changed keys KEY"]
+    assert (
+        recorded_digests(api, WEB)["stripe"]["KEY"] != json.loads(legacy_record({"KEY": "sk_live_1"}))["stripe"]["KEY"]
+    )

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import base64
+import hmac
 
 import pytest
 
 from rules.references import How, Use, Via
 from rules.rollout import (
     ABSENT,
+    CHANGED,
+    FORMAT,
     WHOLE,
     Decision,
+    Recorded,
     State,
     current_state,
     decide,
     describe_missing,
+    format_state,
     is_generated,
     key_digests,
+    legacy_key_digests,
+    migrate,
     missing_needs,
     opted_in,
     opted_out,
+    parse_recorded,
     parse_state,
     rolling_uses,
 )
@@ -31,22 +39,123 @@ def b64(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
 
-def test_digests_are_per_key_keyed_and_hide_the_value() -> None:
-    digests = key_digests({"A": b64("hunter2"), "B": b64("hunter2")}, HMAC_KEY)
+def digests(data: dict[str, str], hmac_key: bytes = HMAC_KEY, at: tuple[str, str] = ("shop", "s")) -> dict[str, str]:
+    return key_digests(data, hmac_key, namespace=at[0], secret=at[1])
 
-    assert digests["A"] != digests["B"]  # the key name is part of the message
-    assert key_digests({"A": b64("hunter2")}, b"other-key" * 4)["A"] != digests["A"]
-    assert "hunter2" not in str(digests)
-    assert b64("hunter2") not in str(digests)
+
+def test_digests_are_per_key_keyed_and_hide_the_value() -> None:
+    found = digests({"A": b64("hunter2"), "B": b64("hunter2")})
+
+    assert found["A"] != found["B"]  # the key name is part of the message
+    assert digests({"A": b64("hunter2")}, b"other-key" * 4)["A"] != found["A"]
+    assert "hunter2" not in str(found)
+    assert b64("hunter2") not in str(found)
+
+
+PLACES = [
+    ("shop-dev", "stripe"),
+    ("shop-prod", "stripe"),  # the same Secret name in another namespace: what edit in one and view in the other see
+    ("shop-prod", "stripe-copy"),  # another Secret in the same namespace
+    ("shop-prods", "tripe"),  # names are separated (the API's names hold no NUL): no two places share a message
+    ("shop-prodstripe", ""),
+]
+
+
+def test_the_same_key_and_value_in_two_secrets_or_two_namespaces_have_different_digests() -> None:
+    # The digests are on workloads, readable with view: equal digests would tell that prod holds the value a
+    # developer put in dev (and let them test guesses by rolling a dev Deployment).
+    data = {"API_KEY": b64("sk_live_1")}
+
+    found = {place: digests(data, at=place)["API_KEY"] for place in PLACES}
+
+    assert len(set(found.values())) == len(PLACES)
+    assert all(digests(data, at=place)["API_KEY"] == digest for place, digest in found.items())  # stable
 
 
 def test_digests_are_the_ones_services_already_store() -> None:
     # Stored on every service (rolled-for): a digest that changed between versions would roll every service once.
     data = {"A": b64("hunter2"), "B": "***not base64", "C": ""}
 
-    assert key_digests(data, HMAC_KEY) == {"A": "dc1c35f5c059792b", "B": "1cd55d0237746a2d", "C": "ddb510960aac3414"}
-    assert key_digests(data, b"other-key" * 4) == key_digests(data, b"other-key" * 4)  # the prepared key is its own
-    assert key_digests(data, b"other-key" * 4) != key_digests(data, HMAC_KEY)
+    assert digests(data) == {"A": "3e46e3d148c38354", "B": "c506c6c88d0bbc28", "C": "03b516a77ea81ba6"}
+    assert digests(data)["A"] == hmac.new(HMAC_KEY, b"shop\0s\0A\0hunter2", "sha256").hexdigest()[:16]
+    assert digests(data, b"other-key" * 4) == digests(data, b"other-key" * 4)  # the prepared key is its own
+    assert digests(data, b"other-key" * 4) != digests(data)
+    assert digests(data, at=("shop", "t")) != digests(data)  # the prepared place is its own
+
+
+def test_legacy_digests_are_the_ones_versions_before_the_format_stored() -> None:
+    # MIGRATION ONLY: what a record without FORMAT holds (HMAC of key NUL value, bound to no Secret).
+    data = {"A": b64("hunter2"), "B": "***not base64", "C": ""}
+
+    assert legacy_key_digests(data, HMAC_KEY) == {
+        "A": "dc1c35f5c059792b",
+        "B": "1cd55d0237746a2d",
+        "C": "ddb510960aac3414",
+    }
+    assert legacy_key_digests(data, HMAC_KEY)["A"] == hmac.new(HMAC_KEY, b"A\0hunter2", "sha256").hexdigest()[:16]
+
+
+def test_a_record_is_written_in_the_format_and_one_without_it_is_legacy() -> None:
+    state = {"s": {"A": "3e46e3d148c38354"}}
+
+    assert format_state(state) == FORMAT + '{"s":{"A":"3e46e3d148c38354"}}'
+    assert parse_recorded(format_state(state)) == Recorded(state, legacy=False)
+    assert parse_state(format_state(state)) == state
+    old = '{"s":{"A":"dc1c35f5c059792b"}}'  # as the versions before wrote it
+    assert parse_recorded(old) == Recorded({"s": {"A": "dc1c35f5c059792b"}}, legacy=True)
+    assert parse_state(old) is None  # compared only through migrate: its digests equal no current one
+    assert parse_recorded(FORMAT + "not json") is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "legacy", "current", "expected"),
+    [
+        pytest.param({"s": {"A": "old1"}}, {"s": {"A": "old1"}}, {"s": {"A": "new1"}}, {"s": {"A": "new1"}}, id="same"),
+        pytest.param(
+            {"s": {"A": "old1"}}, {"s": {"A": "old2"}}, {"s": {"A": "new2"}}, {"s": {"A": CHANGED}}, id="changed"
+        ),
+        pytest.param(
+            {"s": {"A": "old1", "B": "oldb"}},
+            {"s": {"A": "old1", "B": "oldc"}},
+            {"s": {"A": "new1", "B": "newc"}},
+            {"s": {"A": "new1", "B": CHANGED}},
+            id="one-of-two-keys-changed",
+        ),
+        pytest.param({"s": {"A": ABSENT}}, {"s": {}}, {"s": {}}, {"s": {"A": ABSENT}}, id="still-absent"),
+        pytest.param(
+            {"s": {"A": ABSENT}}, {"s": {"A": "old1"}}, {"s": {"A": "new1"}}, {"s": {"A": CHANGED}}, id="appeared"
+        ),
+        pytest.param({"s": {"A": "old1"}}, {"s": None}, {"s": None}, {"s": {"A": CHANGED}}, id="secret-gone"),
+        pytest.param(
+            {"w": {"P": "oldp", WHOLE: WHOLE}},
+            {"w": {"P": "oldp"}},
+            {"w": {"P": "newp"}},
+            {"w": {"P": "newp", WHOLE: WHOLE}},
+            id="whole",
+        ),
+    ],
+)
+def test_migrate_a_legacy_record(
+    stored: State,
+    legacy: dict[str, dict[str, str] | None],
+    current: dict[str, dict[str, str] | None],
+    expected: State,
+) -> None:
+    assert migrate(stored, legacy, current) == expected
+
+
+def test_a_migrated_record_rolls_only_for_what_changed() -> None:
+    data = {"A": b64("a1"), "B": b64("b1")}
+    uses = [Use("s", How(Via.ENV, "A"), frozenset({"A"})), Use("s", How(Via.ENV, "B"), frozenset({"B"}))]
+    old = {"s": legacy_key_digests(data, HMAC_KEY)}  # what the version before recorded
+    now = {**data, "B": b64("b2")}  # B changed while the controller was down (and upgraded)
+    current = {"s": digests(now)}
+
+    stored = migrate(current_state(uses, old), {"s": legacy_key_digests(now, HMAC_KEY)}, current)
+
+    assert decide(stored, current_state(uses, current)) == Decision(True, True, {"s": ("B",)})
+    unchanged = migrate(current_state(uses, old), {"s": legacy_key_digests(data, HMAC_KEY)}, {"s": digests(data)})
+    assert decide(unchanged, current_state(uses, {"s": digests(data)})) == NO_CHANGE
 
 
 @pytest.mark.parametrize(
