@@ -52,11 +52,13 @@ PRODUCT = "smll-secrets"
 # The name of both webhook configurations (the chart's, by its default release name, and the local run's).
 WEBHOOK_CONFIGURATION = PRODUCT
 
-# A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts.
-SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# A Secret name is a DNS subdomain (RFC 1123); a data key is what Secret validation accepts. Every pattern here
+# ends with \Z, never $ (which also matches before a trailing newline: "shop\n" would pass), and is used with
+# fullmatch; rules/links.py's .match of ENV_VAR is as strict.
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+\Z")
 # The portable env var name: what every shell and runtime accepts.
-ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 253
 
 
@@ -65,14 +67,14 @@ def is_secret_name(name: str) -> bool:
 
 
 def is_secret_key(key: str) -> bool:
-    return len(key) <= MAX_NAME and SECRET_KEY.match(key) is not None and key not in {".", ".."}
+    return len(key) <= MAX_NAME and SECRET_KEY.fullmatch(key) is not None and key not in {".", ".."}
 
 
 # ---- the names an admission review may carry, and what may stand in an API path ----------------------------------
 
 # A namespace's name is a DNS label (RFC 1123); every object the webhooks judge (Secrets, workloads, Databases) is
 # named by a DNS subdomain. A review naming anything else did not come from the apiserver.
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 MAX_LABEL = 63
 # Kubernetes' own rule for a name in a request path (apimachinery's IsValidPathSegmentName), with what would end the
 # path of a URL: never ``.`` or ``..``, never one of these characters.
@@ -80,11 +82,11 @@ NOT_IN_PATH = frozenset("/%?#\\")
 
 
 def is_dns_subdomain(name: str) -> bool:
-    return len(name) <= MAX_NAME and SECRET_NAME.match(name) is not None
+    return len(name) <= MAX_NAME and SECRET_NAME.fullmatch(name) is not None
 
 
 def is_namespace_name(name: str) -> bool:
-    return len(name) <= MAX_LABEL and DNS_LABEL.match(name) is not None
+    return len(name) <= MAX_LABEL and DNS_LABEL.fullmatch(name) is not None
 
 
 def path_segment_problem(segment: str) -> str | None:
