@@ -12,6 +12,9 @@ Two resources, both namespaced:
 from __future__ import annotations
 
 import datetime
+import functools
+import heapq
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +44,7 @@ from rules.names import (
 from rules.protection import Referrer, usage
 from rules.references import Use
 from rules.secretdata import decode, encode
+from rules.text import LIMIT, listed
 from rules.times import format_time, parse_time
 from rules.workloads import JsonObject, compact_json
 
@@ -57,6 +61,9 @@ CUSTOM_TYPE = "custom"
 FIELD_MANAGER = "smll-secrets-api"
 # What the apiserver accepts in one Secret: the decoded values together.
 MAX_SECRET_BYTES = 1024 * 1024
+# The values a write keeps are counted rounded up to this step (see ``_check_size``): no answer tells their size
+# more precisely, and a write may be refused up to this much before the apiserver's limit.
+SIZE_STEP = 64 * 1024
 DEFAULT_STALE_AFTER = datetime.timedelta(days=90)
 
 # What a view shows of a Secret's metadata: the product's own names, nothing else. Any other annotation may hold a
@@ -85,6 +92,13 @@ WHY_NOT = {
 # The listing reads Secrets page by page, a page at most this long: a Secret holds up to 1 MiB of values, so a page
 # can hold PAGE MiB (and about as much again decoded) until its key names are read and its values dropped.
 PAGE = 10
+
+# What a view carries of a big Secret: every key name (the API's promise), but of each key at most USERS_SHOWN
+# users (``moreUsers`` counts the rest), of each user at most HOWS_SHOWN ways it reads the key, at most LIMIT keys
+# named in one advice line, and at most KEYS_SHOWN keys in the Table's KEYS column.
+USERS_SHOWN = LIMIT
+HOWS_SHOWN = LIMIT
+KEYS_SHOWN = 10
 
 JsonList = list[JsonObject]
 
@@ -310,7 +324,7 @@ def plan_write(
         if request.remove:
             raise not_found(namespace, name)
         data = {key: encode(value) for key, value in sorted(request.set.items())}
-        _check_size(name, data)
+        _check_size(name, data, {})
         metadata: JsonObject = {
             "name": name,
             "namespace": namespace,
@@ -336,7 +350,7 @@ def plan_write(
         data[key] = encode(request.set[key])
     for key in removed:
         del data[key]
-    _check_size(name, data)
+    _check_size(name, {key: data[key] for key in changed}, {k: v for k, v in data.items() if k not in request.set})
     new = {k: v for k, v in current.items() if k not in ("data", "stringData")}
     new_metadata = dict(current.get("metadata") or {})
     new_metadata.pop("managedFields", None)
@@ -368,15 +382,37 @@ def _check_generated(name: str, kind: str, request: WriteRequest, data: Mapping[
         )
 
 
-def _check_size(name: str, data: Mapping[str, str]) -> None:
-    size = sum(len(decode(value)) for value in data.values()) + sum(len(key) for key in data)
-    if size > MAX_SECRET_BYTES:
+def _size(data: Mapping[str, str]) -> int:
+    return sum(len(decode(value)) for value in data.values()) + sum(len(key) for key in data)
+
+
+def too_large(name: str) -> ApiError:
+    """The one refusal of a write that would make the Secret too large: it carries no size (see ``_check_size``)."""
+    return ApiError(
+        413,
+        "RequestEntityTooLarge",
+        f'secret "{name}" would hold more than a Secret holds (1 MiB, less up to {SIZE_STEP // 1024} KiB kept free '
+        "by the write-only API): split it or keep large files out of Secrets",
+    )
+
+
+def _check_size(name: str, sent: Mapping[str, str], kept: Mapping[str, str]) -> None:
+    """Refuse a write that would make the Secret too large, telling the writer nothing of the size of the values
+    it may not read: a request too large by itself is answered with its own size; otherwise the values kept are
+    counted rounded up to SIZE_STEP, so that padding dry-run writes byte by byte finds only that step, never the
+    stored size to the byte. A write let through is never over the apiserver's limit either, so its exact refusal
+    is never what answers (the edge answers any size refusal of the apiserver with ``too_large`` all the same)."""
+    own = _size(sent)
+    if own > MAX_SECRET_BYTES:
         raise ApiError(
             413,
             "RequestEntityTooLarge",
-            f'secret "{name}" would hold {size} bytes; a Secret holds at most {MAX_SECRET_BYTES} (1 MiB): split it '
-            "or keep large files out of Secrets",
+            f"the write sends {own} bytes; a Secret holds at most {MAX_SECRET_BYTES} (1 MiB): split it or keep large "
+            "files out of Secrets",
         )
+    rounded = -(-_size(kept) // SIZE_STEP) * SIZE_STEP
+    if own + rounded > MAX_SECRET_BYTES:
+        raise too_large(name)
 
 
 def write_answer(request: WriteRequest, result: WriteResult) -> JsonObject:
@@ -435,25 +471,88 @@ def key_changes(secret: JsonObject) -> dict[str, datetime.datetime]:
     return changed
 
 
-def _reads(use: Use, key: str) -> bool:
-    return use.keys is None or key in use.keys
+@dataclass(frozen=True)
+class KeyUsers:
+    """Who reads each key of a Secret, found once per referrer (never once per key and referrer: a Secret of 20,000
+    keys loaded whole by 200 workloads would be 4,000,000 findings, on the loop both webhooks share).
+
+    ``whole``: label → how, the users of the whole Secret (``envFrom``, a volume without items): they read every key.
+    ``keyed``: key → label → how, the users that name the key (env, a volume's items, a link).
+    """
+
+    whole: Mapping[str, tuple[str, ...]]
+    keyed: Mapping[str, Mapping[str, tuple[str, ...]]]
+
+    def labels(self) -> set[str]:
+        """Every service that reads one of the keys (the Table's USERS)."""
+        return set(self.whole).union(*(users.keys() for users in self.keyed.values()))
+
+    def of(self, key: str) -> dict[str, tuple[str, ...]]:
+        """Every user of ``key`` and how it reads it, whole (cost grows with the whole Secret's users)."""
+        named = self.keyed.get(key, {})
+        return {
+            label: tuple(sorted(set(self.whole.get(label, ())) | set(named.get(label, ()))))
+            for label in sorted(set(self.whole) | set(named))
+        }
+
+    def shown(self, key: str) -> tuple[list[str], int]:
+        """The first USERS_SHOWN users of ``key`` as a view lists them (``deployment/web (env API_KEY)``, each with
+        its first HOWS_SHOWN ways), and how many more there are: the work grows with what is shown and with the uses
+        that name this key, never with the whole Secret's users."""
+        named = self.keyed.get(key, {})
+        if not named:
+            return self._whole_shown
+        extra = sorted(label for label in named if label not in self.whole)
+        labels = list(itertools.islice(heapq.merge(self._whole_labels, extra), USERS_SHOWN))
+        entries = [self._entry(label, named.get(label, ())) for label in labels]
+        return entries, len(self.whole) + len(extra) - len(labels)
+
+    def _entry(self, label: str, named: Sequence[str]) -> str:
+        whole = self.whole.get(label, ())
+        known = self._whole_sets.get(label, frozenset())
+        extra = sorted(how for how in named if how not in known)
+        hows = list(itertools.islice(heapq.merge(whole, extra), HOWS_SHOWN))
+        more = len(whole) + len(extra) - len(hows)
+        return f"{label} ({', '.join(hows)}{f' and {more} more' if more else ''})"
+
+    @functools.cached_property
+    def _whole_labels(self) -> list[str]:
+        return sorted(self.whole)
+
+    @functools.cached_property
+    def _whole_sets(self) -> dict[str, frozenset[str]]:
+        return {label: frozenset(hows) for label, hows in self.whole.items()}
+
+    @functools.cached_property
+    def _whole_shown(self) -> tuple[list[str], int]:
+        # One list for every key only the whole Secret's users read: shared, never copied per key.
+        labels = self._whole_labels[:USERS_SHOWN]
+        return [self._entry(label, ()) for label in labels], len(self.whole) - len(labels)
 
 
-def key_users(
-    secret: str, keys: Iterable[str], referrers: Sequence[Referrer], by_uid: Mapping[str, Referrer]
-) -> dict[str, dict[str, tuple[str, ...]]]:
-    """key → user label → how, for the referrers that run or may start pods (protection's ``usage``, key by key;
-    a use of the whole Secret reads every key, an optional use counts too)."""
-    return {
-        key: dict(
-            usage(
-                secret,
-                [replace(r, uses=tuple(u for u in r.uses if u.secret == secret and _reads(u, key))) for r in referrers],
-                by_uid,
-            ).report
-        )
-        for key in keys
-    }
+def key_users(secret: str, referrers: Sequence[Referrer], by_uid: Mapping[str, Referrer]) -> KeyUsers:
+    """Who reads each key, for the referrers that run or may start pods (protection's ``usage``): once over the uses
+    of the whole Secret, and once per key over the uses that name that key only; an optional use counts too.
+    The work is the referrers' uses of the Secret, once each (a use naming several keys, once per key it names)."""
+    whole: list[Referrer] = []
+    named: dict[str, list[Referrer]] = {}
+    for referrer in referrers:
+        uses = [use for use in referrer.uses if use.secret == secret]
+        if not uses:
+            continue
+        entire = tuple(use for use in uses if use.keys is None)
+        if entire:
+            whole.append(replace(referrer, uses=entire))
+        by_key: dict[str, list[Use]] = {}
+        for use in uses:
+            for key in use.keys or ():
+                by_key.setdefault(key, []).append(use)
+        for key, reading in by_key.items():
+            named.setdefault(key, []).append(replace(referrer, uses=tuple(reading)))
+    return KeyUsers(
+        whole=usage(secret, whole, by_uid).report,
+        keyed={key: found for key, users in named.items() if (found := usage(secret, users, by_uid).report)},
+    )
 
 
 # Words that say nothing about what a value is for: a key made only of them (and digits) is flagged.
@@ -494,33 +593,92 @@ def human_age(age: datetime.timedelta) -> str:
 
 def advice(
     secret: JsonObject,
-    users: Mapping[str, Mapping[str, Sequence[str]]],
+    users: KeyUsers,
     changed: Mapping[str, datetime.datetime],
     now: datetime.datetime,
     stale_after: datetime.timedelta,
 ) -> list[str]:
-    """The product page's best practices, for this Secret: rotate regularly, scope per service, name keys well."""
+    """The product page's best practices, for this Secret: rotate regularly, scope per service, name keys well.
+    At most LIMIT keys are named one by one, then counted."""
     found: list[str] = []
-    for key, when in sorted(changed.items()):
-        if now - when > stale_after:
-            found.append(
-                f"{key} unchanged for {human_age(now - when)} (more than {human_age(stale_after)}): rotate "
-                "credentials regularly"
-            )
+    stale = [(key, when) for key, when in sorted(changed.items()) if now - when > stale_after]
+    if len(stale) > LIMIT:
+        found.append(
+            f"{listed([key for key, _ in stale])} unchanged for more than {human_age(stale_after)}: rotate "
+            "credentials regularly"
+        )
+    else:
+        found.extend(
+            f"{key} unchanged for {human_age(now - when)} (more than {human_age(stale_after)}): rotate "
+            "credentials regularly"
+            for key, when in stale
+        )
     keys = set(changed)
-    read_by: dict[str, set[str]] = {}
-    for key, by_user in users.items():
-        for label in by_user:
-            read_by.setdefault(label, set()).add(key)
-    partial = {label: read for label, read in read_by.items() if read < keys}
-    if len(read_by) >= 2 and len(partial) == len(read_by) and len({frozenset(r) for r in partial.values()}) > 1:
-        shown = "; ".join(f"{label} reads {', '.join(sorted(read))}" for label, read in sorted(partial.items()))
-        found.append(f"shared by services that each read only some of its keys ({shown}): scope secrets per service")
+    # A user of the whole Secret reads every key: then no service reads only some, and there is nothing to scope.
+    if not users.whole:
+        read_by: dict[str, set[str]] = {}
+        for key, by_user in users.keyed.items():
+            if key in keys:
+                for label in by_user:
+                    read_by.setdefault(label, set()).add(key)
+        partial = {label: read for label, read in read_by.items() if read < keys}
+        if len(read_by) >= 2 and len(partial) == len(read_by) and len({frozenset(r) for r in partial.values()}) > 1:
+            shown = [f"{label} reads {listed(sorted(read))}" for label, read in sorted(partial.items())]
+            more = f" and {len(shown) - LIMIT} more" if len(shown) > LIMIT else ""
+            found.append(
+                f"shared by services that each read only some of its keys ({'; '.join(shown[:LIMIT])}{more}): "
+                "scope secrets per service"
+            )
     if secret_type(secret) == CUSTOM_TYPE:
         vague = sorted(key for key in keys if vague_key(key))
         if vague:
-            found.append(f"{', '.join(vague)} says little of what it holds: use descriptive key names")
+            found.append(f"{listed(vague)} says little of what it holds: use descriptive key names")
     return found
+
+
+@dataclass(frozen=True)
+class View:
+    """A view, and what the Table shows of it that the view does not carry whole (it lists a key's first users)."""
+
+    body: JsonObject
+    users: int  # services that read one of its keys
+
+
+def secret_view(
+    secret: JsonObject,
+    referrers: Sequence[Referrer],
+    by_uid: Mapping[str, Referrer],
+    now: datetime.datetime,
+    stale_after: datetime.timedelta = DEFAULT_STALE_AFTER,
+) -> View:
+    """A Secret as the API shows it: metadata, type, and key by key its first users and last change; never a value.
+    Its size grows with the keys, never with keys times users."""
+    metadata = secret.get("metadata") or {}
+    name = str(metadata.get("name", ""))
+    changed = key_changes(secret)
+    users = key_users(name, referrers, by_uid)
+    shown_metadata = {part: metadata[part] for part in VIEW_METADATA if part in metadata}
+    for part, allowed in (("labels", VIEW_LABELS), ("annotations", VIEW_ANNOTATIONS)):
+        found = metadata.get(part)
+        shown = {k: v for k, v in found.items() if k in allowed} if isinstance(found, dict) else {}
+        if shown:
+            shown_metadata[part] = shown
+    keys: JsonList = []
+    for key in sorted(changed):
+        used_by, more = users.shown(key)
+        entry: JsonObject = {"name": key, "lastChanged": format_time(changed[key]), "usedBy": used_by}
+        if more:
+            entry["moreUsers"] = more
+        keys.append(entry)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": VIEW_KIND,
+        "metadata": shown_metadata,
+        "type": secret_type(secret),
+        "keys": keys,
+        "advice": advice(secret, users, changed, now, stale_after),
+    }
+    return View(body, len(users.labels()))
 
 
 def view(
@@ -530,32 +688,8 @@ def view(
     now: datetime.datetime,
     stale_after: datetime.timedelta = DEFAULT_STALE_AFTER,
 ) -> JsonObject:
-    """A Secret as the API shows it: metadata, type, and key by key its users and last change. Never a value."""
-    metadata = secret.get("metadata") or {}
-    name = str(metadata.get("name", ""))
-    changed = key_changes(secret)
-    users = key_users(name, sorted(changed), referrers, by_uid)
-    shown_metadata = {part: metadata[part] for part in VIEW_METADATA if part in metadata}
-    for part, allowed in (("labels", VIEW_LABELS), ("annotations", VIEW_ANNOTATIONS)):
-        found = metadata.get(part)
-        shown = {k: v for k, v in found.items() if k in allowed} if isinstance(found, dict) else {}
-        if shown:
-            shown_metadata[part] = shown
-    return {
-        "apiVersion": API_VERSION,
-        "kind": VIEW_KIND,
-        "metadata": shown_metadata,
-        "type": secret_type(secret),
-        "keys": [
-            {
-                "name": key,
-                "lastChanged": format_time(changed[key]),
-                "usedBy": [f"{label} ({', '.join(hows)})" for label, hows in users[key].items()],
-            }
-            for key in sorted(changed)
-        ],
-        "advice": advice(secret, users, changed, now, stale_after),
-    }
+    """The view's body (see ``secret_view``)."""
+    return secret_view(secret, referrers, by_uid, now, stale_after).body
 
 
 def list_metadata(resource_version: str, continue_token: str = "") -> JsonObject:
@@ -625,23 +759,26 @@ COLUMNS = (
 
 
 def table(
-    views: Sequence[JsonObject], now: datetime.datetime, resource_version: str = "", continue_token: str = ""
+    views: Sequence[View], now: datetime.datetime, resource_version: str = "", continue_token: str = ""
 ) -> JsonObject:
-    """The ``meta.k8s.io/v1`` Table kubectl asks for: its printer columns."""
+    """The ``meta.k8s.io/v1`` Table kubectl asks for: its printer columns, made from the views (nothing found
+    again), the KEYS column from the first KEYS_SHOWN keys."""
     rows = []
-    for item in views:
+    for found in views:
+        item = found.body
         metadata = item["metadata"]
         keys = item["keys"]
-        names = ",".join(key["name"] for key in keys)
-        newest = max((_time(key["lastChanged"]) for key in keys), default=None, key=lambda t: t or now)
+        names = ",".join(key["name"] for key in keys[:KEYS_SHOWN]) + ("," if len(keys) > KEYS_SHOWN else "")
+        # lastChanged is RFC 3339 in UTC (format_time): the newest text is the newest time.
+        newest = _time(max((key["lastChanged"] for key in keys), default=None))
         created = _time(metadata.get("creationTimestamp"))
         rows.append(
             {
                 "cells": [
                     metadata["name"],
                     item["type"],
-                    names if len(names) <= 60 else names[:57] + "...",
-                    len({user.split(" (", 1)[0] for key in keys for user in key["usedBy"]}),
+                    names if len(names) <= 60 and len(keys) <= KEYS_SHOWN else names[:57] + "...",
+                    found.users,
                     human_age(now - newest) if newest else "<none>",
                     len(item["advice"]),
                     human_age(now - created) if created else "<unknown>",

@@ -136,21 +136,25 @@ class SecretsApi:
         await self.authorize(who, "list", rules.VIEWS, namespace)
         asked = rules.parse_list(request.query)
         path = resource_path("Secret", namespace or None)
-        views: list[dict[str, Any]] = []
+        views: list[rules.View] = []
         token, version = asked.continue_token, ""
         while (query := asked.page_query(token, len(views))) is not None:
             # One page at a time, its values dropped as soon as it is read: key names are all a view needs.
             async with self.pages:
                 found = await json_request(self.kube, "GET", path, query=query)
                 secrets = [rules.without_values(secret) for secret in found.pop("items", None) or []]
-            views.extend(self._view(secret) for secret in secrets)
+            for secret in secrets:
+                views.append(self._view(secret))
+                # Between Secrets the loop serves the webhooks and the probes: a view is bounded (rules.secret_view),
+                # a listing of many is not held in one go.
+                await asyncio.sleep(0)
             metadata = found.get("metadata") or {}
             version, token = str(metadata.get("resourceVersion", "")), str(metadata.get("continue") or "")
             if not token:
                 break
         if _wants_table(request):
             return _json(rules.table(views, self.clock(), version, token))
-        return _json(rules.view_list(views, version, token))
+        return _json(rules.view_list([view.body for view in views], version, token))
 
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -163,9 +167,10 @@ class SecretsApi:
                 raise rules.not_found(namespace, name)
             secret = rules.without_values(secret)
         view = self._view(secret)
+        del secret
         if _wants_table(request):
             return _json(rules.table([view], self.clock()))
-        return _json(view)
+        return _json(view.body)
 
     async def delete(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -205,7 +210,13 @@ class SecretsApi:
         hint = rules.set_keys_hint(wanted.secret)
         await self.authorize(who, rules.SET_KEYS_VERB, rules.VIEWS, namespace, wanted.secret, hint)
         async with self.whole_secrets:
-            result = await self._write(wanted, _dry_run(request))
+            try:
+                result = await self._write(wanted, _dry_run(request))
+            except ApiException as error:
+                if _size_refusal(error):
+                    # The apiserver's own limit, answered without the size it names (see rules._check_size).
+                    raise rules.too_large(wanted.secret) from None
+                raise
         fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")
         fields["keys"] = {"set": list(result.set), "removed": list(result.removed)}
         log.info(
@@ -219,15 +230,16 @@ class SecretsApi:
         """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again. The
         apiserver's answer (the Secret, values included) is dropped unread."""
         collection = resource_path("Secret", wanted.namespace)
+        path = resource_path("Secret", wanted.namespace, wanted.secret)  # refuses a name that is not one segment
         query = {**query, "fieldManager": rules.FIELD_MANAGER}
         for attempt in range(WRITE_ATTEMPTS):
-            current = await get_or_none(self.kube, f"{collection}/{wanted.secret}")
+            current = await get_or_none(self.kube, path)
             body, result = rules.plan_write(current, wanted, self.clock(), self.allowed_types)
             try:
                 if current is None:
                     await json_request(self.kube, "POST", collection, body=body, query=query)
                 else:
-                    await json_request(self.kube, "PUT", f"{collection}/{wanted.secret}", body=body, query=query)
+                    await json_request(self.kube, "PUT", path, body=body, query=query)
                 return result
             except ApiException as error:
                 if error.status != 409 or attempt == WRITE_ATTEMPTS - 1:
@@ -235,10 +247,10 @@ class SecretsApi:
             await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _view(self, secret: dict[str, Any]) -> dict[str, Any]:
+    def _view(self, secret: dict[str, Any]) -> rules.View:
         metadata = secret.get("metadata") or {}
         referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        return rules.view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
+        return rules.secret_view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
 
 
 def _fields(namespace: str, name: str, who: rules.Identity, outcome: str) -> dict[str, Any]:
@@ -269,6 +281,19 @@ def _json(body: dict[str, Any], *, status: int = 200) -> web.Response:
 
 def _refusal(error: rules.ApiError) -> web.Response:
     return _json(error.status(), status=error.code)
+
+
+def _size_refusal(error: ApiException) -> bool:
+    """The apiserver refused a write for its size: Secret validation (422, "must have at most 1048576 bytes"), the
+    request or etcd's limit (413, "request is too large")."""
+    try:
+        found = json.loads(error.body or b"{}")
+    except ValueError:
+        found = {}
+    message = str(found.get("message") or "") if isinstance(found, dict) else ""
+    return error.status == 413 or (
+        error.status in (422, 500) and ("must have at most" in message or "too large" in message)
+    )
 
 
 def _passed_on(error: ApiException) -> web.Response:

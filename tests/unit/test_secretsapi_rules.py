@@ -274,7 +274,9 @@ def test_a_secret_shared_by_services_that_each_read_only_some_keys(
     users: dict[str, set[str]], keys: set[str], shared: bool
 ) -> None:
     by_key = {key: {label: ("env",) for label, read in users.items() if key in read} for key in keys}
-    found = api.advice(secret(dict.fromkeys(keys, "v")), by_key, dict.fromkeys(keys, NOW), NOW, 90 * DAY)
+    found = api.advice(
+        secret(dict.fromkeys(keys, "v")), api.KeyUsers({}, by_key), dict.fromkeys(keys, NOW), NOW, 90 * DAY
+    )
     assert any("scope secrets per service" in line for line in found) is shared
 
 
@@ -282,7 +284,7 @@ def test_a_secret_shared_by_services_that_each_read_only_some_keys(
     ("age", "stale"), [(89 * DAY, False), (91 * DAY, True), (datetime.timedelta(0), False)], ids=["89d", "91d", "new"]
 )
 def test_a_key_unchanged_too_long_is_flagged(age: datetime.timedelta, stale: bool) -> None:
-    found = api.advice(secret({"STRIPE_KEY": "v"}), {"STRIPE_KEY": {}}, {"STRIPE_KEY": NOW - age}, NOW, 90 * DAY)
+    found = api.advice(secret({"STRIPE_KEY": "v"}), api.KeyUsers({}, {}), {"STRIPE_KEY": NOW - age}, NOW, 90 * DAY)
     assert (found == [f"STRIPE_KEY unchanged for {age.days}d (more than 90d): rotate credentials regularly"]) is stale
 
 
@@ -309,7 +311,7 @@ def test_key_names_that_say_little(key: str, vague: bool) -> None:
 
 def test_generated_secrets_get_no_key_name_advice() -> None:
     database = secret({"KEY": "v"}, labels={"smll.io/secret-type": "database"})
-    assert api.advice(database, {"KEY": {}}, {"KEY": NOW}, NOW, 90 * DAY) == []
+    assert api.advice(database, api.KeyUsers({}, {}), {"KEY": NOW}, NOW, 90 * DAY) == []
 
 
 @pytest.mark.parametrize(
@@ -322,7 +324,7 @@ def test_ages_read_as_kubectl_shows_them(seconds: int, shown: str) -> None:
 
 
 def test_the_table_has_the_printer_columns_and_one_row_per_secret() -> None:
-    view = api.view(secret({"A": "1", "B": "2"}, creationTimestamp="2026-11-27T11:00:00Z"), [], {}, NOW)
+    view = api.secret_view(secret({"A": "1", "B": "2"}, creationTimestamp="2026-11-27T11:00:00Z"), [], {}, NOW)
     table = api.table([view], NOW, "9")
     assert [c["name"] for c in table["columnDefinitions"]] == [name for name, _, _ in api.COLUMNS]
     assert table["rows"][0]["cells"] == ["stripe", "custom", "A,B", 0, "60m", 1, "60m"]

@@ -76,7 +76,7 @@ def test_a_view_shows_only_the_metadata_the_product_knows() -> None:
         "annotations": {PROTECTION: "strict"},
     }
     assert view["keys"] == [{"name": "A", "lastChanged": "2026-11-01T00:00:00Z", "usedBy": []}]
-    table = api.table([view], NOW)
+    table = api.table([api.secret_view(applied_with_kubectl(), [], {}, NOW)], NOW)
     assert CANARY not in json.dumps(table)
     assert table["rows"][0]["object"]["metadata"] == view["metadata"]
 
@@ -380,3 +380,93 @@ async def test_a_delete_removes_the_secret_it_judged(monkeypatch: pytest.MonkeyP
     assert CANARY not in json.dumps(answer)
     assert deletes == [{"preconditions": {"uid": uid}}]
     assert api_.get(resource_path("Secret", "shop", "s03")) is None
+
+
+# ---- no oracle for the size of the stored values (security review) -------------------------------------------------
+
+
+def sized(total: int) -> Any:
+    """A Secret whose stored values add up to ``total`` bytes (its keys included)."""
+    found = secret(A="x")
+    found["data"] = {"A": base64.b64encode(b"v" * (total - 1)).decode()}
+    return found
+
+
+def outcome(current: Any, pad: int) -> Any:
+    try:
+        _, result = api.plan_write(current, request(PAD="p" * (pad - 3)), NOW)
+    except api.ApiError as error:
+        return error.status()
+    return result
+
+
+@pytest.mark.parametrize("total", [1000, 40_000, 600_000])
+def test_a_dry_run_pad_never_tells_the_stored_size(total: int) -> None:
+    """A writer pads a dry-run SecretWrite until it is refused: the answer may depend on the request's own size and
+    the stored size rounded up (api.SIZE_STEP), never on the stored size to the byte."""
+    near = [total, total + 3, total + 17]
+    limits = [api.MAX_SECRET_BYTES - size for size in near]
+    rounded = -(-total // api.SIZE_STEP) * api.SIZE_STEP
+    pads = sorted({p for limit in [*limits, api.MAX_SECRET_BYTES - rounded] for p in range(limit - 4, limit + 5)})
+    for pad in pads:
+        answers = [outcome(sized(size), pad) for size in near]
+        assert all(answer == answers[0] for answer in answers), f"pad {pad}: {answers}"
+        if isinstance(answers[0], dict):
+            assert str(total) not in json.dumps(answers[0])
+            assert answers[0]["code"] == 413
+
+
+def test_a_write_the_api_lets_through_is_never_over_the_apiserver_s_limit() -> None:
+    """So the apiserver's own exact limit is never what answers a writer through this API."""
+    for size in (1000, 65_535, 65_537, 500_000, 1_000_000):
+        for pad in range(api.MAX_SECRET_BYTES - size - 70_000, api.MAX_SECRET_BYTES - size + 10, 997):
+            found = outcome(sized(size), max(pad, 4))
+            if isinstance(found, api.WriteResult):
+                assert size + max(pad, 4) <= api.MAX_SECRET_BYTES
+
+
+def test_a_request_too_large_by_itself_says_its_own_size() -> None:
+    with pytest.raises(api.ApiError) as refused:
+        api.plan_write(None, request(BIG="x" * (api.MAX_SECRET_BYTES + 1)), NOW)
+    assert refused.value.code == 413
+    assert f"{api.MAX_SECRET_BYTES + 4} bytes" in refused.value.message
+
+
+async def test_the_apiserver_s_size_refusal_is_answered_without_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    api_, secrets, _, _ = fake(monkeypatch)
+    path = resource_path("Secret", "shop", "s01")
+    api_.fail("PUT", path, 422, 'Secret "s01" is invalid: data: Too long: must have at most 1048576 bytes (1048571)')
+    with pytest.raises(api.ApiError) as refused:
+        await secrets.write(write_request(secret_write("s01", stringData={"PAD": "p" * 1000}), dry_run=True))
+    assert refused.value.code == 413
+    assert refused.value.message == api.too_large("s01").message
+    assert "1048571" not in json.dumps(refused.value.status())
+
+
+# ---- names: all of the string (security review) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["s01\n", "s01\r", "s01 ", "../s01", "s01/x"], ids=repr)
+async def test_a_write_to_a_name_with_anything_after_it_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    api_, secrets, reviews, _ = fake(monkeypatch)
+    with pytest.raises(api.ApiError) as refused:
+        await secrets.write(write_request(secret_write(name, stringData={"KEY": "x"})))
+    assert refused.value.code == 422
+    assert "is not a valid Secret name" in refused.value.message
+    assert [r for r in reviews if r.get("name")] == [], "no access review carries the bad name"
+    assert [p for _, p in api_.requests if "s01" in p] == []
+
+
+@pytest.mark.parametrize("key", ["KEY\n", "KEY\r\n", "\nKEY"], ids=repr)
+def test_a_key_with_a_newline_is_refused(key: str) -> None:
+    with pytest.raises(api.ApiError, match="is not a valid Secret key"):
+        api.parse_write(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": api.WRITE_KIND,
+                "spec": {"secretName": "s", "stringData": {key: "x"}},
+            },
+            "shop",
+        )
