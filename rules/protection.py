@@ -234,7 +234,7 @@ def secret_subject(secret_name: str) -> str:
 
 
 def keys_subject(secret_name: str, keys: frozenset[str]) -> str:
-    return f"{noun(len(keys), 'key')} {', '.join(sorted(keys))} of {secret_subject(secret_name)}"
+    return f"{noun(len(keys), 'key')} {listed(sorted(keys))} of {secret_subject(secret_name)}"
 
 
 def usage_message(subject: str, report: Mapping[str, tuple[str, ...]], *, limit: int = LIMIT) -> str:

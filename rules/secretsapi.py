@@ -478,6 +478,11 @@ class KeyUsers:
 
     ``whole``: label → how, the users of the whole Secret (``envFrom``, a volume without items): they read every key.
     ``keyed``: key → label → how, the users that name the key (env, a volume's items, a link).
+
+    A key's users are both, merged label by label: what protection's ``usage`` finds over the uses of that key, but
+    for old pods still running a template their owner no longer has, counted on each side: pods of two old
+    templates, one reading the key by name and one not, show as two counts (``1 old pod, rolling out, 3 old pods,
+    rolling out``) where one pass would show one.
     """
 
     whole: Mapping[str, tuple[str, ...]]

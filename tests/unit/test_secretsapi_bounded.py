@@ -184,11 +184,12 @@ ROLLING = deployment("rolling", ENV_A)  # its old pods still read the whole Secr
         [WEB, pod_of(WEB, 1, ENV_A, LINK_A, VOLUME), WORKER],
         [ROLLING, pod_of(ROLLING, 1, ENV_A, ENV_FROM), pod_of(ROLLING, 2, ENV_FROM)],
         [ROLLING, pod_of(ROLLING, 1, VOLUME_B)],
+        [ROLLING, pod_of(ROLLING, 1, ENV_FROM, VOLUME_B), pod_of(ROLLING, 2, ENV_FROM, VOLUME_B)],
         [JOBS, deployment("idle", ENV_FROM), replace(WORKER, idle=True, kind="ReplicaSet")],
         [deployment(f"d{n}", ENV_FROM) for n in range(12)] + [WEB],
         [],
     ],
-    ids=["mixed", "pod-of-owner", "old-pods-whole", "old-pod-keyed", "idle", "many", "none"],
+    ids=["mixed", "pod-of-owner", "old-pods-whole", "old-pod-keyed", "old-pods-both", "idle", "many", "none"],
 )
 def test_each_key_s_users_are_those_key_by_key_usage_finds(referrers: list[Referrer]) -> None:
     keys = ["A", "B", "C", "D"]
@@ -250,3 +251,28 @@ async def test_a_listing_yields_to_the_webhooks_between_secrets(monkeypatch: pyt
     items = json.loads(response.body)["items"]  # type: ignore[arg-type]
     assert len(items) == 12
     assert between >= 12, f"the event loop ran other work {between} times during a listing of 12 Secrets"
+
+
+# ---- the validating webhook's key removal, for a Secret of many keys -------------------------------------------------
+
+
+def test_removing_many_keys_is_judged_with_messages_that_name_a_few() -> None:
+    """One usage pass (no keys x workloads), but the subject named every removed key, in the refusal and in each
+    warning about a ReplicaSet at zero: 20,000 keys by 200 such ReplicaSets was 24 MB of warnings."""
+    keys = frozenset(f"K{n:05d}" for n in range(KEYS))
+    ref = [Use("big", How(Via.ENV, f"V{n}"), frozenset({f"K{n:05d}"})) for n in range(3)]
+    idle = [
+        Referrer("ReplicaSet", "shop", f"rs-{n}", f"uid-rs-{n}", None, (ref[0],), idle=True) for n in range(WORKLOADS)
+    ]
+    found = protection.usage("big", idle, {r.uid: r for r in idle}, keys=keys)
+    warnings = protection.dormant_warnings(protection.keys_subject("big", keys), found.dormant)
+    assert len(warnings) == WORKLOADS
+    assert all(len(line) < 500 for line in warnings)
+    live = deployment("web", *ref)
+    used = protection.usage("big", [live], {live.uid: live}, keys=keys)
+    refusal = protection.key_removal_refusal("big", used.needed, used.report)
+    assert refusal == (
+        'keys K00000, K00001, K00002 of secret "big" is used by deployment/web (env V0, env V1, env V2); remove these '
+        "references first"
+    )
+    assert len(protection.keys_subject("big", keys)) < 200
