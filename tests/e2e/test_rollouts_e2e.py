@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import json
 import signal
 import time
@@ -15,14 +17,17 @@ import pytest
 from kubernetes_asyncio import client
 
 from devenv.cluster import ControlPlane, wait_for
-from devenv.controller import LocalController
+from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from kubeio.rest import MERGE_PATCH, json_request
+from tests.conftest import fresh_namespace
 from tests.leaks import GUARD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("webhook")]
 
 SETTLE = 1.0
 RESTARTED_AT = "secrets.smll.io/restarted-at"
+ROLLED_FOR = "secrets.smll.io/rolled-for"
+HMAC_SECRET = "smll-secrets-rollout-key"
 
 
 @pytest.fixture
@@ -354,3 +359,66 @@ def test_a_secret_that_disappears_rolls_only_the_services_whose_use_is_optional(
     )
     quiet_period()
     assert [len(rollout_events(cluster, namespace, name)) for name in required] == [1, 1]
+
+
+def rolled_for(cluster: ControlPlane, namespace: str, name: str = "web") -> str:
+    deployment: Any = json.loads(cluster.kubectl("get", f"deployment/{name}", "-n", namespace, "-o", "json").stdout)
+    return str((deployment["metadata"].get("annotations") or {}).get(ROLLED_FOR, ""))
+
+
+def recorded_digest(cluster: ControlPlane, namespace: str, name: str, secret: str, key: str) -> str:
+    """The digest a holder of view reads off a workload (whatever the format's prefix)."""
+    text = rolled_for(cluster, namespace, name)
+    return str(json.loads(text[text.index("{") :])[secret][key])
+
+
+def test_a_view_holder_cannot_tell_equal_values_across_secrets_or_namespaces_from_the_recorded_digests(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    # edit in the dev namespace, view in prod: the developer puts a guess in a dev Secret, lets the dev Deployment
+    # record it, and compares its digest with prod's; and so for two Secrets of one namespace.
+    value = GUARD.canary()
+    with fresh_namespace(cluster, "prod") as prod:
+        places = [(namespace, "stripe"), (prod, "stripe"), (prod, "stripe-copy")]
+        for where, secret in places:
+            cluster.kubectl("create", "secret", "generic", secret, f"--from-literal=KEY={value}", "-n", where)
+            linked_deployment(cluster, where, name=secret, link=f"{secret}/KEY")
+        start_controller(cluster, controllers, tmp_path, lease=lease())
+        for where, secret in places:
+            wait_for(lambda: recorded(cluster, where, secret), timeout=20, what=f"{where}/{secret} recorded")  # noqa: B023
+
+        digests = [recorded_digest(cluster, where, secret, secret, "KEY") for where, secret in places]
+
+        assert len(set(digests)) == len(places), digests
+
+
+def test_an_upgrade_from_unbound_digests_rolls_only_what_changed_while_the_controller_was_down(
+    cluster: ControlPlane, namespace: str, controllers: list[LocalController], tmp_path: Path
+) -> None:
+    name = lease()
+    start_controller(cluster, controllers, tmp_path, lease=name).stop()  # the rollout key exists from here on
+    key_secret: Any = json.loads(
+        cluster.kubectl("get", "secret", HMAC_SECRET, "-n", CONTROLLER_NAMESPACE, "-o", "json").stdout
+    )
+    hmac_key = base64.b64decode(key_secret["data"]["key"])
+
+    def legacy(secret: str, key: str, value: str) -> str:
+        """rolled-for as the versions before wrote it: HMAC(key, key NUL value), no format prefix."""
+        digest = hmac.new(hmac_key, f"{key}\0{value}".encode(), "sha256").hexdigest()[:16]
+        return json.dumps({secret: {key: digest}}, separators=(",", ":"))
+
+    now, before = GUARD.canary(), GUARD.canary()
+    cluster.kubectl("create", "secret", "generic", "stripe", f"--from-literal=KEY={now}", "-n", namespace)
+    for deployment, record in (("web", legacy("stripe", "KEY", now)), ("api", legacy("stripe", "KEY", before))):
+        linked_deployment(cluster, namespace, name=deployment)
+        cluster.kubectl("annotate", f"deployment/{deployment}", f"{ROLLED_FOR}={record}", "-n", namespace)
+
+    start_controller(cluster, controllers, tmp_path, lease=name, identity="c2")  # the upgraded controller
+
+    wait_for(lambda: rolled_for(cluster, namespace).startswith("v2:"), timeout=20, what="web re-recorded")
+    wait_for(lambda: restarted_at(cluster, namespace, "api") is not None, timeout=20, what="api rolled")
+    quiet_period()
+    assert restarted_at(cluster, namespace, "web") is None  # unchanged: re-recorded, not rolled
+    assert rollout_events(cluster, namespace, "web") == []
+    assert rollout_events(cluster, namespace, "api") == ["Rolled out: secret 'stripe' changed keys KEY"]
+    assert rolled_for(cluster, namespace, "api").startswith("v2:")
