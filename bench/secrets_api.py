@@ -13,6 +13,10 @@ interleaved so that drift hits both alike:
 - API:     POST  /apis/secrets.smll.io/v1alpha1/namespaces/bench-api/secretwrites: the apiserver proxies to the
   pod, which asks for a SubjectAccessReview, GETs the Secret and PUTs it (the same admission call), and answers.
 
+``--big`` needs no cluster: the view of one Secret of 20,000 short keys that 200 Deployments load whole
+(``envFrom``), as the pod builds it for ``kubectl get wos big`` (JSON) and for the Table kubectl asks by default,
+in-process — the security review's attack on the loop both webhooks share.
+
 Nothing here asserts on a timing; the figures go to docs/benchmarks.md.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -28,6 +33,10 @@ from bench.common import load_average, machine, summary_ms, table
 from devenv.__main__ import DEMO_DIR
 from kubeio.client import kube_client
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
+from rules import secretsapi as rules
+from rules.protection import referrer_of
+from webhook.referrers import ReferrerIndex
+from webhook.secretsapi import utcnow
 
 NAMESPACE = "bench-api"
 SECRET = "target"
@@ -75,11 +84,49 @@ async def measure(kubeconfig: Path, rounds: int) -> dict[str, list[float]]:
     return timings
 
 
+def big_view(rounds: int, keys: int = 20_000, workloads: int = 200) -> dict[str, list[float]]:
+    """Seconds to build the view of the big Secret and serialize it, as JSON and as a Table; and its size."""
+    index = ReferrerIndex()
+    for number in range(workloads):
+        container = {"name": "app", "image": "busybox", "envFrom": [{"secretRef": {"name": "big"}}]}
+        deployment = {
+            "metadata": {"name": f"app-{number:03d}", "namespace": NAMESPACE, "uid": f"uid-{number}"},
+            "spec": {"replicas": 0, "template": {"spec": {"containers": [container]}}},
+        }
+        index.add(referrer_of(deployment, "Deployment"))
+    metadata = {"name": "big", "namespace": NAMESPACE, "uid": "uid-big", "creationTimestamp": "2026-11-01T00:00:00Z"}
+    secret = {"metadata": metadata, "type": "Opaque", "data": dict.fromkeys((f"K{n:05d}" for n in range(keys)), "")}
+    now = utcnow()
+    timings: dict[str, list[float]] = {"get wos big (JSON)": [], "get wos big (Table)": []}
+    size = 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        size = len(json.dumps(rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now).body))
+        timings["get wos big (JSON)"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        view = rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now)
+        json.dumps(rules.table([view], now))
+        timings["get wos big (Table)"].append(time.perf_counter() - started)
+    print(f"the JSON view: {size} bytes")
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--rounds", type=int, default=200, help="timed rounds (each: one write each way)")
     parser.add_argument("--kubeconfig", type=Path, default=DEMO_DIR / "cluster" / "admin.kubeconfig")
+    parser.add_argument("--big", action="store_true", help="the big Secret's view, in-process (no cluster)")
     args = parser.parse_args()
+    if args.big:
+        rounds = max(1, min(args.rounds, 50))  # bounded
+        timings = big_view(rounds)
+        print(f"{machine()}; load average {load_average()}; {rounds} rounds")
+        rows = [
+            [name, *(summary_ms(seconds)[p] for p in ("p50", "p90", "p99", "mean"))]
+            for name, seconds in timings.items()
+        ]
+        print(table(["one request, in-process", "p50 ms", "p90 ms", "p99 ms", "mean ms"], rows))
+        return
     if not args.kubeconfig.exists():
         raise SystemExit(f"no cluster at {args.kubeconfig}: run `make demo` first")
     rounds = max(1, min(args.rounds, 5000))  # bounded

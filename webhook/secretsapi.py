@@ -144,17 +144,16 @@ class SecretsApi:
                 found = await json_request(self.kube, "GET", path, query=query)
                 secrets = [rules.without_values(secret) for secret in found.pop("items", None) or []]
             for secret in secrets:
-                views.append(self._view(secret))
-                # Between Secrets the loop serves the webhooks and the probes: a view is bounded (rules.secret_view),
-                # a listing of many is not held in one go.
-                await asyncio.sleep(0)
+                # Each view is made off the loop (see _view): between Secrets, and while one is made, the loop
+                # serves the webhooks and the probes.
+                views.append(await self._view(secret))
             metadata = found.get("metadata") or {}
             version, token = str(metadata.get("resourceVersion", "")), str(metadata.get("continue") or "")
             if not token:
                 break
         if _wants_table(request):
-            return _json(rules.table(views, self.clock(), version, token))
-        return _json(rules.view_list([view.body for view in views], version, token))
+            return await _answer(rules.table(views, self.clock(), version, token))
+        return await _answer(rules.view_list([view.body for view in views], version, token))
 
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -166,11 +165,11 @@ class SecretsApi:
             if secret is None:
                 raise rules.not_found(namespace, name)
             secret = rules.without_values(secret)
-        view = self._view(secret)
+        view = await self._view(secret)
         del secret
         if _wants_table(request):
-            return _json(rules.table([view], self.clock()))
-        return _json(view.body)
+            return await _answer(rules.table([view], self.clock()))
+        return await _answer(view.body)
 
     async def delete(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -247,10 +246,14 @@ class SecretsApi:
             await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _view(self, secret: dict[str, Any]) -> rules.View:
+    async def _view(self, secret: dict[str, Any]) -> rules.View:
+        """The view, made in a thread: it grows with the Secret's keys and uses (a 1 MiB Secret holds 100,000 short
+        keys), and the loop it would hold serves both failurePolicy: Fail webhooks. The referrers are taken on the
+        loop; the thread only looks owners up in the index (single dict reads)."""
         metadata = secret.get("metadata") or {}
         referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        return rules.secret_view(secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
+        view = rules.secret_view
+        return await asyncio.to_thread(view, secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
 
 
 def _fields(namespace: str, name: str, who: rules.Identity, outcome: str) -> dict[str, Any]:
@@ -273,6 +276,12 @@ def _wants_table(request: web.Request) -> bool:
 
 def _dry_run(request: web.Request) -> dict[str, str]:
     return {"dryRun": "All"} if request.query.get("dryRun") == "All" else {}
+
+
+async def _answer(body: dict[str, Any]) -> web.Response:
+    """A view or a listing, serialized in a thread (it can be megabytes)."""
+    text = await asyncio.to_thread(json.dumps, body)
+    return web.Response(body=text.encode(), content_type="application/json")
 
 
 def _json(body: dict[str, Any], *, status: int = 200) -> web.Response:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from kubernetes_asyncio import client
 
@@ -214,7 +215,7 @@ def test_a_user_with_many_uses_lists_the_first_and_counts_the_rest() -> None:
 # ---- the edge: a listing lets the webhooks in between Secrets -------------------------------------------------------
 
 
-async def test_a_listing_yields_to_the_webhooks_between_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def edge_of(monkeypatch: pytest.MonkeyPatch, index: ReferrerIndex) -> tuple[FakeApi, edge.SecretsApi]:
     fake = FakeApi()
     fake.install(monkeypatch)
 
@@ -225,32 +226,53 @@ async def test_a_listing_yields_to_the_webhooks_between_secrets(monkeypatch: pyt
 
     monkeypatch.setattr(edge, "json_request", answer)
     monkeypatch.setattr("kubeio.rest.json_request", answer)
-    secrets = edge.SecretsApi(ReferrerIndex(), api=cast(client.ApiClient, object()), clock=lambda: NOW)
+    secrets = edge.SecretsApi(index, api=cast(client.ApiClient, object()), clock=lambda: NOW)
     monkeypatch.setattr(secrets, "authenticate", lambda request: api.Identity("viewer"))
-    for number in range(12):
-        fake.put(SECRETS, big_secret(f"s{number:02d}", 3))
+    return fake, secrets
+
+
+async def turns_during(work: Awaitable[web.StreamResponse]) -> tuple[int, Any]:
+    """How many times the loop ran another task (a webhook's, a probe's) while ``work`` was answered."""
     ticks = 0
     done = False
 
     async def webhook_turns() -> None:
         nonlocal ticks
-        while not done and ticks < 1000:
+        while not done and ticks < 100_000:
             ticks += 1
             await asyncio.sleep(0)
 
-    listing = make_mocked_request(
-        "GET", f"{edge.BASE}/namespaces/shop/writeonlysecrets", match_info={"namespace": "shop"}
-    )
     turns = asyncio.create_task(webhook_turns())
     await asyncio.sleep(0)
     start = ticks
-    response = await secrets.list_views(listing)
+    response = await work
     between = ticks - start
     done = True
     await turns
-    items = json.loads(response.body)["items"]  # type: ignore[arg-type]
-    assert len(items) == 12
+    return between, json.loads(cast(web.Response, response).body)  # type: ignore[arg-type]
+
+
+async def test_a_listing_yields_to_the_webhooks_between_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, secrets = edge_of(monkeypatch, ReferrerIndex())
+    for number in range(12):
+        fake.put(SECRETS, big_secret(f"s{number:02d}", 3))
+    listing = make_mocked_request(
+        "GET", f"{edge.BASE}/namespaces/shop/writeonlysecrets", match_info={"namespace": "shop"}
+    )
+    between, found = await turns_during(secrets.list_views(listing))
+    assert len(found["items"]) == 12
     assert between >= 12, f"the event loop ran other work {between} times during a listing of 12 Secrets"
+
+
+async def test_the_big_secret_s_view_is_made_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, secrets = edge_of(monkeypatch, attack_index())
+    fake.put(SECRETS, big_secret())
+    get = make_mocked_request(
+        "GET", f"{edge.BASE}/namespaces/shop/writeonlysecrets/big", match_info={"namespace": "shop", "name": "big"}
+    )
+    between, found = await turns_during(secrets.get_view(get))
+    assert len(found["keys"]) == KEYS
+    assert between >= 2, "the view and its JSON are made while the loop serves the webhooks"
 
 
 # ---- the validating webhook's key removal, for a Secret of many keys -------------------------------------------------
