@@ -38,6 +38,7 @@ from rules.names import (
     ROTATION_SEEN,
     SECRET_TYPE_LABEL,
     VPC_LABEL,
+    is_namespace_name,
     is_secret_key,
     is_secret_name,
 )
@@ -153,6 +154,23 @@ def status(code: int, reason: str, message: str, *, details: JsonObject | None =
 
 def invalid(message: str, *causes: tuple[str, str]) -> ApiError:
     return ApiError(422, "Invalid", message, causes=causes)
+
+
+def check_path(namespace: str, name: str | None = None) -> None:
+    """Refuse (400) a request whose path names a namespace or a Secret Kubernetes never would ("shop\\n", "..",
+    "Shop"), before any access review or API call carries it. An empty namespace is a listing of every namespace."""
+    if namespace and not is_namespace_name(namespace):
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"{namespace!r} is not a valid namespace name: lower-case letters, digits and '-', at most 63 characters",
+        )
+    if name is not None and not is_secret_name(name):
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"{name!r} is not a valid Secret name: lower-case letters, digits, '-' and '.', at most 253 characters",
+        )
 
 
 def not_found(namespace: str, name: str) -> ApiError:

@@ -132,6 +132,7 @@ class SecretsApi:
     async def list_views(self, request: web.Request) -> web.Response:
         namespace = request.match_info.get("namespace", "")
         who = self.authenticate(request)
+        rules.check_path(namespace)
         _no_watch(request)
         await self.authorize(who, "list", rules.VIEWS, namespace)
         asked = rules.parse_list(request.query)
@@ -158,6 +159,7 @@ class SecretsApi:
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
+        rules.check_path(namespace, name)
         _no_watch(request)
         await self.authorize(who, "get", rules.VIEWS, namespace, name)
         async with self.whole_secrets:
@@ -174,6 +176,7 @@ class SecretsApi:
     async def delete(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
+        rules.check_path(namespace, name)
         await self.authorize(who, "delete", rules.VIEWS, namespace, name)
         path = resource_path("Secret", namespace, name)
         async with self.whole_secrets:
@@ -199,6 +202,7 @@ class SecretsApi:
     async def write(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         who = self.authenticate(request)
+        rules.check_path(namespace)
         await self.authorize(who, "create", rules.WRITES, namespace)
         try:
             body = await request.json()

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import datetime
 import json
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import pytest
@@ -302,9 +303,9 @@ async def test_only_one_page_is_held_at_a_time_by_all_listings(monkeypatch: pyte
     assert most == edge.LIST_SLOTS == 1
 
 
-def write_request(body: Any, *, dry_run: bool = False) -> web.Request:
+def write_request(body: Any, *, dry_run: bool = False, namespace: str = "shop") -> web.Request:
     path = f"{edge.BASE}/namespaces/shop/secretwrites" + ("?dryRun=All" if dry_run else "")
-    request = make_mocked_request("POST", path, match_info={"namespace": "shop"})
+    request = make_mocked_request("POST", path, match_info={"namespace": namespace})
 
     async def read() -> Any:
         return body
@@ -470,3 +471,41 @@ def test_a_key_with_a_newline_is_refused(key: str) -> None:
             },
             "shop",
         )
+
+
+BAD_PATHS = [
+    ("shop\n", "s01"),
+    ("sh op", "s01"),
+    ("Shop", "s01"),
+    ("shop", "s01\n"),
+    ("shop", "s01\r\n"),
+    ("shop", ".."),
+]
+
+
+@pytest.mark.parametrize(
+    ("verb", "namespace", "name"),
+    [(verb, namespace, name) for verb in ("get", "delete") for namespace, name in BAD_PATHS]
+    + [(verb, namespace, "s01") for verb in ("list", "write") for namespace, _ in BAD_PATHS[:3]],
+    ids=repr,
+)
+async def test_a_path_naming_what_kubernetes_never_would_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch, verb: str, namespace: str, name: str
+) -> None:
+    api_, secrets, reviews, _ = fake(monkeypatch)
+    before = len(api_.requests)
+    base = f"{edge.BASE}/namespaces/x/writeonlysecrets"
+    call: Coroutine[Any, Any, web.StreamResponse]
+    if verb == "write":
+        call = secrets.write(write_request(secret_write("s01", stringData={"KEY": "x"}), namespace=namespace))
+    elif verb == "list":
+        call = secrets.list_views(make_mocked_request("GET", base, match_info={"namespace": namespace}))
+    else:
+        request = make_mocked_request(verb.upper(), f"{base}/x", match_info={"namespace": namespace, "name": name})
+        call = secrets.get_view(request) if verb == "get" else secrets.delete(request)
+    with pytest.raises(api.ApiError) as refused:
+        await call
+    assert refused.value.code == 400
+    assert "is not a valid" in refused.value.message
+    assert reviews == []
+    assert len(api_.requests) == before
