@@ -297,15 +297,16 @@ def _refusal(error: rules.ApiError) -> web.Response:
 
 
 def _size_refusal(error: ApiException) -> bool:
-    """The apiserver refused a write for its size: Secret validation (422, "must have at most 1048576 bytes"), the
-    request or etcd's limit (413, "request is too large")."""
+    """The apiserver refused a write for the size of its values: Secret validation (422, ``data: Too long: may not be
+    more than 1048576 bytes``, older versions ``must have at most``), the request's or etcd's limit (413, or 500
+    ``etcdserver: request is too large``)."""
     try:
         found = json.loads(error.body or b"{}")
     except ValueError:
         found = {}
     message = str(found.get("message") or "") if isinstance(found, dict) else ""
     return error.status == 413 or (
-        error.status in (422, 500) and ("must have at most" in message or "too large" in message)
+        error.status in (422, 500) and ("data: Too long" in message or "request is too large" in message)
     )
 
 

@@ -433,10 +433,21 @@ def test_a_request_too_large_by_itself_says_its_own_size() -> None:
     assert f"{api.MAX_SECRET_BYTES + 4} bytes" in refused.value.message
 
 
-async def test_the_apiserver_s_size_refusal_is_answered_without_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (422, 'Secret "s01" is invalid: data: Too long: must have at most 1048576 bytes (1048571)'),
+        (422, 'Secret "s01" is invalid: data: Too long: may not be more than 1048576 bytes (1048571)'),
+        (500, "etcdserver: request is too large (1048571)"),
+        (413, "Request entity too large: limit is 3145728 (1048571)"),
+    ],
+)
+async def test_the_apiserver_s_size_refusal_is_answered_without_a_size(
+    monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
     api_, secrets, _, _ = fake(monkeypatch)
     path = resource_path("Secret", "shop", "s01")
-    api_.fail("PUT", path, 422, 'Secret "s01" is invalid: data: Too long: must have at most 1048576 bytes (1048571)')
+    api_.fail("PUT", path, code, message)
     with pytest.raises(api.ApiError) as refused:
         await secrets.write(write_request(secret_write("s01", stringData={"PAD": "p" * 1000}), dry_run=True))
     assert refused.value.code == 413
