@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -361,10 +361,9 @@ def needs_new_key(
 
 @dataclass
 class Failures:
-    """Failed logins of one user, as a leaky bucket: each failure adds one, ``per_second`` drain away; at
-    ``burst`` the user is refused without a password check until one more failure fits again. Good passwords are
-    never counted; the owner of a user an attacker is hammering waits at most ``burst / per_second`` seconds after
-    the attack stops."""
+    """Failed logins counted against one key, as a leaky bucket: each failure adds one, ``per_second`` drain away;
+    at ``burst`` the key is refused without a password check until one more failure fits again. Good passwords are
+    never counted."""
 
     level: float = 0.0
     at: float = 0.0
@@ -373,15 +372,71 @@ class Failures:
         return max(0.0, self.level - max(0.0, now - self.at) * per_second)
 
 
-FAILURE_BURST = 10
+FAILURE_BURST = 10  # a (source, user): 10 guesses, then one per 2 s
 FAILURES_PER_SECOND = 0.5
+SOURCE_FAILURE_BURST = 30  # a source, whatever users it guesses: 30, then one a second
+SOURCE_FAILURES_PER_SECOND = 1.0
+SOURCE_CLEAN_CHECKS = 2  # checks one source may have in the clean lane at once
+MAX_TRACKED = 10_000
 
 
-def throttled(failures: Failures | None, now: float, *, burst: float = FAILURE_BURST) -> bool:
-    """Whether one more failure would overflow the bucket: the user is refused without a check."""
-    return failures is not None and failures.drained(now, FAILURES_PER_SECOND) + 1 > burst
+def throttled(
+    failures: Failures | None, now: float, *, burst: float = FAILURE_BURST, per_second: float = FAILURES_PER_SECOND
+) -> bool:
+    """Whether one more failure would overflow the bucket: refused without a check."""
+    return failures is not None and failures.drained(now, per_second) + 1 > burst
 
 
-def failed(failures: Failures | None, now: float) -> Failures:
-    level = (failures.drained(now, FAILURES_PER_SECOND) if failures is not None else 0.0) + 1.0
+def failed(failures: Failures | None, now: float, *, per_second: float = FAILURES_PER_SECOND) -> Failures:
+    level = (failures.drained(now, per_second) if failures is not None else 0.0) + 1.0
     return Failures(level, now)
+
+
+Lane = Literal["clean", "failing"]
+
+
+@dataclass
+class Throttle:
+    """Brute-force bounds by client, never by user alone: the failures of each (source, user) and of each source
+    (the client's address), as leaky buckets. A source over either bucket is refused without a check; everybody
+    else is checked, so guesses against a user from one address never lock its owner out from another. Checks
+    run in two lanes: a source with no recent failure and fewer than ``SOURCE_CLEAN_CHECKS`` checks under way is
+    "clean"; any other is "failing", and the edge gives that lane at most a share of the bcrypt threads and its
+    own bound on waiting, so a flood of wrong guesses cannot make a rightful login wait into a refusal. Memory is
+    bounded by ``MAX_TRACKED`` keys a map: drained buckets go first, then everything (a reset, never a lockout)."""
+
+    pairs: dict[tuple[str, str], Failures] = field(default_factory=dict)
+    sources: dict[str, Failures] = field(default_factory=dict)
+
+    def refused(self, source: str, user: str, now: float) -> bool:
+        return throttled(self.pairs.get((source, user)), now) or throttled(
+            self.sources.get(source), now, burst=SOURCE_FAILURE_BURST, per_second=SOURCE_FAILURES_PER_SECOND
+        )
+
+    def lane(self, source: str, under_way: int, now: float) -> Lane:
+        """``under_way``: the checks of this source admitted and not yet done."""
+        recent = self.sources.get(source)
+        if under_way >= SOURCE_CLEAN_CHECKS or (
+            recent is not None and recent.drained(now, SOURCE_FAILURES_PER_SECOND) > 0
+        ):
+            return "failing"
+        return "clean"
+
+    def failed(self, source: str, user: str, now: float) -> None:
+        _bounded(self.pairs, now, FAILURES_PER_SECOND)
+        _bounded(self.sources, now, SOURCE_FAILURES_PER_SECOND)
+        self.pairs[source, user] = failed(self.pairs.get((source, user)), now)
+        self.sources[source] = failed(self.sources.get(source), now, per_second=SOURCE_FAILURES_PER_SECOND)
+
+    def succeeded(self, source: str, user: str) -> None:
+        """A right password clears its (source, user) bucket; the source's own keeps what else it guessed."""
+        self.pairs.pop((source, user), None)
+
+
+def _bounded(buckets: dict[Any, Failures], now: float, per_second: float) -> None:
+    if len(buckets) < MAX_TRACKED:
+        return
+    for key in [key for key, bucket in buckets.items() if bucket.drained(now, per_second) == 0]:
+        del buckets[key]
+    if len(buckets) >= MAX_TRACKED:
+        buckets.clear()

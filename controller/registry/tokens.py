@@ -7,8 +7,10 @@ it), the namespace's current ``smll.io/vpc`` label read from an informer, and th
 ``rules.registry_token``. Every replica serves it, the leader or not: the informers here are its own.
 
 Cost is bounded: a password that verified once is remembered (by a digest, never itself) for its hash, so a
-kubelet pulling all day costs one bcrypt check per process; other checks run two at a time in threads, at most
-``MAX_WAITING`` wait, and a user with too many failures is refused without a check for a while.
+kubelet pulling all day costs one bcrypt check per process; other checks run two at a time in threads, in two lanes with
+their own bounds (``MAX_WAITING``): sources with recent failures get one thread at most, so they never make anybody
+else wait into a 429. Guessing is throttled per client address, per (address, user) and per address overall
+(``rules.registry_token.Throttle``), never per user alone: an attacker cannot lock the VPC's own clients out.
 
 After a rotation the user's previous entries (key ``previous`` of the same Secret) are accepted too, until the
 controller retires them (its readers rolled) and never past their grace period, whatever the controller does.
@@ -20,12 +22,13 @@ never a mounted file: the process needs no volume of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +51,8 @@ log = logging.getLogger(__name__)
 CA_CERT_KEY = "tls.crt"
 CA_KEY_KEY = "tls.key"
 BCRYPT_THREADS = 2
-MAX_WAITING = 32
+FAILING_THREADS = 1  # of BCRYPT_THREADS, what sources with recent failures may use at once
+MAX_WAITING: dict[tokens.Lane, int] = {"clean": 32, "failing": 8}  # checks admitted (waiting or running) a lane
 MAX_REMEMBERED = 10_000
 MAX_BODY_BYTES = 16 * 1024
 
@@ -197,36 +201,52 @@ class TokenServer:
     )
     users: Users = field(default_factory=Users)
     known: Known = field(default_factory=Known)
-    failures: dict[str, tokens.Failures] = field(default_factory=dict)
+    throttle: tokens.Throttle = field(default_factory=tokens.Throttle)
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(BCRYPT_THREADS))
-    waiting: int = 0
+    failing_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(FAILING_THREADS))
+    waiting: dict[tokens.Lane, int] = field(default_factory=lambda: {"clean": 0, "failing": 0})
+    under_way: dict[str, int] = field(default_factory=dict)  # source → its checks admitted and not done
+    clock: Callable[[], float] = time.monotonic
     synced: bool = False
 
-    async def verify(self, user: str, password: str) -> tuple[bool, bool] | None:
-        """(known, verified) for these credentials; None when the endpoint is too busy or the user throttled."""
+    async def verify(self, user: str, password: str, source: str) -> tuple[bool, bool] | None:
+        """(known, verified) for these credentials from ``source`` (the client's address); None when the source
+        is throttled or its lane is full. A password known good is answered without a check or a throttle."""
         hashes = self.users.hashes(user, datetime.timedelta(seconds=self.config.previous_grace_seconds))
         if not hashes or rules.namespace_of(user) is None:
             return False, False
         if any(Known.key(user, hashed, password) in self.known for hashed in hashes):
             return True, True
-        now = time.monotonic()
-        if tokens.throttled(self.failures.get(user), now) or self.waiting >= MAX_WAITING:
+        now = self.clock()
+        lane = self.throttle.lane(source, self.under_way.get(source, 0), now)
+        if self.throttle.refused(source, user, now) or self.waiting[lane] >= MAX_WAITING[lane]:
             return None
-        self.waiting += 1
+        self.waiting[lane] += 1
+        self.under_way[source] = self.under_way.get(source, 0) + 1
         try:
-            async with self.checks:
+            async with self._thread(lane):
                 matched = await asyncio.to_thread(_first_match, password, hashes)
         finally:
-            self.waiting -= 1
-        verified = matched is not None
-        if matched is not None:
-            self.known.add(Known.key(user, matched, password))
-            self.failures.pop(user, None)
-        else:
-            if len(self.failures) >= MAX_REMEMBERED:
-                self.failures.clear()
-            self.failures[user] = tokens.failed(self.failures.get(user), time.monotonic())
-        return True, verified
+            self.waiting[lane] -= 1
+            self.under_way[source] -= 1
+            if not self.under_way[source]:
+                del self.under_way[source]
+        if matched is None:
+            self.throttle.failed(source, user, self.clock())
+            return True, False
+        self.known.add(Known.key(user, matched, password))
+        self.throttle.succeeded(source, user)
+        return True, True
+
+    @contextlib.asynccontextmanager
+    async def _thread(self, lane: tokens.Lane) -> AsyncIterator[None]:
+        """One of the bcrypt threads: the failing lane first takes its own (at most ``FAILING_THREADS`` at once),
+        so the clean lane always has the others and waits behind at most that many failing checks."""
+        async with contextlib.AsyncExitStack() as stack:
+            if lane == "failing":
+                await stack.enter_async_context(self.failing_checks)
+            await stack.enter_async_context(self.checks)
+            yield
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self.synced:
@@ -245,7 +265,7 @@ class TokenServer:
             scopes = tokens.parse_scopes(request.query.getall("scope", []))
         known, verified = False, False
         if credentials is not None:
-            checked = await self.verify(*credentials)
+            checked = await self.verify(*credentials, source=request.remote or "unknown")
             if checked is None:
                 return _error(429, "too many failed logins or checks at once; try again in a few seconds")
             known, verified = checked
