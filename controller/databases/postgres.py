@@ -6,6 +6,15 @@ passwords never reach the server at all: it gets their SCRAM-SHA-256 verifier.
 Every statement that changes a role that exists (ALTER, DROP, REASSIGN OWNED) is preceded, on the same connection,
 by a read of that role that proves it this Database's (``verified``): marked for it, of the kind expected, and a
 member of its owner role. A role that fails is never touched (``RoleConflict``).
+
+What the admin session trusts: nothing a tenant can write. A Database's login owns its database, so it may add
+schemas, functions and operators there and ``ALTER DATABASE … SET`` any USERSET parameter (search_path, role,
+timeouts…); with PUBLIC's CREATE on ``public`` (PostgreSQL ≤ 14, kept by pg_upgrade) it may add functions to the
+maintenance database too. So every admin session pins those parameters in its startup packet (``ADMIN_SETTINGS``,
+which outrank ALTER DATABASE/ROLE … SET), every catalog function, relation, operator and cast below is named in
+``pg_catalog``, roles are read only on the connection to the maintenance database, and the session inside a
+tenant's database runs REASSIGN OWNED and DROP OWNED only, once it has seen that it is the admin on pg_catalog's
+names.
 """
 
 from __future__ import annotations
@@ -19,6 +28,23 @@ import asyncpg
 from rules.database import Role, Server, ServerState, is_login_of, quote_ident, quote_literal, scram_verifier
 
 CONNECT_TIMEOUT = 5.0
+SEARCH_PATH = "pg_catalog, pg_temp"
+# Every parameter of the admin session that a database's owner could set for it (ALTER DATABASE … SET) and that
+# changes who it acts as, what its names mean, whether it may write, or how long it may wait. PostgreSQL 13 has
+# them all (DROP DATABASE … WITH (FORCE) needs 13 anyway); idle_session_timeout (14) cannot be pinned there.
+ADMIN_SETTINGS = {
+    "application_name": "smll-secrets-controller",
+    "search_path": SEARCH_PATH,
+    "role": "none",
+    "default_transaction_read_only": "off",
+    "transaction_read_only": "off",
+    "default_transaction_isolation": "read committed",
+    "standard_conforming_strings": "on",
+    "local_preload_libraries": "",
+    "statement_timeout": "60s",
+    "lock_timeout": "30s",
+    "idle_in_transaction_session_timeout": "60s",
+}
 
 # asyncpg ships no type information; its connection is typed as Any here.
 Connection = Any
@@ -29,6 +55,7 @@ class RoleConflict(Exception):
 
 
 async def connect(server: Server, *, user: str, password: str, database: str = "postgres") -> Connection:
+    """A session with ``ADMIN_SETTINGS`` pinned (the admin's; a login's check, ``logs_in``, sends them too)."""
     return await asyncpg.connect(
         host=server.host,
         port=server.port,
@@ -37,7 +64,26 @@ async def connect(server: Server, *, user: str, password: str, database: str = "
         database=database,
         timeout=CONNECT_TIMEOUT,
         ssl=ssl_for(server),
+        server_settings=ADMIN_SETTINGS,
     )
+
+
+async def connect_inside(server: Server, *, user: str, password: str, database: str) -> Connection:
+    """The admin's session in a tenant's database, proven to be the admin's with pg_catalog's names only (the pins
+    held); RoleConflict, and nothing sent but that read, when not."""
+    inside = await connect(server, user=user, password=password, database=database)
+    try:
+        seen = await inside.fetchrow(
+            "SELECT current_user AS acting, session_user AS authenticated, "
+            "pg_catalog.current_setting('search_path') AS path"
+        )
+    except BaseException:
+        await inside.close()
+        raise
+    if (seen["acting"], seen["path"]) != (seen["authenticated"], SEARCH_PATH):
+        await inside.close()
+        raise RoleConflict(f"the admin session in database {database} is not the admin's as pinned; nothing done")
+    return inside
 
 
 def ssl_for(server: Server) -> ssl.SSLContext | str | bool:
@@ -54,18 +100,25 @@ def ssl_for(server: Server) -> ssl.SSLContext | str | bool:
     return context
 
 
-_ROLE = (  # the statements below add constant WHERE clauses only; every value is a bind parameter
+# Every name is pg_catalog's, and every operator (the search_path is pinned too); values are typed bind parameters.
+_ROLE = (  # the statements below add constant WHERE clauses only
     "SELECT r.rolname, r.rolcanlogin, "
     "(r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls) AS privileged, "
-    "shobj_description(r.oid, 'pg_authid') AS comment, "
-    "ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-    "WHERE m.member = r.oid ORDER BY 1) AS member_of FROM pg_roles r "
+    "pg_catalog.shobj_description(r.oid, 'pg_authid'::pg_catalog.name) AS comment, "
+    "ARRAY(SELECT g.rolname FROM pg_catalog.pg_auth_members m "
+    "JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) m.roleid "
+    "WHERE m.member OPERATOR(pg_catalog.=) r.oid ORDER BY 1) AS member_of FROM pg_catalog.pg_roles r "
 )
 
 
 _MEMBERS_OF = (
-    "WHERE r.oid IN (SELECT m.member FROM pg_auth_members m JOIN pg_roles o ON o.oid = m.roleid "
-    "WHERE o.rolname = $1) ORDER BY 1"
+    "WHERE r.oid OPERATOR(pg_catalog.=) ANY (SELECT m.member FROM pg_catalog.pg_auth_members m "
+    "JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) m.roleid "
+    "WHERE o.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.text) ORDER BY 1"
+)
+_DATABASE_OWNER = (
+    "SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d "
+    "WHERE d.datname OPERATOR(pg_catalog.=) $1::pg_catalog.text"
 )
 
 
@@ -80,14 +133,14 @@ def _role(row: Any) -> Role:
 
 
 async def role(admin: Connection, name: str) -> Role | None:
-    row = await admin.fetchrow(_ROLE + "WHERE r.rolname = $1", name)
+    row = await admin.fetchrow(_ROLE + "WHERE r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.text", name)
     return None if row is None else _role(row)
 
 
 async def inspect(admin: Connection, owner: str) -> ServerState:
     """The owner role, the owner of the database of its name, and the owner role's members."""
     found = await role(admin, owner)
-    database_owner = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", owner)
+    database_owner = await admin.fetchval(_DATABASE_OWNER, owner)
     members: tuple[Role, ...] = ()
     if found is not None:
         rows = await admin.fetch(
@@ -127,7 +180,7 @@ async def ensure_database(admin: Connection, owner: str, *, marker: str, admin_u
         async with admin.transaction():
             await admin.execute(f"CREATE ROLE {quote_ident(owner)} NOLOGIN")
             await admin.execute(f"COMMENT ON ROLE {quote_ident(owner)} IS {quote_literal(marker)}")
-    database_owner = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", owner)
+    database_owner = await admin.fetchval(_DATABASE_OWNER, owner)
     if database_owner is None:
         await admin.execute(f"CREATE DATABASE {quote_ident(owner)} OWNER {quote_ident(owner)}")
     elif database_owner != owner:
@@ -176,15 +229,20 @@ async def drop_login(
     owner: str,
     marker: str,
 ) -> None:
-    """Drop a rotated-out login of this Database, proven so right before: end its sessions, hand anything it owns
-    to the owner role, drop it."""
+    """Drop a rotated-out login of this Database, proven so right before (on ``admin``, the maintenance database's
+    session: never inside the tenant's database): end its sessions, hand anything it owns to the owner role, drop
+    it."""
     if await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user) is None:
         return
-    await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", login)
-    if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", owner):
-        inside = await connect(server, user=admin_user, password=admin_password, database=owner)
+    await admin.execute(
+        "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a "
+        "WHERE a.usename OPERATOR(pg_catalog.=) $1::pg_catalog.text",
+        login,
+    )
+    if await admin.fetchval(_DATABASE_OWNER, owner) is not None:
+        inside = await connect_inside(server, user=admin_user, password=admin_password, database=owner)
         try:
-            await verified(inside, login, marker=marker, owner=owner, admin_user=admin_user)
+            await verified(admin, login, marker=marker, owner=owner, admin_user=admin_user)
             await inside.execute(f"REASSIGN OWNED BY {quote_ident(login)} TO {quote_ident(owner)}")
             await inside.execute(f"DROP OWNED BY {quote_ident(login)}")
         finally:

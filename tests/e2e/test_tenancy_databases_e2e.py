@@ -17,10 +17,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from controller.databases.postgres import connect
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.postgres import LocalPostgres
 from rules.certs import make_ca
+from rules.database import Server, quote_ident
 from tests.conftest import fresh_namespace
 from tests.e2e.test_databases_e2e import (
     CA_SECRET,
@@ -613,3 +615,196 @@ async def test_a_retained_database_is_not_handed_to_a_new_object_of_the_same_nam
     assert "made for an earlier Database" in found["message"]
     assert await can_connect(first["DATABASE_URL"]), "the retained login is untouched"
     assert credentials(cluster, shop, "orders") is None
+
+
+# ---- The admin session inside a tenant's database, and in the maintenance database ---------------------------------
+
+
+async def tenant_execute(url: str, *statements: str) -> None:
+    """SQL as the tenant, with the credentials from its own Secret (its login acts as its owner role)."""
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def tenant_fetchval(url: str, query: str) -> Any:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        return await connection.fetchval(query)
+    finally:
+        await connection.close()
+
+
+def in_database(url: str, database: str) -> str:
+    """The URL of the tenant's credentials, to another database of the server (the path before the query)."""
+    head, _, query = url.partition("?")
+    return head.rsplit("/", 1)[0] + f"/{database}?{query}"
+
+
+# Run by the admin, it leaves a row in the tenant's canary table and makes the tenant's owner role (the table's owner:
+# its logins SET ROLE to it) superuser, then answers as the catalog's function would.
+RAISE_PRIVILEGES = (
+    "LANGUAGE plpgsql AS $body$ BEGIN "
+    "INSERT INTO public.canary_calls VALUES (current_user); "
+    "EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER CREATEROLE', (SELECT t.tableowner FROM pg_catalog.pg_tables t "
+    "WHERE t.schemaname OPERATOR(pg_catalog.=) 'public' AND t.tablename OPERATOR(pg_catalog.=) 'canary_calls')); "
+    "RETURN pg_catalog.shobj_description($1, $2::pg_catalog.name); END $body$"
+)
+CANARY = "CREATE TABLE public.canary_calls (by_role name)"
+CANARY_CALLS = "SELECT count(*) FROM public.canary_calls"
+
+
+async def privileged_or_foreign(postgres: LocalPostgres, owner: str) -> list[str]:
+    """The roles of this Database (its owner role and every login generation) that hold a privilege, or a membership
+    in a role other than the owner role: none may."""
+    rows = await admin_fetch(
+        postgres,
+        "SELECT array_agg(r.rolname || CASE WHEN r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication "
+        "OR r.rolbypassrls THEN ' privileged' ELSE ' member of ' || g.rolname END) FROM pg_roles r "
+        "LEFT JOIN pg_auth_members m ON m.member = r.oid LEFT JOIN pg_roles g ON g.oid = m.roleid "
+        "WHERE (r.rolname = $1 OR left(r.rolname, length($1) + 2) = $1 || '_v') "
+        "AND (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls "
+        "OR (g.rolname IS NOT NULL AND g.rolname <> $1))",
+        owner,
+    )
+    return list(rows or [])
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_tenant_cannot_become_superuser_through_objects_in_its_own_database(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """Its login owns its database: it put a ``shobj_description`` (and an ``=`` on ``name``) of its own first on the
+    database's search_path, then asked for a rotation. Dropping the old login, the controller connected as the admin
+    into that database and read the role there: the tenant's function ran as superuser."""
+    tenant_creates_database(cluster, shop, "orders")
+    creds = wait_credentials(cluster, shop, "orders")
+    owner = creds["POSTGRES_DB"]
+    await tenant_execute(
+        creds["DATABASE_URL"],
+        "CREATE SCHEMA evil",
+        CANARY,
+        f"CREATE FUNCTION evil.shobj_description(oid, name) RETURNS text {RAISE_PRIVILEGES}",
+        "CREATE FUNCTION evil.eq(name, text) RETURNS boolean LANGUAGE plpgsql AS $body$ BEGIN "
+        "INSERT INTO public.canary_calls VALUES (current_user); "
+        "RETURN $1 OPERATOR(pg_catalog.=) $2::pg_catalog.name; END $body$",
+        "CREATE OPERATOR evil.= (LEFTARG = name, RIGHTARG = text, FUNCTION = evil.eq)",
+        f"ALTER DATABASE {quote_ident(owner)} SET search_path = evil, pg_catalog",
+    )
+    try:
+        as_tenant(cluster, shop, "annotate", "database/orders", "secrets.smll.io/rotate=1")
+        wait_for(
+            lambda: (credentials(cluster, shop, "orders") or {}).get("POSTGRES_USER") != creds["POSTGRES_USER"],
+            timeout=30,
+            what="the new login",
+        )
+        new = credentials(cluster, shop, "orders")
+        assert new is not None
+        for _ in range(60):  # no reader: the old login is dropped at once
+            if not await can_connect(creds["DATABASE_URL"]):
+                break
+            await asyncio.sleep(0.5)
+
+        assert await privileged_or_foreign(postgres, owner) == [], "the tenant's roles gained a privilege"
+        calls = await tenant_fetchval(new["DATABASE_URL"], CANARY_CALLS)
+        assert calls == 0, "the tenant's function ran in the admin's session"
+        assert not await can_connect(creds["DATABASE_URL"]), "the old login is still retired"
+    finally:  # a superuser left on the module's server would spoil the tests after this one
+        await admin_execute(postgres, f"ALTER ROLE {quote_ident(owner)} NOSUPERUSER NOCREATEROLE")
+
+
+@pytest.mark.usefixtures("database_controller")
+async def test_a_tenant_cannot_plant_a_function_for_the_admin_in_the_maintenance_database(
+    cluster: ControlPlane, shop: str, postgres: LocalPostgres
+) -> None:
+    """Servers where PUBLIC may CREATE in ``public`` of ``postgres`` (the default up to PostgreSQL 14, kept by
+    pg_upgrade): the tenant's login connects there and adds ``public.shobj_description(oid, text)``; the admin's
+    read of a role passed an untyped literal, so the server chose the tenant's overload, at every reconcile."""
+    await admin_execute(postgres, "GRANT CREATE ON SCHEMA public TO PUBLIC")
+    owner = ""
+    try:
+        tenant_creates_database(cluster, shop, "orders")
+        creds = wait_credentials(cluster, shop, "orders")
+        owner = creds["POSTGRES_DB"]
+        maintenance = in_database(creds["DATABASE_URL"], "postgres")
+        await tenant_execute(
+            maintenance, CANARY, f"CREATE FUNCTION public.shobj_description(oid, text) RETURNS text {RAISE_PRIVILEGES}"
+        )
+
+        tenant_creates_database(cluster, shop, "after")  # a reconcile that reads roles, as every one does
+        wait_credentials(cluster, shop, "after")
+
+        assert await privileged_or_foreign(postgres, owner) == [], "the tenant's roles gained a privilege"
+        assert await tenant_fetchval(maintenance, CANARY_CALLS) == 0, "the admin ran it"
+    finally:
+        await admin_execute(
+            postgres,
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "DROP FUNCTION IF EXISTS public.shobj_description(oid, text)",
+        )
+        if owner:
+            await admin_execute(
+                postgres,
+                f"ALTER ROLE {quote_ident(owner)} NOSUPERUSER NOCREATEROLE",
+                f"DROP OWNED BY {quote_ident(owner)}",  # in postgres only: its canary table
+            )
+
+
+async def test_what_a_database_owner_sets_on_its_database_does_not_reach_the_admin_session(
+    postgres: LocalPostgres,
+) -> None:
+    """A database's owner may ``ALTER DATABASE … SET`` any USERSET parameter, and the admin connects into that
+    database to retire a login. The admin session's startup packet outranks those settings: it runs as the admin,
+    with pg_catalog's names only, writable, with bounded waits."""
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    login, password = f"{tenant}_v1", uuid.uuid4().hex
+    await admin_execute(
+        postgres,
+        f'CREATE ROLE "{tenant}" NOLOGIN',
+        f'CREATE DATABASE "{tenant}" OWNER "{tenant}"',
+        f'CREATE ROLE "{login}" LOGIN PASSWORD \'{password}\' IN ROLE "{tenant}"',
+        f"ALTER ROLE \"{login}\" SET role = '{tenant}'",
+    )
+    url = f"postgresql://{login}:{password}@localhost:{postgres.port}/{tenant}?sslmode=verify-full"
+    settings = {
+        "search_path": "evil, pg_catalog",
+        "role": tenant,
+        "default_transaction_read_only": "on",
+        "transaction_read_only": "on",
+        "statement_timeout": "1",
+        "lock_timeout": "1",
+        "idle_in_transaction_session_timeout": "1",
+        "standard_conforming_strings": "off",
+        "default_transaction_isolation": "serializable",
+        "local_preload_libraries": "smll_no_such_library",  # loaded at connection start: the admin could not connect
+    }
+    await tenant_execute(url, *(f"ALTER DATABASE \"{tenant}\" SET {k} = '{v}'" for k, v in settings.items()))
+    server = Server("default", "localhost", postgres.port, "verify-full", "unused", ca_pem=postgres.ca_pem)
+
+    admin = await connect(server, user=postgres.admin_user, password=postgres.admin_password, database=tenant)
+    try:
+        seen = await admin.fetchrow(
+            "SELECT current_user AS current_user, session_user AS session_user, "
+            + ", ".join(f"pg_catalog.current_setting('{k}') AS {k}" for k in settings)
+        )
+    finally:
+        await admin.close()
+        await admin_execute(postgres, f'DROP DATABASE "{tenant}"', f'DROP ROLE "{login}"', f'DROP ROLE "{tenant}"')
+
+    assert dict(seen) == {
+        "current_user": postgres.admin_user,
+        "session_user": postgres.admin_user,
+        "search_path": "pg_catalog, pg_temp",
+        "role": "none",
+        "default_transaction_read_only": "off",
+        "transaction_read_only": "off",
+        "statement_timeout": "1min",
+        "lock_timeout": "30s",
+        "idle_in_transaction_session_timeout": "1min",
+        "standard_conforming_strings": "on",
+        "default_transaction_isolation": "read committed",
+        "local_preload_libraries": "",
+    }
