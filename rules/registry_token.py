@@ -376,7 +376,7 @@ FAILURE_BURST = 10  # a (source, user): 10 guesses, then one per 2 s
 FAILURES_PER_SECOND = 0.5
 SOURCE_FAILURE_BURST = 30  # a source, whatever users it guesses: 30, then one a second
 SOURCE_FAILURES_PER_SECOND = 1.0
-SOURCE_CLEAN_CHECKS = 2  # checks one source may have in the clean lane at once
+SOURCE_CLEAN_CHECKS = 4  # checks one source may have in the clean lane at once (a CI pulling in parallel)
 MAX_TRACKED = 10_000
 
 
