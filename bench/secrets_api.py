@@ -33,7 +33,7 @@ from bench.common import load_average, machine, summary_ms, table
 from devenv.__main__ import DEMO_DIR
 from kubeio.client import kube_client
 from kubeio.rest import MERGE_PATCH, ApiException, json_request
-from rules import secretsapi as rules
+from rules import secretsapi as secretsapi_rules
 from rules.protection import referrer_of
 from webhook.referrers import ReferrerIndex
 from webhook.secretsapi import utcnow
@@ -101,11 +101,13 @@ def big_view(rounds: int, keys: int = 20_000, workloads: int = 200) -> dict[str,
     size = 0
     for _ in range(rounds):
         started = time.perf_counter()
-        size = len(json.dumps(rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now).body))
+        size = len(
+            json.dumps(secretsapi_rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now).body)
+        )
         timings["get wos big (JSON)"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        view = rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now)
-        json.dumps(rules.table([view], now))
+        view = secretsapi_rules.secret_view(secret, index.referrers(NAMESPACE, "big"), index.by_uid, now)
+        json.dumps(secretsapi_rules.table([view], now))
         timings["get wos big (Table)"].append(time.perf_counter() - started)
     print(f"the JSON view: {size} bytes")
     return timings

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeio.errors import conflict, describe, transient
+from kubeio.errors import conflict, describe_error, transient
 from kubeio.rest import ApiException, json_request
 from rules.lease import lease_free
 
@@ -126,9 +126,9 @@ class LeaderElector:
                     return
             except Exception as error:
                 if not transient(error):
-                    log.error("leader election: the Lease %s/%s: %s", self.namespace, self.name, describe(error))
+                    log.error("leader election: the Lease %s/%s: %s", self.namespace, self.name, describe_error(error))
                     raise
-                log.warning("leader election: %s; trying again", describe(error))
+                log.warning("leader election: %s; trying again", describe_error(error))
             await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
@@ -144,12 +144,12 @@ class LeaderElector:
                     renewed = await self.try_acquire_or_renew()
             except Exception as error:
                 if not transient(error):
-                    log.error("renewing the lease was refused: %s", describe(error))
+                    log.error("renewing the lease was refused: %s", describe_error(error))
                     break
                 if loop.time() >= deadline:
-                    log.error("could not renew the lease within %.1fs: %s", self.renew_deadline, describe(error))
+                    log.error("could not renew the lease within %.1fs: %s", self.renew_deadline, describe_error(error))
                     break
-                log.warning("could not renew the lease yet: %s", describe(error))
+                log.warning("could not renew the lease yet: %s", describe_error(error))
                 continue
             if not renewed:
                 log.error("%s lost the lease to another replica", self.identity)
@@ -166,5 +166,5 @@ class LeaderElector:
                 lease["spec"]["holderIdentity"] = ""
                 await json_request(self.api, "PUT", f"{self.path}/{self.name}", body=lease)
         except Exception as error:  # best effort: the lease then expires on its own
-            log.warning("could not release the lease: %s", describe(error))
+            log.warning("could not release the lease: %s", describe_error(error))
         self.leading.clear()

@@ -24,7 +24,7 @@ from controller.leader import LeaderElector
 from controller.rollout_key import ensure_rollout_key
 from controller.rollouts import rollout_loop
 from kubeio.client import kube_client
-from kubeio.errors import describe
+from kubeio.errors import describe_error
 
 if TYPE_CHECKING:
     from controller.registry.tokens import Serving
@@ -89,7 +89,7 @@ async def serve_registry_tokens(api: client.ApiClient, settings: Settings) -> Se
 
 def _failure(task: asyncio.Task[None]) -> str:
     error = task.exception()
-    return describe(error) if error is not None else "its informers ended"
+    return describe_error(error) if error is not None else "its informers ended"
 
 
 async def _first(*tasks: asyncio.Task[Any]) -> None:
@@ -146,7 +146,7 @@ async def run(settings: Settings) -> int:
             code = 1
         elif leading in done:
             for failure in leaf_errors(leading.exception()):
-                log.error("the controller failed: %s", describe(failure), exc_info=failure)
+                log.error("the controller failed: %s", describe_error(failure), exc_info=failure)
             code = 1
         for task in (leading, keeping):
             task.cancel()

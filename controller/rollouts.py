@@ -37,7 +37,7 @@ from rules.rollout import (
     State,
     current_state,
     decide,
-    describe,
+    describe_changes,
     describe_missing,
     format_state,
     is_generated,
@@ -222,7 +222,9 @@ class Rollouts:
             stored = await self.migrated(service, recorded.state, current)
         decision = decide(stored, current, missing_needs(service.uses, secrets))
         if decision.held:
-            return await self.hold(service, f"{describe(decision.changed)}, but {describe_missing(decision.held)}")
+            return await self.hold(
+                service, f"{describe_changes(decision.changed)}, but {describe_missing(decision.held)}"
+            )
         self.held.pop(key, None)
         if not decision.record and not legacy:  # a legacy record is rewritten in this format even when unchanged
             return False
@@ -252,10 +254,10 @@ class Rollouts:
                 service.kind,
                 service.namespace,
                 service.name,
-                describe(decision.changed),
+                describe_changes(decision.changed),
                 extra=outcome("rolled-out"),
             )
-            await self.event(service, describe(decision.changed))
+            await self.event(service, describe_changes(decision.changed))
         return decision.roll
 
     async def migrated(self, service: Service, stored: State, reading: Collection[str]) -> State:

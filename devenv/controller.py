@@ -12,13 +12,12 @@ from pathlib import Path
 import yaml
 
 from devenv.cluster import ControlPlane
-from devenv.postgres import LocalPostgres
+from devenv.postgres import ADMIN_SECRET, LocalPostgres
 from devenv.process import Component, free_port
 from rules.names import PRODUCT_NAMESPACE
 
 CONTROLLER_NAMESPACE = PRODUCT_NAMESPACE
 CRD = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets" / "crds" / "databases.smll.io.yaml"
-ADMIN_SECRET = "pg-admin"
 
 
 def install_database_support(plane: ControlPlane, postgres: LocalPostgres, workdir: Path) -> Path:

@@ -20,7 +20,7 @@ from devenv.binaries import ensure_helm
 from devenv.cluster import ADMISSION_CLIENT, ControlPlane, wait_for
 from devenv.images import BuiltImages, build_images, build_registry_image, push
 from devenv.node import GATEWAY, POD_CIDR
-from devenv.postgres import LocalPostgres
+from devenv.postgres import ADMIN_SECRET, LocalPostgres
 from devenv.registry import ClusterRegistry, LocalRegistry
 from devenv.webhook import wait_until_judging
 from rules.names import PRODUCT_NAMESPACE
@@ -28,7 +28,6 @@ from rules.names import PRODUCT_NAMESPACE
 CHART = Path(__file__).resolve().parent.parent / "charts" / "smll-secrets"
 RELEASE = "smll-secrets"
 NAMESPACE = PRODUCT_NAMESPACE
-ADMIN_SECRET = "pg-admin"
 HTPASSWD_SECRET = "registry-htpasswd"
 
 

@@ -21,6 +21,8 @@ from devenv.process import Component, free_port
 from rules.certs import make_ca, make_leaf
 
 SERVICE_USER = "postgres"
+# The Secret (in the controller's namespace) that holds the admin credentials the controller connects with.
+ADMIN_SECRET = "pg-admin"
 
 
 def bin_dir() -> Path:

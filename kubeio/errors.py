@@ -27,7 +27,7 @@ def conflict(error: BaseException) -> bool:
     return isinstance(error, ApiException) and error.status == CONFLICT
 
 
-def describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """What went wrong, for a log line, a status condition or an Event. Never an ApiException's body as a whole
     (for a Secret it would carry the data): its status, and the apiserver's one-line message."""
     if isinstance(error, ApiException):

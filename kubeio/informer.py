@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
-from kubeio.errors import describe, transient
+from kubeio.errors import describe_error, transient
 from kubeio.rest import ApiException, json_request, stream_json_lines, without_managed_fields
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ class Informer:
             except ApiException as error:
                 if error.status not in STREAMING_REFUSED:
                     raise
-                log.info("%s: the apiserver does not stream lists (%s); listing in pages", self.path, describe(error))
+                log.info(
+                    "%s: the apiserver does not stream lists (%s); listing in pages", self.path, describe_error(error)
+                )
                 self.streaming = False
         await self._paged_list()
 
@@ -185,8 +187,8 @@ class Informer:
                     need_list = True
                     continue
                 if not transient(error):
-                    log.error("watch of %s failed for good: %s", self.path, describe(error))
+                    log.error("watch of %s failed for good: %s", self.path, describe_error(error))
                     raise
-                log.warning("watch of %s broke: %s; retrying in %.1fs", self.path, describe(error), backoff)
+                log.warning("watch of %s broke: %s; retrying in %.1fs", self.path, describe_error(error), backoff)
                 await asyncio.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter, not secrecy
                 backoff = min(backoff * 2, self.max_backoff)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from rules.keynames import vague_key
 from rules.names import CONTAINERS, ENV_VAR, LINK_PREFIX, MANAGED_ENV, is_secret_key, is_secret_name
 from rules.workloads import (
     KINDS,
@@ -26,8 +26,6 @@ from rules.workloads import (
 )
 
 EXAMPLE = LINK_PREFIX + "API_KEY=stripe/STRIPE_SECRET_KEY"
-# Key names that say nothing of what they hold (the product page's "KEY_1" example).
-VAGUE_NAME = re.compile(r"^(KEY|SECRET|VALUE|VAL|VAR|ENV|TOKEN|PASS|PASSWORD|DATA|ITEM|FIELD)[-_.]?\d*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -285,7 +283,7 @@ def link_warnings(request: LinkRequest, secret_keys: SecretKeys, namespace: str)
                 f"{link.annotation}: Secret {link.secret!r} has no key {link.key!r} yet; "
                 f"pods will not start until it does"
             )
-        if VAGUE_NAME.match(link.key):
+        if vague_key(link.key):
             warnings.append(
                 f"{link.annotation}: key name {link.key!r} says little about what it holds; "
                 f"descriptive names such as STRIPE_SECRET_KEY are clearer"

@@ -23,10 +23,16 @@ from rules.workloads import JsonObject, annotations_of, pod_template, rollout_co
 class Reader:
     """A Deployment, StatefulSet or DaemonSet that reads the credentials Secret."""
 
-    name: str  # kind/name, e.g. deployment/api
+    kind: str  # Deployment, StatefulSet or DaemonSet
+    workload: str  # its name, in the Secret's namespace
     rolled: bool  # rolled out, completely, to the Secret's current data
     opted_out: bool  # secrets.smll.io/auto-rollout: "false": never rolled by the controller
     uid: str = ""
+
+    @property
+    def name(self) -> str:
+        """As messages and status show it: kind/name, e.g. deployment/api."""
+        return f"{self.kind.lower()}/{self.workload}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ def reader_of(item: JsonObject, kind: str, secret: str, digests: Mapping[str, st
     stored = parse_state(annotations.get(ROLLOUT_STATE)) or {}
     metadata = item.get("metadata") or {}
     return Reader(
-        f"{kind.lower()}/{metadata.get('name', '')}",
+        kind,
+        str(metadata.get("name", "")),
         rolled=stored.get(secret) == want[secret] and rollout_complete(item, kind),
         opted_out=opted_out(annotations, annotations_of(pod_template(item, kind))),
         uid=str(metadata.get("uid", "")),

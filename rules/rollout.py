@@ -257,7 +257,7 @@ def decide(stored: State | None, current: State, missing: Missing | None = None)
     return Decision(roll=False, record=stored != current, changed={})
 
 
-def describe(changed: Mapping[str, tuple[str, ...]]) -> str:
+def describe_changes(changed: Mapping[str, tuple[str, ...]]) -> str:
     """For the Event: names of Secrets and keys, never values."""
     return "; ".join(f"secret {secret!r} changed keys {', '.join(keys)}" for secret, keys in sorted(changed.items()))
 

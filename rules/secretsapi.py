@@ -16,12 +16,12 @@ import functools
 import heapq
 import itertools
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
+from rules.keynames import vague_key
 from rules.names import (
     AUTO_ROLLOUT,
     COMPONENT_LABEL,
@@ -576,21 +576,6 @@ def key_users(secret: str, referrers: Sequence[Referrer], by_uid: Mapping[str, R
         whole=usage(secret, whole, by_uid).report,
         keyed={key: found for key, users in named.items() if (found := usage(secret, users, by_uid).report)},
     )
-
-
-# Words that say nothing about what a value is for: a key made only of them (and digits) is flagged.
-VAGUE_WORDS = frozenset(
-    {"key", "keys", "secret", "secrets", "value", "values", "val", "data", "token", "password", "pass", "passwd",
-     "pwd", "pw", "var", "env", "config", "cfg", "conf", "test", "tmp", "temp", "foo", "bar", "baz", "new", "old",
-     "my", "the", "string", "str", "item", "field", "setting", "settings", "credential", "credentials", "cred",
-     "creds", "auth", "x", "y", "a", "b", "s", "k", "v"}
-)  # fmt: skip
-_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-
-
-def vague_key(key: str) -> bool:
-    words = [word.lower() for word in _WORD.findall(key) if not word.isdigit()]
-    return not words or all(word in VAGUE_WORDS for word in words)
 
 
 def human_age(age: datetime.timedelta) -> str:

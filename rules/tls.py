@@ -256,7 +256,7 @@ def with_ca_bundle(configuration: Mapping[str, Any], ca_bundle: str) -> dict[str
     return updated
 
 
-def describe(cert: x509.Certificate) -> str:
+def describe_certificate(cert: x509.Certificate) -> str:
     """For logs: which certificate, never what is secret."""
     until = f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
     return f"{cert.subject.rfc4514_string()} (serial {cert.serial_number:x}, valid until {until})"

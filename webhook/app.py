@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubeio.errors import describe
+from kubeio.errors import describe_error
 from webhook.admission import AdmissionRequest, AdmissionResponse, BadReview, deny, mutate, parse_review, review
 from webhook.metrics import Metrics
 from webhook.secret_keys import SecretKeyIndex
@@ -73,7 +73,7 @@ def background(state: WebhookState, work: Coroutine[Any, Any, None], name: str) 
         if task.cancelled():
             return
         error = task.exception()
-        state.fail(f"{name} ended" + (f": {describe(error)}" if error is not None else ""))
+        state.fail(f"{name} ended" + (f": {describe_error(error)}" if error is not None else ""))
 
     task.add_done_callback(ended)
     return task

@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from kubeio.errors import describe
+from kubeio.errors import describe_error
 from kubeio.rest import ApiException, get_or_none, json_request
-from rules import secretsapi as rules
+from rules import secretsapi as secretsapi_rules
 from rules.workloads import resource_path
 from webhook.referrers import ReferrerIndex
 from webhook.tls import ReloadingCertificate
@@ -33,11 +33,11 @@ from webhook.tls import ReloadingCertificate
 log = logging.getLogger(__name__)
 
 AUTHENTICATION_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
-BASE = f"/apis/{rules.GROUP}/{rules.VERSION}"
+BASE = f"/apis/{secretsapi_rules.GROUP}/{secretsapi_rules.VERSION}"
 WRITE_ATTEMPTS = 8
 TABLE = "as=Table"
-# Pages of Secrets held at once by every listing together (each at most rules.PAGE Secrets, until their values are
-# dropped): the listing shares its process with both failurePolicy: Fail webhooks.
+# Pages of Secrets held at once by every listing together (each at most rules.secretsapi.PAGE Secrets, until their
+# values are dropped): the listing shares its process with both failurePolicy: Fail webhooks.
 LIST_SLOTS = 1
 # Whole Secrets (a get, a delete's check, a write's read-plan-write) held at once, each up to 1 MiB of values.
 SECRET_SLOTS = 8
@@ -54,9 +54,9 @@ class SecretsApi:
 
     referrers: ReferrerIndex
     api: client.ApiClient | None = None  # set once the server runs
-    stale_after: datetime.timedelta = rules.DEFAULT_STALE_AFTER
+    stale_after: datetime.timedelta = secretsapi_rules.DEFAULT_STALE_AFTER
     clock: Callable[[], datetime.datetime] = utcnow
-    front_proxy: rules.FrontProxy | None = None
+    front_proxy: secretsapi_rules.FrontProxy | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     # Kubernetes Secret types written beside Opaque and the generated ones (the chart's secretsApi.allowedTypes).
     allowed_types: frozenset[str] = frozenset()
@@ -66,14 +66,14 @@ class SecretsApi:
     @property
     def kube(self) -> client.ApiClient:
         if self.api is None:
-            raise rules.ApiError(503, "ServiceUnavailable", "the write-only API is starting")
+            raise secretsapi_rules.ApiError(503, "ServiceUnavailable", "the write-only API is starting")
         return self.api
 
     # -- the front proxy ------------------------------------------------------------------------------------------
 
     async def refresh_front_proxy(self, tls: ReloadingCertificate) -> None:
         found = await get_or_none(self.kube, AUTHENTICATION_CONFIGMAP)
-        config = rules.front_proxy((found or {}).get("data") or {})
+        config = secretsapi_rules.front_proxy((found or {}).get("data") or {})
         if config is None:
             if not self.loaded.is_set():
                 log.warning(
@@ -94,56 +94,60 @@ class SecretsApi:
             try:
                 await self.refresh_front_proxy(tls)
             except (TimeoutError, ApiException, OSError, ssl.SSLError) as error:
-                log.warning("cannot read the front proxy's settings: %s", describe(error))
+                log.warning("cannot read the front proxy's settings: %s", describe_error(error))
             await asyncio.sleep(interval)
 
     # -- authentication and authorization ---------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request) -> rules.Identity:
+    def authenticate(self, request: web.Request) -> secretsapi_rules.Identity:
         config = self.front_proxy
         transport = request.transport
         peer = transport.get_extra_info("peercert") if transport is not None else None
         if config is None or not peer:
-            raise rules.ApiError(401, "Unauthorized", "this API answers the apiserver's front proxy only")
+            raise secretsapi_rules.ApiError(401, "Unauthorized", "this API answers the apiserver's front proxy only")
         if config.allowed_names:
             names = {value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"}
             if not names & config.allowed_names:
-                raise rules.ApiError(401, "Unauthorized", "the client certificate is not one of the allowed names")
-        who = rules.identity(config, request.headers.items())
+                raise secretsapi_rules.ApiError(
+                    401, "Unauthorized", "the client certificate is not one of the allowed names"
+                )
+        who = secretsapi_rules.identity(config, request.headers.items())
         if who is None:
-            raise rules.ApiError(401, "Unauthorized", "the front proxy named no user")
+            raise secretsapi_rules.ApiError(401, "Unauthorized", "the front proxy named no user")
         return who
 
     async def authorize(
-        self, who: rules.Identity, verb: str, resource: str, namespace: str, name: str = "", hint: str = ""
+        self, who: secretsapi_rules.Identity, verb: str, resource: str, namespace: str, name: str = "", hint: str = ""
     ) -> None:
         review = await json_request(
             self.kube,
             "POST",
             "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            body=rules.access_review(who, verb, resource, namespace, name),
+            body=secretsapi_rules.access_review(who, verb, resource, namespace, name),
         )
         answer = review.get("status") or {}
         if not answer.get("allowed") or answer.get("denied"):
-            raise rules.forbidden(who, verb, resource, namespace, name, str(answer.get("reason") or ""), hint)
+            raise secretsapi_rules.forbidden(
+                who, verb, resource, namespace, name, str(answer.get("reason") or ""), hint
+            )
 
     # -- handlers ---------------------------------------------------------------------------------------------------
 
     async def list_views(self, request: web.Request) -> web.Response:
         namespace = request.match_info.get("namespace", "")
         who = self.authenticate(request)
-        rules.check_path(namespace)
+        secretsapi_rules.check_path(namespace)
         _no_watch(request)
-        await self.authorize(who, "list", rules.VIEWS, namespace)
-        asked = rules.parse_list(request.query)
+        await self.authorize(who, "list", secretsapi_rules.VIEWS, namespace)
+        asked = secretsapi_rules.parse_list(request.query)
         path = resource_path("Secret", namespace or None)
-        views: list[rules.View] = []
+        views: list[secretsapi_rules.View] = []
         token, version = asked.continue_token, ""
         while (query := asked.page_query(token, len(views))) is not None:
             # One page at a time, its values dropped as soon as it is read: key names are all a view needs.
             async with self.pages:
                 found = await json_request(self.kube, "GET", path, query=query)
-                secrets = [rules.without_values(secret) for secret in found.pop("items", None) or []]
+                secrets = [secretsapi_rules.without_values(secret) for secret in found.pop("items", None) or []]
             for secret in secrets:
                 # Each view is made off the loop (see _view): between Secrets, and while one is made, the loop
                 # serves the webhooks and the probes.
@@ -153,37 +157,37 @@ class SecretsApi:
             if not token:
                 break
         if _wants_table(request):
-            return await _answer(rules.table(views, self.clock(), version, token))
-        return await _answer(rules.view_list([view.body for view in views], version, token))
+            return await _answer(secretsapi_rules.table(views, self.clock(), version, token))
+        return await _answer(secretsapi_rules.view_list([view.body for view in views], version, token))
 
     async def get_view(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
-        rules.check_path(namespace, name)
+        secretsapi_rules.check_path(namespace, name)
         _no_watch(request)
-        await self.authorize(who, "get", rules.VIEWS, namespace, name)
+        await self.authorize(who, "get", secretsapi_rules.VIEWS, namespace, name)
         async with self.whole_secrets:
             secret = await get_or_none(self.kube, resource_path("Secret", namespace, name))
             if secret is None:
-                raise rules.not_found(namespace, name)
-            secret = rules.without_values(secret)
+                raise secretsapi_rules.not_found(namespace, name)
+            secret = secretsapi_rules.without_values(secret)
         view = await self._view(secret)
         del secret
         if _wants_table(request):
-            return await _answer(rules.table([view], self.clock()))
+            return await _answer(secretsapi_rules.table([view], self.clock()))
         return await _answer(view.body)
 
     async def delete(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         who = self.authenticate(request)
-        rules.check_path(namespace, name)
-        await self.authorize(who, "delete", rules.VIEWS, namespace, name)
+        secretsapi_rules.check_path(namespace, name)
+        await self.authorize(who, "delete", secretsapi_rules.VIEWS, namespace, name)
         path = resource_path("Secret", namespace, name)
         async with self.whole_secrets:
             current = await get_or_none(self.kube, path)
             if current is None:
-                raise rules.not_found(namespace, name)
-            rules.check_writable(current, self.allowed_types, verb="delete")
+                raise secretsapi_rules.not_found(namespace, name)
+            secretsapi_rules.check_writable(current, self.allowed_types, verb="delete")
             # The Secret judged, not one made since under its name (a Secret's type never changes).
             options = {"preconditions": {"uid": (current.get("metadata") or {}).get("uid")}}
             del current
@@ -191,34 +195,36 @@ class SecretsApi:
             await json_request(self.kube, "DELETE", path, query=_dry_run(request), body=options)
         except ApiException as error:
             if error.status == 404:
-                raise rules.not_found(namespace, name) from None
+                raise secretsapi_rules.not_found(namespace, name) from None
             raise
         log.info(
             "secret %s/%s deleted for %s", namespace, name, who.user, extra=_fields(namespace, name, who, "deleted")
         )
-        details = {"name": name, "group": rules.GROUP, "kind": rules.VIEWS}
-        return _json(rules.status(200, "", f'secret "{name}" deleted', details=details))
+        details = {"name": name, "group": secretsapi_rules.GROUP, "kind": secretsapi_rules.VIEWS}
+        return _json(secretsapi_rules.status(200, "", f'secret "{name}" deleted', details=details))
 
     async def write(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         who = self.authenticate(request)
-        rules.check_path(namespace)
-        await self.authorize(who, "create", rules.WRITES, namespace)
+        secretsapi_rules.check_path(namespace)
+        await self.authorize(who, "create", secretsapi_rules.WRITES, namespace)
         try:
             body = await request.json()
         except ValueError:
-            raise rules.ApiError(400, "BadRequest", "the body is not JSON") from None
-        wanted = rules.parse_write(body, namespace)
+            raise secretsapi_rules.ApiError(400, "BadRequest", "the body is not JSON") from None
+        wanted = secretsapi_rules.parse_write(body, namespace)
         # The review names the Secret, so a Role's resourceNames limits a writer to the Secrets it names.
-        hint = rules.set_keys_hint(wanted.secret)
-        await self.authorize(who, rules.SET_KEYS_VERB, rules.VIEWS, namespace, wanted.secret, hint)
+        hint = secretsapi_rules.set_keys_hint(wanted.secret)
+        await self.authorize(
+            who, secretsapi_rules.SET_KEYS_VERB, secretsapi_rules.VIEWS, namespace, wanted.secret, hint
+        )
         async with self.whole_secrets:
             try:
                 result = await self._write(wanted, _dry_run(request))
             except ApiException as error:
                 if _size_refusal(error):
-                    # The apiserver's own limit, answered without the size it names (see rules._check_size).
-                    raise rules.too_large(wanted.secret) from None
+                    # The apiserver's own limit, answered without the size it names (see secretsapi_rules._check_size).
+                    raise secretsapi_rules.too_large(wanted.secret) from None
                 raise
         fields = _fields(namespace, wanted.secret, who, "created" if result.created else "written")
         fields["keys"] = {"set": list(result.set), "removed": list(result.removed)}
@@ -227,17 +233,19 @@ class SecretsApi:
             namespace, wanted.secret, who.user, result.created, ",".join(result.set), ",".join(result.removed),
             extra=fields,
         )  # fmt: skip
-        return _json(rules.write_answer(wanted, result), status=201 if result.created else 200)
+        return _json(secretsapi_rules.write_answer(wanted, result), status=201 if result.created else 200)
 
-    async def _write(self, wanted: rules.WriteRequest, query: dict[str, str]) -> rules.WriteResult:
+    async def _write(
+        self, wanted: secretsapi_rules.WriteRequest, query: dict[str, str]
+    ) -> secretsapi_rules.WriteResult:
         """Read, plan, write with the resourceVersion read; a 409 (another writer came first) reads again. The
         apiserver's answer (the Secret, values included) is dropped unread."""
         collection = resource_path("Secret", wanted.namespace)
         path = resource_path("Secret", wanted.namespace, wanted.secret)  # refuses a name that is not one segment
-        query = {**query, "fieldManager": rules.FIELD_MANAGER}
+        query = {**query, "fieldManager": secretsapi_rules.FIELD_MANAGER}
         for attempt in range(WRITE_ATTEMPTS):
             current = await get_or_none(self.kube, path)
-            body, result = rules.plan_write(current, wanted, self.clock(), self.allowed_types)
+            body, result = secretsapi_rules.plan_write(current, wanted, self.clock(), self.allowed_types)
             try:
                 if current is None:
                     await json_request(self.kube, "POST", collection, body=body, query=query)
@@ -250,27 +258,28 @@ class SecretsApi:
             await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _view(self, secret: dict[str, Any]) -> rules.View:
+    async def _view(self, secret: dict[str, Any]) -> secretsapi_rules.View:
         """The view, made in a thread: it grows with the Secret's keys and uses (a 1 MiB Secret holds 100,000 short
         keys), and the loop it would hold serves both failurePolicy: Fail webhooks. The referrers are taken on the
         loop; the thread only looks owners up in the index (single dict reads)."""
         metadata = secret.get("metadata") or {}
         referrers = self.referrers.referrers(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        view = rules.secret_view
+        view = secretsapi_rules.secret_view
         return await asyncio.to_thread(view, secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
 
 
-def _fields(namespace: str, name: str, who: rules.Identity, outcome: str) -> dict[str, Any]:
+def _fields(namespace: str, name: str, who: secretsapi_rules.Identity, outcome: str) -> dict[str, Any]:
     """``extra=`` of a log line about a write (kubeio/logs.py prints them as fields in JSON): names, never values."""
     return {"object": {"kind": "Secret", "namespace": namespace, "name": name}, "user": who.user, "outcome": outcome}
 
 
 def _no_watch(request: web.Request) -> None:
     if request.query.get("watch") in ("1", "true"):
-        raise rules.ApiError(
+        raise secretsapi_rules.ApiError(
             405,
             "MethodNotAllowed",
-            f"{rules.VIEWS} cannot be watched (a watch would stream Secrets as they change): list them again instead",
+            f"{secretsapi_rules.VIEWS} cannot be watched (a watch would stream Secrets as they change): "
+            "list them again instead",
         )
 
 
@@ -292,7 +301,7 @@ def _json(body: dict[str, Any], *, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), status=status, content_type="application/json")
 
 
-def _refusal(error: rules.ApiError) -> web.Response:
+def _refusal(error: secretsapi_rules.ApiError) -> web.Response:
     return _json(error.status(), status=error.code)
 
 
@@ -320,7 +329,7 @@ def _passed_on(error: ApiException) -> web.Response:
     message = str(found.get("message") or error.reason or "the apiserver refused the write")
     reason = str(found.get("reason") or "")
     code = int(error.status or 500)
-    return _json(rules.status(code, reason, message), status=code)
+    return _json(secretsapi_rules.status(code, reason, message), status=code)
 
 
 @web.middleware
@@ -331,16 +340,16 @@ async def answers(request: web.Request, handler: Callable[[web.Request], Any]) -
         return response
     try:
         response = await handler(request)
-    except rules.ApiError as error:
+    except secretsapi_rules.ApiError as error:
         return _refusal(error)
     except ApiException as error:
-        log.info("the apiserver refused %s %s: %s", request.method, request.path, describe(error))
+        log.info("the apiserver refused %s %s: %s", request.method, request.path, describe_error(error))
         return _passed_on(error)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("the write-only API failed on %s %s", request.method, request.path)
-        return _json(rules.status(500, "InternalError", "internal error; see the webhook's log"), status=500)
+        return _json(secretsapi_rules.status(500, "InternalError", "internal error; see the webhook's log"), status=500)
     return response
 
 
@@ -355,14 +364,14 @@ def add_routes(app: web.Application, secrets_api: SecretsApi) -> None:
         return handle
 
     def group_list() -> dict[str, Any]:
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [rules.api_group()]}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [secretsapi_rules.api_group()]}
 
     app.router.add_get("/apis", discovery(group_list))
-    app.router.add_get(f"/apis/{rules.GROUP}", discovery(rules.api_group))
-    app.router.add_get(BASE, discovery(rules.api_resources))
-    app.router.add_get(f"{BASE}/{rules.VIEWS}", secrets_api.list_views)
-    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}", secrets_api.list_views)
-    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}/{{name}}", secrets_api.get_view)
-    app.router.add_delete(f"{BASE}/namespaces/{{namespace}}/{rules.VIEWS}/{{name}}", secrets_api.delete)
-    app.router.add_post(f"{BASE}/namespaces/{{namespace}}/{rules.WRITES}", secrets_api.write)
+    app.router.add_get(f"/apis/{secretsapi_rules.GROUP}", discovery(secretsapi_rules.api_group))
+    app.router.add_get(BASE, discovery(secretsapi_rules.api_resources))
+    app.router.add_get(f"{BASE}/{secretsapi_rules.VIEWS}", secrets_api.list_views)
+    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.VIEWS}", secrets_api.list_views)
+    app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.VIEWS}/{{name}}", secrets_api.get_view)
+    app.router.add_delete(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.VIEWS}/{{name}}", secrets_api.delete)
+    app.router.add_post(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.WRITES}", secrets_api.write)
     app.middlewares.append(answers)

@@ -32,8 +32,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from kubeio.errors import describe as describe_error
-from kubeio.errors import transient
+from kubeio.errors import describe_error, transient
 from kubeio.rest import ApiException, get_or_none, json_request
 from rules.names import MANAGED_BY_LABEL, PRODUCT, WEBHOOK_CONFIGURATION
 from rules.tls import (
@@ -44,7 +43,7 @@ from rules.tls import (
     Policy,
     Step,
     SubjectNames,
-    describe,
+    describe_certificate,
     next_step,
     take_step,
     trusts,
@@ -164,11 +163,11 @@ class SelfManagedCertificate:
                     log.info(
                         "%s: CA %s, serving %s",
                         step.value,
-                        describe(material.ca.certificate),
-                        describe(material.serving.certificate),
+                        describe_certificate(material.ca.certificate),
+                        describe_certificate(material.serving.certificate),
                     )
                 elif step is Step.AWAIT_BUNDLE:
-                    log.info("%s %s", step.value, describe(material.ca.certificate) if material else "")
+                    log.info("%s %s", step.value, describe_certificate(material.ca.certificate) if material else "")
                 assert material is not None
                 await self._publish(configurations, material)
             except ApiException as error:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import yaml
 
-from rules import database as rules
+from rules import database as database_rules
 
 
 class ConfigError(ValueError):
     pass
 
 
-def load_servers(path: Path) -> dict[str, rules.Server]:
+def load_servers(path: Path) -> dict[str, database_rules.Server]:
     """``servers: {NAME: {host, port, sslmode, adminSecret, caSecret}}`` — a clear error names what to fix.
 
     ``caSecret`` (a Secret of the controller's namespace, key ``ca.crt``) is the CA bundle that ``verify-ca`` and
@@ -38,7 +38,7 @@ def load_servers(path: Path) -> dict[str, rules.Server]:
                 f"{path}: server {name!r} names caSecret but sslmode {sslmode!r} checks no certificate; "
                 f"use sslmode verify-full"
             )
-        found[str(name)] = rules.Server(
+        found[str(name)] = database_rules.Server(
             name=str(name),
             host=str(spec["host"]),
             port=int(spec.get("port", 5432)),

@@ -11,13 +11,13 @@ from controller.frame.loop import Loop
 from controller.frame.queue import WorkQueue
 from controller.frame.settings import Settings
 from kubeio.informer import Informer
-from rules import database as rules
+from rules import database as database_rules
 from rules.names import DATABASE_TYPE, SECRET_TYPE_LABEL
 from rules.workloads import resource_path
 
 
 def database_loop(
-    api: client.ApiClient, settings: Settings, hmac_key: bytes, servers: dict[str, rules.Server]
+    api: client.ApiClient, settings: Settings, hmac_key: bytes, servers: dict[str, database_rules.Server]
 ) -> Loop[DatabaseKey]:
     """Databases: one key per Database object; a reconcile refused for good is told in its Ready condition."""
     queue: WorkQueue[DatabaseKey] = WorkQueue()

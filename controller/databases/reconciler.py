@@ -44,7 +44,7 @@ from controller.frame.secrets import delete_exactly, owner_reference, secret_bod
 from controller.frame.store import Store, name_of
 from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
-from rules import database as rules
+from rules import database as database_rules
 from rules.names import (
     CREDENTIALS_SUFFIX,
     DATABASE_ANNOTATION,
@@ -68,7 +68,6 @@ from rules.workloads import (
 log = reconcile_logger(__name__)
 
 DatabaseKey = tuple[str, str]  # namespace, name
-READER_KINDS = {kind.lower(): kind for kind in ROLLED_KINDS}
 
 
 class Databases:
@@ -79,7 +78,7 @@ class Databases:
         api: client.ApiClient,
         queue: WorkQueue[DatabaseKey],
         *,
-        servers: dict[str, rules.Server],
+        servers: dict[str, database_rules.Server],
         namespace: str,
         hmac_key: bytes,
         grace: datetime.timedelta,
@@ -166,21 +165,23 @@ class Databases:
             )
             raise
 
-    async def provision(self, obj: dict[str, Any], server: rules.Server, admin_user: str, admin_password: str) -> None:
+    async def provision(
+        self, obj: dict[str, Any], server: database_rules.Server, admin_user: str, admin_password: str
+    ) -> None:
         """Who the Database is comes from the object: the logins are derived names, which of them exist and are its
         own is read on the server (markers), and the credentials Secret gives nothing but its password."""
         namespace, name = self._key(obj)
         uid = str(obj["metadata"].get("uid", ""))
         spec = obj.get("spec") or {}
-        owner = rules.owner_role(namespace, name)
-        marker = rules.marker(namespace, name, uid)
-        secret_name = rules.secret_name(name)
+        owner = database_rules.owner_role(namespace, name)
+        marker = database_rules.marker(namespace, name, uid)
+        secret_name = database_rules.secret_name(name)
         secret = await self.read_secret(namespace, secret_name)
         status = obj.get("status") or {}
         legacy = status.get("secretName") == secret_name and not status.get("login")
-        proof = rules.secret_proof(self.hmac_key, namespace, name, uid)
+        proof = database_rules.secret_proof(self.hmac_key, namespace, name, uid)
         recorded = str(status.get("secretUID") or "")
-        if secret is not None and not rules.secret_made_for(
+        if secret is not None and not database_rules.secret_made_for(
             secret, proof=proof, uid=uid, recorded_uid=recorded, legacy=legacy
         ):
             await self.status(
@@ -197,7 +198,7 @@ class Databases:
         found = decode_data(secret.get("data") or {}) if secret is not None else {}
         now = self.now()
         request = (obj["metadata"].get("annotations") or {}).get(ROTATE)
-        plan = rules.rotation(
+        plan = database_rules.rotation(
             rotate_every=spec.get("rotateEvery"),
             rotate_request=request,
             seen_request=annotations.get(ROTATION_SEEN),
@@ -208,8 +209,8 @@ class Databases:
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
             state = await inspect(admin, owner)
-            legacy_name = rules.legacy_owner_role(namespace, name)
-            claim = rules.claim(
+            legacy_name = database_rules.legacy_owner_role(namespace, name)
+            claim = database_rules.claim(
                 state,
                 legacy_role=state.owner is None and legacy_name != owner and await role(admin, legacy_name) is not None,
                 namespace=namespace,
@@ -226,7 +227,7 @@ class Databases:
             if claim.mark:
                 await mark(admin, claim.mark, marker)
                 await self.event(obj, "Adopted", f"marked {', '.join(claim.mark)} as made for this Database")
-            target = rules.target(
+            target = database_rules.target(
                 namespace=namespace,
                 name=name,
                 logins=claim.logins,
@@ -261,8 +262,8 @@ class Databases:
         if target.rotation:
             annotations[ROTATED_AT] = format_time(now)
         _show_retiring(annotations, retiring)
-        desired = rules.credentials(user=target.user, password=target.password, server=server, database=owner)
-        edited = rules.edited_keys(found, desired) if secret is not None and not target.new else ()
+        desired = database_rules.credentials(user=target.user, password=target.password, server=server, database=owner)
+        edited = database_rules.edited_keys(found, desired) if secret is not None and not target.new else ()
         secret_uid = await self.write_secret(obj, secret, desired, annotations)
         if stored is not None:
             await self.delete_rotation_secret(stored)
@@ -303,7 +304,7 @@ class Databases:
     async def retire(
         self,
         obj: dict[str, Any],
-        server: rules.Server,
+        server: database_rules.Server,
         admin_user: str,
         admin_password: str,
         retiring: list[str],
@@ -314,18 +315,18 @@ class Databases:
         the grace period is over). Readers that opted out of rollouts are told first, with a Warning Event each, and
         named in the status. Returns the status's note while a login is kept."""
         namespace, name = self._key(obj)
-        secret_name = rules.secret_name(name)
+        secret_name = database_rules.secret_name(name)
         previous = ", ".join(retiring)
         now = self.now()
         readers = await self.readers(namespace, secret_name, desired)
         rotated_at = parse_time(annotations.get(ROTATED_AT)) or now
-        plan = rules.retirement(readers, rotated_at=rotated_at, grace=self.grace, now=now)
+        plan = database_rules.retirement(readers, rotated_at=rotated_at, grace=self.grace, now=now)
         await self.warn_opted_out(obj, previous, plan)
         if not plan.drop:
             self.queue.add_after(self._key(obj), 5)
-            return rules.retirement_message(previous, plan)
-        owner = rules.owner_role(namespace, name)
-        marker = rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
+            return database_rules.retirement_message(previous, plan)
+        owner = database_rules.owner_role(namespace, name)
+        marker = database_rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
         admin = await connect(server, user=admin_user, password=admin_password)
         try:
             for login in retiring:
@@ -346,7 +347,7 @@ class Databases:
         await self.event(obj, "OldLoginDropped", f"dropped {previous}: {plan.why}")
         return ""
 
-    async def warn_opted_out(self, obj: dict[str, Any], previous: str, plan: rules.Retirement) -> None:
+    async def warn_opted_out(self, obj: dict[str, Any], previous: str, plan: database_rules.Retirement) -> None:
         """Once per reader and rotation (per process: a restart may tell it once more)."""
         namespace, name = self._key(obj)
         told = self.warned.get(self._key(obj))
@@ -355,21 +356,20 @@ class Databases:
         for reader in plan.opted_out:
             if reader.name in told[1]:
                 continue
-            kind, _, reader_name = reader.name.partition("/")
             await record_event(
                 self.api,
-                api_version=api_version(READER_KINDS[kind]),
-                kind=READER_KINDS[kind],
-                name=reader_name,
+                api_version=api_version(reader.kind),
+                kind=reader.kind,
+                name=reader.workload,
                 namespace=namespace,
                 uid=reader.uid,
                 reason="RotationNotRolled",
-                message=rules.opted_out_warning(rules.secret_name(name), previous, plan.drop_at),
+                message=database_rules.opted_out_warning(database_rules.secret_name(name), previous, plan.drop_at),
                 warning=True,
             )
             told[1].add(reader.name)
 
-    async def readers(self, namespace: str, secret: str, data: dict[str, str]) -> list[rules.Reader]:
+    async def readers(self, namespace: str, secret: str, data: dict[str, str]) -> list[database_rules.Reader]:
         """The services reading the Secret: whether each has rolled out, completely, to its current data, and
         whether it opted out of rollouts."""
         encoded = {k: encode(v) for k, v in data.items()}
@@ -378,23 +378,23 @@ class Databases:
         for kind in sorted(ROLLED_KINDS):
             listing = await json_request(self.api, "GET", resource_path(kind, namespace))
             for item in listing.get("items") or []:
-                reader = rules.reader_of(item, kind, secret, digests)
+                reader = database_rules.reader_of(item, kind, secret, digests)
                 if reader is not None:
                     found.append(reader)
         return found
 
     def rotation_path(self, namespace: str, name: str) -> str:
-        return resource_path("Secret", self.namespace, rules.rotation_secret_name(namespace, name))
+        return resource_path("Secret", self.namespace, database_rules.rotation_secret_name(namespace, name))
 
-    async def store_rotation_secret(self, obj: dict[str, Any], pending: rules.Pending) -> dict[str, Any]:
+    async def store_rotation_secret(self, obj: dict[str, Any], pending: database_rules.Pending) -> dict[str, Any]:
         """A create: a rotation Secret that exists already (another replica's, a stale cache) is never overwritten."""
         namespace, name = self._key(obj)
         annotations = {ROTATION_SEEN: pending.rotation_seen} if pending.rotation_seen else {}
         body = secret_body(
             self.namespace,
-            rules.rotation_secret_name(namespace, name),
-            {rules.ROTATION_USER_KEY: pending.user, rules.ROTATION_PASSWORD_KEY: pending.password},
-            labels=labels(component=rules.ROTATION_COMPONENT),
+            database_rules.rotation_secret_name(namespace, name),
+            {database_rules.ROTATION_USER_KEY: pending.user, database_rules.ROTATION_PASSWORD_KEY: pending.password},
+            labels=labels(component=database_rules.ROTATION_COMPONENT),
             annotations={**annotations, DATABASE_ANNOTATION: f"{namespace}/{name}"},
         )
         return await json_request(self.api, "POST", resource_path("Secret", self.namespace), body=body)
@@ -407,16 +407,16 @@ class Databases:
             if error.status != 404:
                 raise
 
-    async def delete(self, obj: dict[str, Any], server: rules.Server) -> None:
+    async def delete(self, obj: dict[str, Any], server: database_rules.Server) -> None:
         namespace, name = self._key(obj)
         if (obj.get("spec") or {}).get("deletionPolicy") == "Delete":
-            marker = rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
+            marker = database_rules.marker(namespace, name, str(obj["metadata"].get("uid", "")))
             try:
                 admin_user, admin_password = await self.admin_credentials(server)
                 server = await self.with_ca(server)
                 admin = await connect(server, user=admin_user, password=admin_password)
                 try:
-                    owner = rules.owner_role(namespace, name)
+                    owner = database_rules.owner_role(namespace, name)
                     dropped = await drop_database(
                         admin, owner, namespace=namespace, name=name, marker=marker, admin_user=admin_user
                     )
@@ -440,7 +440,7 @@ class Databases:
 
     # ---- API edge -----------------------------------------------------------------------------------------
 
-    async def admin_credentials(self, server: rules.Server) -> tuple[str, str]:
+    async def admin_credentials(self, server: database_rules.Server) -> tuple[str, str]:
         try:
             found = await json_request(self.api, "GET", resource_path("Secret", self.namespace, server.admin_secret))
         except ApiException as error:
@@ -454,7 +454,7 @@ class Databases:
             raise LookupError(f"admin Secret {self.namespace}/{server.admin_secret} needs keys username and password")
         return data["username"], data["password"]
 
-    async def with_ca(self, server: rules.Server) -> rules.Server:
+    async def with_ca(self, server: database_rules.Server) -> database_rules.Server:
         """The server with the CA bundle its config names (key ca.crt of a Secret in the controller's namespace),
         read afresh, so that a renewed CA is used without a restart."""
         if not server.ca_secret:
@@ -479,10 +479,10 @@ class Databases:
         Secret's uid."""
         namespace, name = self._key(obj)
         uid = str(obj["metadata"].get("uid", ""))
-        annotations = {**annotations, MADE_FOR: rules.secret_proof(self.hmac_key, namespace, name, uid)}
+        annotations = {**annotations, MADE_FOR: database_rules.secret_proof(self.hmac_key, namespace, name, uid)}
         body = secret_body(
             namespace,
-            rules.secret_name(name),
+            database_rules.secret_name(name),
             data,
             labels={**((secret or {}).get("metadata") or {}).get("labels", {}), **labels(secret_type=DATABASE_TYPE)},
             annotations=annotations,
@@ -498,7 +498,7 @@ class Databases:
             written = await json_request(self.api, "POST", path, body=body)
         else:
             body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
-            written = await json_request(self.api, "PUT", f"{path}/{rules.secret_name(name)}", body=body)
+            written = await json_request(self.api, "PUT", f"{path}/{database_rules.secret_name(name)}", body=body)
         return str((written.get("metadata") or {}).get("uid", ""))
 
     async def patch(self, obj: dict[str, Any], patch: dict[str, Any], *, subresource: str = "") -> None:
@@ -530,7 +530,7 @@ class Databases:
         current = obj.get("status") or {}
         previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
         generation = int(obj["metadata"].get("generation") or 0)
-        condition = rules.ready_condition(
+        condition = database_rules.ready_condition(
             status, reason, message, previous=previous, generation=generation, now=self.now()
         )
         new = {"observedGeneration": generation, "conditions": [condition]}
@@ -579,12 +579,14 @@ class Databases:
         )
 
 
-def _pending(stored: dict[str, Any] | None) -> rules.Pending | None:
+def _pending(stored: dict[str, Any] | None) -> database_rules.Pending | None:
     if stored is None:
         return None
     data = decode_data(stored.get("data") or {})
     seen = (stored["metadata"].get("annotations") or {}).get(ROTATION_SEEN)
-    return rules.Pending(data.get(rules.ROTATION_USER_KEY, ""), data.get(rules.ROTATION_PASSWORD_KEY, ""), seen)
+    return database_rules.Pending(
+        data.get(database_rules.ROTATION_USER_KEY, ""), data.get(database_rules.ROTATION_PASSWORD_KEY, ""), seen
+    )
 
 
 def _secret_version(obj: dict[str, Any]) -> tuple[DatabaseKey, str] | None:

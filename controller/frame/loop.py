@@ -24,7 +24,7 @@ from controller.frame.failures import Failure, classify
 from controller.frame.logs import outcome, reconcile_logger, reconciling
 from controller.frame.metrics import ControllerMetrics
 from controller.frame.queue import WorkQueue
-from kubeio.errors import describe
+from kubeio.errors import describe_error
 from kubeio.informer import Informer
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def handle_failure(loop: Loop[Any], metrics: ControllerMetrics, key: Any, 
             "%s: reconcile of %s failed (%s); retrying in %.2fs",
             loop.name,
             key,
-            describe(error),
+            describe_error(error),
             delay,
             extra=outcome("retry"),
         )
@@ -97,18 +97,18 @@ async def handle_failure(loop: Loop[Any], metrics: ControllerMetrics, key: Any, 
             "%s: reconcile of %s failed for good, not retried: %s",
             loop.name,
             key,
-            describe(error),
+            describe_error(error),
             extra=outcome("failed"),
         )
         if loop.failed is not None:
             try:
-                await loop.failed(key, describe(error))
+                await loop.failed(key, describe_error(error))
             except Exception as reporting:
                 reconcile_log.warning(
                     "%s: could not report the failure of %s: %s",
                     loop.name,
                     key,
-                    describe(reporting),
+                    describe_error(reporting),
                     extra=outcome("failed"),
                 )
         return

@@ -7,19 +7,19 @@ from typing import Any
 
 from controller.frame.queue import WorkQueue
 from controller.frame.store import JsonObject, Store, name_of, touching
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.secretdata import decode_data
 
 
 def htpasswd_entries(secret: JsonObject | None) -> dict[str, str]:
     data = decode_data((secret or {}).get("data") or {})
-    return rules.parse_htpasswd(data.get(rules.HTPASSWD_KEY, ""))
+    return registry_rules.parse_htpasswd(data.get(registry_rules.HTPASSWD_KEY, ""))
 
 
-def htpasswd_previous(secret: JsonObject | None) -> dict[str, tuple[rules.PreviousEntry, ...]]:
+def htpasswd_previous(secret: JsonObject | None) -> dict[str, tuple[registry_rules.PreviousEntry, ...]]:
     """The entries rotations replaced, kept until retired (key ``previous`` of the same Secret)."""
     data = decode_data((secret or {}).get("data") or {})
-    return rules.parse_previous(data.get(rules.PREVIOUS_KEY, ""))
+    return registry_rules.parse_previous(data.get(registry_rules.PREVIOUS_KEY, ""))
 
 
 def _namespace_entry(obj: JsonObject) -> tuple[str, JsonObject]:
@@ -32,7 +32,7 @@ def _secret_entry(obj: JsonObject) -> tuple[tuple[str, str], JsonObject]:
 
 def _rotation_entry(obj: JsonObject) -> tuple[str, JsonObject] | None:
     """A rotation Secret names the namespace it is for."""
-    namespace = rules.namespace_of_rotation_secret(name_of(obj)[1])
+    namespace = registry_rules.namespace_of_rotation_secret(name_of(obj)[1])
     return None if namespace is None else (namespace, obj)
 
 
@@ -57,7 +57,7 @@ class Caches:
     def entries(self) -> dict[str, str]:
         return htpasswd_entries(self.htpasswd)
 
-    def users(self) -> dict[str, tuple[str | None, tuple[rules.PreviousEntry, ...]]]:
+    def users(self) -> dict[str, tuple[str | None, tuple[registry_rules.PreviousEntry, ...]]]:
         """user → (entry, previous entries), for every user with either."""
         entries, previous = self.entries(), htpasswd_previous(self.htpasswd)
         return {user: (entries.get(user), tuple(previous.get(user, ()))) for user in entries.keys() | previous.keys()}
@@ -75,7 +75,7 @@ class HtpasswdHandler:
         self.caches.htpasswd = secret
         after = self.caches.users()
         for user in {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}:
-            namespace = rules.namespace_of(user)
+            namespace = registry_rules.namespace_of(user)
             if namespace is not None:
                 self.caches.queue.add(namespace)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.workloads import resource_path
 
 
@@ -18,7 +18,7 @@ class RegistryConfig:
     @property
     def host(self) -> str:
         """What REGISTRY_URL says and what the pull secret is keyed by."""
-        return rules.registry_host(self.url)
+        return registry_rules.registry_host(self.url)
 
     @property
     def htpasswd_path(self) -> str:

@@ -13,7 +13,7 @@ from controller.registry.caches import Caches, HtpasswdHandler
 from controller.registry.config import RegistryConfig, parse_secret_ref
 from controller.registry.reconciler import Registry
 from kubeio.informer import Informer
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.names import COMPONENT_LABEL, REGISTRY_TYPE, SECRET_TYPE_LABEL
 from rules.workloads import resource_path
 
@@ -37,13 +37,13 @@ def registry_informers(api: client.ApiClient, config: RegistryConfig, caches: Ca
             api,
             resource_path("Secret", config.rotation_namespace),
             caches.rotations,
-            query={"labelSelector": f"{COMPONENT_LABEL}={rules.ROTATION_COMPONENT}"},
+            query={"labelSelector": f"{COMPONENT_LABEL}={registry_rules.ROTATION_COMPONENT}"},
         ),
         Informer(
             api,
             resource_path("ServiceAccount"),
             caches.service_accounts,
-            query={"fieldSelector": f"metadata.name={rules.SERVICE_ACCOUNT}"},
+            query={"fieldSelector": f"metadata.name={registry_rules.SERVICE_ACCOUNT}"},
         ),
     ]
 

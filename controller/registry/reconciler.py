@@ -29,7 +29,7 @@ from controller.registry.verifier import Verifier
 from kubeio.errors import status_message
 from kubeio.events import record_event
 from kubeio.rest import MERGE_PATCH, ApiException, get_or_none, json_request
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.names import ROTATION_SEEN
 from rules.retirement import Reader, reader_of
 from rules.rollout import key_digests
@@ -57,19 +57,19 @@ class Snapshot:
     rotation: JsonObject | None
     readers: tuple[Reader, ...] | None = None  # of registry-credentials, listed only while a previous entry is kept
 
-    def observed(self) -> rules.Observed:
-        user = rules.username(self.namespace)
+    def observed(self) -> registry_rules.Observed:
+        user = registry_rules.username(self.namespace)
         entry = htpasswd_entries(self.htpasswd).get(user)
-        return rules.Observed(
+        return registry_rules.Observed(
             namespace=self.namespace,
-            member=rules.is_member(self.namespace_object),
-            writable=rules.is_writable(self.namespace_object),
-            rotate=rules.rotate_request(self.namespace_object),
-            credentials=rules.secret_state(self.credentials),
-            pull_secret=rules.secret_state(self.pull_secret),
-            pull_secrets_of_service_account=rules.image_pull_secret_names(self.service_account),
+            member=registry_rules.is_member(self.namespace_object),
+            writable=registry_rules.is_writable(self.namespace_object),
+            rotate=registry_rules.rotate_request(self.namespace_object),
+            credentials=registry_rules.secret_state(self.credentials),
+            pull_secret=registry_rules.secret_state(self.pull_secret),
+            pull_secrets_of_service_account=registry_rules.image_pull_secret_names(self.service_account),
             entry=entry,
-            pending=rules.pending_state(self.rotation),
+            pending=registry_rules.pending_state(self.rotation),
             previous=tuple(htpasswd_previous(self.htpasswd).get(user, ())),
             readers=self.readers,
         )
@@ -87,7 +87,7 @@ class Registry:
         caches: Caches,
         *,
         hmac_key: bytes = b"",
-        grace: datetime.timedelta = rules.DEFAULT_GRACE,
+        grace: datetime.timedelta = registry_rules.DEFAULT_GRACE,
         new_password: Callable[[], str] = generate_password,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
@@ -109,8 +109,8 @@ class Registry:
         return Snapshot(
             namespace,
             self.caches.namespaces.get(namespace),
-            secrets.get((namespace, rules.CREDENTIALS)),
-            secrets.get((namespace, rules.PULL_SECRET)),
+            secrets.get((namespace, registry_rules.CREDENTIALS)),
+            secrets.get((namespace, registry_rules.PULL_SECRET)),
             self.caches.service_accounts.get(namespace),
             self.caches.htpasswd,
             self.caches.rotations.get(namespace),
@@ -122,15 +122,15 @@ class Registry:
     async def read(self, namespace: str) -> Snapshot:
         htpasswd_path = self.config.htpasswd_path
         namespace_object = await self.get(resource_path("Namespace", name=namespace))
-        rotation = await self.get(f"{self.config.rotations_path}/{rules.rotation_secret_name(namespace)}")
+        rotation = await self.get(f"{self.config.rotations_path}/{registry_rules.rotation_secret_name(namespace)}")
         if namespace_object is None:
             return Snapshot(namespace, None, None, None, None, await self.get(htpasswd_path), rotation)
         return Snapshot(
             namespace,
             namespace_object,
-            await self.get(resource_path("Secret", namespace, rules.CREDENTIALS)),
-            await self.get(resource_path("Secret", namespace, rules.PULL_SECRET)),
-            await self.get(resource_path("ServiceAccount", namespace, rules.SERVICE_ACCOUNT)),
+            await self.get(resource_path("Secret", namespace, registry_rules.CREDENTIALS)),
+            await self.get(resource_path("Secret", namespace, registry_rules.PULL_SECRET)),
+            await self.get(resource_path("ServiceAccount", namespace, registry_rules.SERVICE_ACCOUNT)),
             await self.get(htpasswd_path),
             rotation,
         )
@@ -140,29 +140,29 @@ class Registry:
         completely, to its current data: what ``rules.retirement`` waits for (as for a Database's old login)."""
         namespace = name_of(credentials)[0]
         digests = key_digests(
-            credentials.get("data") or {}, self.hmac_key, namespace=namespace, secret=rules.CREDENTIALS
+            credentials.get("data") or {}, self.hmac_key, namespace=namespace, secret=registry_rules.CREDENTIALS
         )
         found = []
         for kind in sorted(ROLLED_KINDS):
             listing = await json_request(self.api, "GET", resource_path(kind, namespace))
             for item in listing.get("items") or []:
-                reader = reader_of(item, kind, rules.CREDENTIALS, digests)
+                reader = reader_of(item, kind, registry_rules.CREDENTIALS, digests)
                 if reader is not None:
                     found.append(reader)
         return tuple(found)
 
-    async def step(self, snapshot: Snapshot) -> rules.Step | None:
+    async def step(self, snapshot: Snapshot) -> registry_rules.Step | None:
         observed = snapshot.observed()
-        password = rules.live_password(observed)
+        password = registry_rules.live_password(observed)
         if observed.member and password is not None and observed.entry is not None:
             await self.verify.prime(password, observed.entry)
-            committed = (observed.credentials.data if observed.credentials else {}).get(rules.PASSWORD_KEY)
+            committed = (observed.credentials.data if observed.credentials else {}).get(registry_rules.PASSWORD_KEY)
             if observed.pending is not None and committed:  # whether the entry replaced is the readers' password
                 await self.verify.prime(committed, observed.entry)
         if observed.member and observed.previous and observed.pending is None and snapshot.credentials is not None:
             snapshot.readers = await self.readers(snapshot.credentials)
             observed = dataclasses.replace(observed, readers=snapshot.readers)
-        return rules.next_step(
+        return registry_rules.next_step(
             observed,
             registry_host=self.config.host,
             verify=self.verify,
@@ -190,7 +190,7 @@ class Registry:
                 if step is None:
                     self.settled(snapshot)
                     return
-                if isinstance(step, rules.Blocked):
+                if isinstance(step, registry_rules.Blocked):
                     raise BlockedError(step.message)
                 snapshot = await self.perform(step, snapshot)
         except BlockedError as blocked:
@@ -198,17 +198,17 @@ class Registry:
             return
         raise RuntimeError(f"registry credentials of {namespace} did not settle after {MAX_STEPS} writes")
 
-    async def perform(self, step: rules.Step, snapshot: Snapshot) -> Snapshot:
+    async def perform(self, step: registry_rules.Step, snapshot: Snapshot) -> Snapshot:
         namespace = snapshot.namespace
         secrets = resource_path("Secret", namespace)
-        user = rules.username(namespace)
+        user = registry_rules.username(namespace)
         match step:
-            case rules.StorePending(password=password, rotation_seen=seen):
+            case registry_rules.StorePending(password=password, rotation_seen=seen):
                 body = secret_body(
                     self.config.rotation_namespace,
-                    rules.rotation_secret_name(namespace),
-                    {rules.ROTATION_KEY: password},
-                    labels=rules.ROTATION_LABELS,
+                    registry_rules.rotation_secret_name(namespace),
+                    {registry_rules.ROTATION_KEY: password},
+                    labels=registry_rules.ROTATION_LABELS,
                     annotations=_rotation_seen(seen),
                 )
                 snapshot.rotation = await self.create(self.config.rotations_path, body)
@@ -218,34 +218,38 @@ class Registry:
                     namespace,
                     extra=outcome("password-pending"),
                 )
-            case rules.DeletePending():
+            case registry_rules.DeletePending():
                 if snapshot.rotation is not None:
                     await self.delete(snapshot.rotation)
                 snapshot.rotation = None
                 log.info("registry: the new password of %s is in place", user, extra=outcome("password-in-place"))
-            case rules.CreateCredentials(data=data, rotation_seen=seen):
+            case registry_rules.CreateCredentials(data=data, rotation_seen=seen):
                 body = secret_body(
-                    namespace, rules.CREDENTIALS, data, labels=rules.LABELS, annotations=_rotation_seen(seen)
+                    namespace,
+                    registry_rules.CREDENTIALS,
+                    data,
+                    labels=registry_rules.LABELS,
+                    annotations=_rotation_seen(seen),
                 )
                 snapshot.credentials = await self.create(secrets, body)
                 log.info(
                     "registry: created %s/%s for user %s",
                     namespace,
-                    rules.CREDENTIALS,
+                    registry_rules.CREDENTIALS,
                     user,
                     extra=outcome("credentials-created"),
                 )
-            case rules.SetEntry(user=entry_user, password=password, keep=keep):
-                hashed = await asyncio.to_thread(rules.hash_password, password)
+            case registry_rules.SetEntry(user=entry_user, password=password, keep=keep):
+                hashed = await asyncio.to_thread(registry_rules.hash_password, password)
                 snapshot.htpasswd = await self.update_htpasswd(
                     snapshot.htpasswd, entry_user, hashed, keep=keep, now=self.now()
                 )
                 kept = "; the one it replaces is kept until the readers have rolled" if keep else ""
                 log.info("registry: htpasswd entry of %s set%s", entry_user, kept, extra=outcome("entry-set"))
-            case rules.RemoveEntry(user=entry_user):
+            case registry_rules.RemoveEntry(user=entry_user):
                 snapshot.htpasswd = await self.update_htpasswd(snapshot.htpasswd, entry_user, None, previous=())
                 log.info("registry: htpasswd entry of %s removed", entry_user, extra=outcome("entry-removed"))
-            case rules.RetirePrevious(user=entry_user, keep=kept_entries, why=why):
+            case registry_rules.RetirePrevious(user=entry_user, keep=kept_entries, why=why):
                 entries = htpasswd_entries(snapshot.htpasswd)
                 snapshot.htpasswd = await self.update_htpasswd(
                     snapshot.htpasswd, entry_user, entries.get(entry_user), previous=kept_entries
@@ -256,39 +260,39 @@ class Registry:
                     why,
                     extra=outcome("previous-retired"),
                 )
-            case rules.WritePullSecret(dockerconfigjson=config, replace=replace):
+            case registry_rules.WritePullSecret(dockerconfigjson=config, replace=replace):
                 snapshot.pull_secret = await self.write_pull_secret(snapshot.pull_secret, namespace, config, replace)
                 log.info(
                     "registry: wrote %s/%s for user %s",
                     namespace,
-                    rules.PULL_SECRET,
+                    registry_rules.PULL_SECRET,
                     user,
                     extra=outcome("pull-secret-written"),
                 )
-            case rules.UpdateCredentials(changes=changes, rotation_seen=seen):
+            case registry_rules.UpdateCredentials(changes=changes, rotation_seen=seen):
                 snapshot.credentials = await self.patch_secret(snapshot.credentials, changes, rotation_seen=seen)
                 log.info(
                     "registry: updated %s/%s (%s)",
                     namespace,
-                    rules.CREDENTIALS,
+                    registry_rules.CREDENTIALS,
                     ", ".join(sorted(changes)),
                     extra=outcome("credentials-updated"),
                 )
-            case rules.AddToServiceAccount() | rules.RemoveFromServiceAccount():
-                add = isinstance(step, rules.AddToServiceAccount)
+            case registry_rules.AddToServiceAccount() | registry_rules.RemoveFromServiceAccount():
+                add = isinstance(step, registry_rules.AddToServiceAccount)
                 snapshot.service_account = await self.patch_service_account(snapshot.service_account, add=add)
                 log.info(
                     "registry: %s %s in %s/default",
                     "added" if add else "removed",
-                    rules.PULL_SECRET,
+                    registry_rules.PULL_SECRET,
                     namespace,
                     extra=outcome("service-account-added" if add else "service-account-removed"),
                 )
-            case rules.DeleteSecret(name=name):
-                target = snapshot.credentials if name == rules.CREDENTIALS else snapshot.pull_secret
+            case registry_rules.DeleteSecret(name=name):
+                target = snapshot.credentials if name == registry_rules.CREDENTIALS else snapshot.pull_secret
                 if target is not None:
                     await self.delete(target)
-                if name == rules.CREDENTIALS:
+                if name == registry_rules.CREDENTIALS:
                     snapshot.credentials = None
                 else:
                     snapshot.pull_secret = None
@@ -302,7 +306,7 @@ class Registry:
     def remember(self, secret: JsonObject | None, key: tuple[str, str], *, deleted: bool = False) -> None:
         """Write-through: the next reconcile's cheap check sees our own write before its watch event arrives."""
         namespace, name = key
-        for_namespace = rules.namespace_of_rotation_secret(name)
+        for_namespace = registry_rules.namespace_of_rotation_secret(name)
         if namespace == self.config.rotation_namespace and for_namespace is not None:
             if deleted:
                 self.caches.rotations.discard(for_namespace)
@@ -325,7 +329,10 @@ class Registry:
         if secret is None:
             raise ValueError("a Secret to patch was expected")
         namespace, name = name_of(secret)
-        metadata: JsonObject = {"resourceVersion": secret["metadata"]["resourceVersion"], "labels": rules.LABELS}
+        metadata: JsonObject = {
+            "resourceVersion": secret["metadata"]["resourceVersion"],
+            "labels": registry_rules.LABELS,
+        }
         if rotation_seen is not None:
             metadata["annotations"] = _rotation_seen(rotation_seen)
         patch = {
@@ -341,15 +348,15 @@ class Registry:
         self, current: JsonObject | None, namespace: str, config: str, replace: bool
     ) -> JsonObject:
         if current is not None and not replace:
-            return await self.patch_secret(current, {rules.DOCKERCONFIGJSON_KEY: config})
+            return await self.patch_secret(current, {registry_rules.DOCKERCONFIGJSON_KEY: config})
         if current is not None:  # the type of a Secret is immutable
             await self.delete(current)
         body = secret_body(
             namespace,
-            rules.PULL_SECRET,
-            {rules.DOCKERCONFIGJSON_KEY: config},
-            labels=rules.LABELS,
-            secret_type=rules.DOCKERCONFIGJSON,
+            registry_rules.PULL_SECRET,
+            {registry_rules.DOCKERCONFIGJSON_KEY: config},
+            labels=registry_rules.LABELS,
+            secret_type=registry_rules.DOCKERCONFIGJSON,
         )
         return await self.create(resource_path("Secret", namespace), body)
 
@@ -382,7 +389,7 @@ class Registry:
         *,
         keep: str | None = None,
         now: datetime.datetime | None = None,
-        previous: tuple[rules.PreviousEntry, ...] | None = None,
+        previous: tuple[registry_rules.PreviousEntry, ...] | None = None,
     ) -> JsonObject | None:
         """Set or remove one user's entry, and with it (in the same write) its previous entries: ``keep`` adds the
         entry replaced (at ``now``), ``previous`` replaces them all. Every write is guarded by the Secret's
@@ -395,7 +402,7 @@ class Registry:
                 if previous is not None:
                     olds[user] = previous
                 elif keep is not None and entries.get(user) == keep:  # only the entry that is being replaced
-                    olds[user] = rules.with_previous(olds.get(user, ()), keep, now or self.now())
+                    olds[user] = registry_rules.with_previous(olds.get(user, ()), keep, now or self.now())
                 if not olds.get(user):
                     olds.pop(user, None)
                 if hashed is None:
@@ -406,7 +413,7 @@ class Registry:
                     return current
                 try:
                     current = await self.write_htpasswd(
-                        current, rules.format_htpasswd(entries), rules.format_previous(olds)
+                        current, registry_rules.format_htpasswd(entries), registry_rules.format_previous(olds)
                     )
                 except ApiException as error:
                     if error.status != 409:
@@ -423,7 +430,7 @@ class Registry:
             body = secret_body(
                 self.config.htpasswd_namespace,
                 self.config.htpasswd_name,
-                {rules.HTPASSWD_KEY: text, **({rules.PREVIOUS_KEY: previous} if previous else {})},
+                {registry_rules.HTPASSWD_KEY: text, **({registry_rules.PREVIOUS_KEY: previous} if previous else {})},
                 labels=labels(),
             )
             return await json_request(
@@ -431,23 +438,26 @@ class Registry:
             )
         patch = {
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "data": {rules.HTPASSWD_KEY: encode(text), rules.PREVIOUS_KEY: encode(previous) if previous else None},
+            "data": {
+                registry_rules.HTPASSWD_KEY: encode(text),
+                registry_rules.PREVIOUS_KEY: encode(previous) if previous else None,
+            },
         }
         return await json_request(self.api, "PATCH", self.config.htpasswd_path, body=patch, content_type=MERGE_PATCH)
 
     async def patch_service_account(self, account: JsonObject | None, *, add: bool) -> JsonObject | None:
         """imagePullSecrets of a ServiceAccount is replaced whole by any patch: read-modify-write under its
         resourceVersion, keeping the user's entries."""
-        names = rules.image_pull_secret_names(account)
+        names = registry_rules.image_pull_secret_names(account)
         if account is None or names is None:
             return account
         namespace = name_of(account)[0]
-        pull_secrets = rules.with_pull_secret(names) if add else rules.without_pull_secret(names)
+        pull_secrets = registry_rules.with_pull_secret(names) if add else registry_rules.without_pull_secret(names)
         patch = {
             "metadata": {"resourceVersion": account["metadata"]["resourceVersion"]},
             "imagePullSecrets": pull_secrets,
         }
-        path = resource_path("ServiceAccount", namespace, rules.SERVICE_ACCOUNT)
+        path = resource_path("ServiceAccount", namespace, registry_rules.SERVICE_ACCOUNT)
         patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
         self.caches.service_accounts.put(namespace, patched)
         return patched

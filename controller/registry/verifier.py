@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from rules import registry as rules
+from rules import registry as registry_rules
 
 MAX_REMEMBERED = 10_000
 
@@ -31,10 +31,10 @@ class Verifier:
     async def prime(self, password: str, hashed: str) -> None:
         key = self._key(password, hashed)
         if key not in self.known:
-            self._remember(key, await asyncio.to_thread(rules.verify_password, password, hashed))
+            self._remember(key, await asyncio.to_thread(registry_rules.verify_password, password, hashed))
 
     def __call__(self, password: str, hashed: str) -> bool:
         key = self._key(password, hashed)
         if key in self.known:
             return self.known[key]
-        return self._remember(key, rules.verify_password(password, hashed))
+        return self._remember(key, registry_rules.verify_password(password, hashed))

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from devenv.cluster import ControlPlane, wait_for
-from devenv.controller import ADMIN_SECRET, CONTROLLER_NAMESPACE, LocalController, install_database_support
-from devenv.postgres import LocalPostgres
+from devenv.controller import CONTROLLER_NAMESPACE, LocalController, install_database_support
+from devenv.postgres import ADMIN_SECRET, LocalPostgres
 from rules.database import rotation_secret_name
 from tests.e2e.versions import SecretVersions
 from tests.leaks import GUARD

@@ -22,7 +22,7 @@ from controller.registry.reconciler import Registry
 from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.registry import LocalRegistry, registry_binary
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.secretdata import generate_password
 from tests.e2e.versions import SecretVersions
 from tests.leaks import GUARD
@@ -99,7 +99,7 @@ def wrong(password: str) -> str:
 
 def values(obj: dict[str, Any]) -> dict[str, str]:
     found = {key: base64.b64decode(value).decode() for key, value in (obj.get("data") or {}).items()}
-    for key in ("REGISTRY_PASSWORD", rules.ROTATION_KEY):
+    for key in ("REGISTRY_PASSWORD", registry_rules.ROTATION_KEY):
         if key in found:
             GUARD.register(found[key])  # the leak check looks for it everywhere from now on
     return found
@@ -112,7 +112,7 @@ def credentials(cluster: ControlPlane, namespace: str) -> dict[str, str]:
 
 def committed(cluster: ControlPlane, namespace: str) -> bool:
     """The credentials are there and no new password is on its way in."""
-    rotation = secret(cluster, CONTROLLER_NAMESPACE, rules.rotation_secret_name(namespace))
+    rotation = secret(cluster, CONTROLLER_NAMESPACE, registry_rules.rotation_secret_name(namespace))
     return "REGISTRY_PASSWORD" in credentials(cluster, namespace) and rotation is None
 
 
@@ -243,7 +243,7 @@ def test_registry_credentials_hold_exactly_their_keys_through_creation_rotations
     """Every version a watch sees, from the first write on, has exactly the contract keys — through a rotation and
     rotations cut short by SIGKILL at random points; and the last one logs in."""
     controller = start_controller(cluster, controllers, tmp_path, registry, htpasswd_secret, lease=lease())
-    rotation = rules.rotation_secret_name(namespace)
+    rotation = registry_rules.rotation_secret_name(namespace)
     chaos = random.Random(12)  # noqa: S311 - a reproducible schedule, not secrecy
     cut_short = 0
     with SecretVersions(cluster, namespace, CREDENTIALS) as watched:
@@ -269,7 +269,7 @@ def test_registry_credentials_hold_exactly_their_keys_through_creation_rotations
 
     print(f"{cut_short} of 3 kills landed with a password on its way in")
     assert len(key_sets) >= 5, "the creation and four rotations are each a version"
-    assert set(key_sets) == {frozenset(rules.CONTRACT_KEYS)}, key_sets
+    assert set(key_sets) == {frozenset(registry_rules.CONTRACT_KEYS)}, key_sets
     assert final["REGISTRY_URL"] == registry.host
     assert secret(cluster, CONTROLLER_NAMESPACE, rotation) is None, "nothing in flight is left behind"
     assert logs_in(registry, cluster, htpasswd_secret, final["REGISTRY_USER"], final["REGISTRY_PASSWORD"]) == 200
@@ -295,17 +295,19 @@ def test_a_password_on_its_way_in_when_the_controller_died_is_finished_not_lost(
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": rules.rotation_secret_name(namespace),
+            "name": registry_rules.rotation_secret_name(namespace),
             "namespace": CONTROLLER_NAMESPACE,
-            "labels": rules.ROTATION_LABELS,
+            "labels": registry_rules.ROTATION_LABELS,
         },
-        "stringData": {rules.ROTATION_KEY: password},
+        "stringData": {registry_rules.ROTATION_KEY: password},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(rotation))
     namespace_, name = parse_secret_ref(htpasswd_secret)
-    entries = rules.parse_htpasswd(values(secret(cluster, namespace_, name) or {}).get(rules.HTPASSWD_KEY, ""))
-    entries[user] = rules.hash_password(password, cost=4)
-    patch = {"stringData": {rules.HTPASSWD_KEY: rules.format_htpasswd(entries)}}
+    entries = registry_rules.parse_htpasswd(
+        values(secret(cluster, namespace_, name) or {}).get(registry_rules.HTPASSWD_KEY, "")
+    )
+    entries[user] = registry_rules.hash_password(password, cost=4)
+    patch = {"stringData": {registry_rules.HTPASSWD_KEY: registry_rules.format_htpasswd(entries)}}
     cluster.kubectl("patch", "secret", name, "-n", namespace_, "-p", json.dumps(patch))
     assert logs_in(registry, cluster, htpasswd_secret, user, password) == 200
 
@@ -318,7 +320,7 @@ def test_a_password_on_its_way_in_when_the_controller_died_is_finished_not_lost(
             what="the password on its way in to be committed",
         )
         time.sleep(1)
-    assert set(watched.key_sets()) == {frozenset(rules.CONTRACT_KEYS)}
+    assert set(watched.key_sets()) == {frozenset(registry_rules.CONTRACT_KEYS)}
     assert logs_in(registry, cluster, htpasswd_secret, user, password) == 200
 
 
@@ -393,11 +395,11 @@ async def test_concurrent_htpasswd_writers_never_lose_an_entry(
 
     found = secret(cluster, namespace, name)
     assert found is not None
-    assert rules.parse_htpasswd(values(found)["htpasswd"]) == {user: f"hash-{user}" for user in users}
+    assert registry_rules.parse_htpasswd(values(found)["htpasswd"]) == {user: f"hash-{user}" for user in users}
     stale = found
     await asyncio.gather(
         writers[0].update_htpasswd(stale, users[0], None), writers[1].update_htpasswd(stale, users[1], None)
     )
     after = secret(cluster, namespace, name)
     assert after is not None
-    assert set(rules.parse_htpasswd(values(after)["htpasswd"])) == set(users[2:])
+    assert set(registry_rules.parse_htpasswd(values(after)["htpasswd"])) == set(users[2:])

@@ -17,7 +17,7 @@ from devenv.cluster import ControlPlane, wait_for
 from devenv.controller import CONTROLLER_NAMESPACE, LocalController
 from devenv.process import free_port
 from devenv.registry import LocalRegistry, RegistryClient, TokenAuth, registry_binary
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.certs import KeyPair, make_ca
 from tests.conftest import fresh_namespace
 from tests.leaks import GUARD
@@ -122,17 +122,21 @@ def join_vpc(cluster: ControlPlane, namespace: str, vpc: str) -> RegistryClient:
     cluster.kubectl("label", "namespace", namespace, f"smll.io/vpc={vpc}", "--overwrite")
 
     def password() -> str | None:
-        found = cluster.kubectl("get", "secret", rules.CREDENTIALS, "-n", namespace, "-o", "json", check=False)
+        found = cluster.kubectl("get", "secret", registry_rules.CREDENTIALS, "-n", namespace, "-o", "json", check=False)
         if found.returncode != 0:
             return None
         data = json.loads(found.stdout).get("data") or {}
-        return base64.b64decode(data[rules.PASSWORD_KEY]).decode() if rules.PASSWORD_KEY in data else None
+        return (
+            base64.b64decode(data[registry_rules.PASSWORD_KEY]).decode()
+            if registry_rules.PASSWORD_KEY in data
+            else None
+        )
 
     wait_for(lambda: password() is not None, timeout=30, what=f"registry-credentials in {namespace}")
     secret = password()
     assert secret is not None
     GUARD.register(secret)
-    return RegistryClient("", rules.username(namespace), secret)
+    return RegistryClient("", registry_rules.username(namespace), secret)
 
 
 def client_for(setup: Setup, client: RegistryClient) -> RegistryClient:
@@ -269,16 +273,16 @@ def test_the_charts_token_ca_is_made_once_and_kept_across_upgrades(cluster: Cont
 
 
 def credentials_password(cluster: ControlPlane, namespace: str) -> str | None:
-    found = cluster.kubectl("get", "secret", rules.CREDENTIALS, "-n", namespace, "-o", "json", check=False)
+    found = cluster.kubectl("get", "secret", registry_rules.CREDENTIALS, "-n", namespace, "-o", "json", check=False)
     if found.returncode != 0:
         return None
     data = json.loads(found.stdout).get("data") or {}
-    return base64.b64decode(data[rules.PASSWORD_KEY]).decode() if rules.PASSWORD_KEY in data else None
+    return base64.b64decode(data[registry_rules.PASSWORD_KEY]).decode() if registry_rules.PASSWORD_KEY in data else None
 
 
 def credentials_reader(name: str, *, opted_out: bool) -> dict[str, object]:
     """A Deployment with no replicas (its rollout completes without a node) that reads REGISTRY_PASSWORD."""
-    ref = {"secretKeyRef": {"name": rules.CREDENTIALS, "key": rules.PASSWORD_KEY}}
+    ref = {"secretKeyRef": {"name": registry_rules.CREDENTIALS, "key": registry_rules.PASSWORD_KEY}}
     container = {"name": "app", "image": "registry.invalid/app:1", "env": [{"name": "P", "valueFrom": ref}]}
     annotations = {"secrets.smll.io/auto-rollout": "false"} if opted_out else {}
     return {

@@ -15,7 +15,7 @@ from controller.databases.postgres import RoleConflict
 from controller.databases.reconciler import DatabaseKey, Databases
 from controller.frame.queue import WorkQueue
 from kubeio.logs import JsonFormatter
-from rules import database as rules
+from rules import database as database_rules
 from rules.names import DATABASE_FINALIZER, PREVIOUS_USER, RESTARTED_AT, ROTATE, SECRET_TYPE_LABEL
 from rules.secretdata import decode_data, encode
 from rules.workloads import resource_path
@@ -24,7 +24,7 @@ from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
 from tests.unit.test_rollout_reconcile import Controller as Rollouts
 
 CONTROLLER = "smll-system"
-SERVER = rules.Server(name="default", host="pg.example", port=5432, sslmode="require", admin_secret="pg-admin")
+SERVER = database_rules.Server(name="default", host="pg.example", port=5432, sslmode="require", admin_secret="pg-admin")
 ORDERS = resource_path("Database", "shop", "orders")
 CREDENTIALS = resource_path("Secret", "shop", "orders-credentials")
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
@@ -35,7 +35,7 @@ class FakePostgres:
     passwords. Like the real edge, it refuses to change a role that is not marked for the Database."""
 
     def __init__(self) -> None:
-        self.roles: dict[str, rules.Role] = {"postgres": rules.Role("postgres", True, True, None)}
+        self.roles: dict[str, database_rules.Role] = {"postgres": database_rules.Role("postgres", True, True, None)}
         self.database_owners: dict[str, str] = {}
         self.passwords: dict[str, str] = {"postgres": "admin-password"}
 
@@ -47,25 +47,27 @@ class FakePostgres:
     def logins(self) -> dict[str, str]:
         return {name: pw for name, pw in self.passwords.items() if name != "postgres"}
 
-    async def connect(self, server: rules.Server, *, user: str, password: str, database: str = "postgres") -> Any:
+    async def connect(
+        self, server: database_rules.Server, *, user: str, password: str, database: str = "postgres"
+    ) -> Any:
         assert (user, password) == ("postgres", "admin-password"), "only the admin connects"
         return self
 
     async def close(self) -> None:
         pass
 
-    async def inspect(self, admin: Any, owner: str) -> rules.ServerState:
+    async def inspect(self, admin: Any, owner: str) -> database_rules.ServerState:
         members = tuple(role for role in self.roles.values() if owner in role.member_of)
-        return rules.ServerState(self.roles.get(owner), self.database_owners.get(owner), members)
+        return database_rules.ServerState(self.roles.get(owner), self.database_owners.get(owner), members)
 
-    async def role(self, admin: Any, name: str) -> rules.Role | None:
+    async def role(self, admin: Any, name: str) -> database_rules.Role | None:
         return self.roles.get(name)
 
     async def mark(self, admin: Any, names: tuple[str, ...], marker: str) -> None:
         for name in names:
             self.roles[name] = dataclasses.replace(self.roles[name], comment=marker)
 
-    def verify(self, name: str, marker: str) -> rules.Role | None:
+    def verify(self, name: str, marker: str) -> database_rules.Role | None:
         role = self.roles.get(name)
         if role is not None and (role.comment != marker or role.privileged):
             raise RoleConflict(f"role {name} is not one this controller made for this Database")
@@ -73,7 +75,7 @@ class FakePostgres:
 
     async def ensure_database(self, admin: Any, owner: str, *, marker: str, admin_user: str) -> None:
         if self.verify(owner, marker) is None:
-            self.roles[owner] = rules.Role(owner, False, False, marker)
+            self.roles[owner] = database_rules.Role(owner, False, False, marker)
         self.database_owners.setdefault(owner, owner)
 
     async def ensure_login(
@@ -81,13 +83,13 @@ class FakePostgres:
     ) -> None:
         self.verify(owner, marker)
         if self.verify(login, marker) is None:
-            self.roles[login] = rules.Role(login, True, False, marker, (owner,))
+            self.roles[login] = database_rules.Role(login, True, False, marker, (owner,))
         self.passwords[login] = password
 
-    async def logs_in(self, server: rules.Server, *, user: str, password: str, database: str) -> bool:
+    async def logs_in(self, server: database_rules.Server, *, user: str, password: str, database: str) -> bool:
         return database in self.database_owners and self.passwords.get(user) == password
 
-    async def drop_login(self, server: rules.Server, admin: Any, *, login: str, marker: str, **_: str) -> None:
+    async def drop_login(self, server: database_rules.Server, admin: Any, *, login: str, marker: str, **_: str) -> None:
         if self.verify(login, marker) is not None:
             del self.roles[login], self.passwords[login]
 
@@ -119,7 +121,7 @@ class FakePostgres:
 
 
 class Controller:
-    def __init__(self, api: FakeApi, *, servers: dict[str, rules.Server] | None = None) -> None:
+    def __init__(self, api: FakeApi, *, servers: dict[str, database_rules.Server] | None = None) -> None:
         self.api = api
         self.queue: WorkQueue[DatabaseKey] = WorkQueue()
         self.databases = Databases(
@@ -191,7 +193,7 @@ async def test_a_database_gets_a_working_credentials_secret_it_owns(api: FakeApi
     secret = api.get(CREDENTIALS)
     assert secret is not None
     data = credentials(api)
-    assert set(data) == set(rules.KEYS)
+    assert set(data) == set(database_rules.KEYS)
     assert secret["metadata"]["labels"][SECRET_TYPE_LABEL] == "database"
     [owner] = secret["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("Database", "orders", True)
@@ -246,7 +248,7 @@ async def test_a_rotate_request_makes_a_new_login_and_drops_the_old_one_once_nob
 async def test_a_database_that_cannot_be_provisioned_says_why_in_its_status_and_an_event(
     api: FakeApi,
     server: FakePostgres,
-    servers: dict[str, rules.Server] | None,
+    servers: dict[str, database_rules.Server] | None,
     admin_secret: bool,
     reason: str,
 ) -> None:
@@ -448,7 +450,7 @@ async def test_a_secret_the_controller_did_not_make_is_never_adopted(
 
 
 async def test_a_role_of_its_name_not_made_for_it_is_left_alone(api: FakeApi, server: FakePostgres) -> None:
-    server.roles["shop_orders"] = rules.Role("shop_orders", False, False, "made by the DBA")
+    server.roles["shop_orders"] = database_rules.Role("shop_orders", False, False, "made by the DBA")
     server.database_owners["shop_orders"] = "shop_orders"
     api.put(resource_path("Database", "shop"), orders())
 
@@ -469,11 +471,13 @@ async def test_a_database_provisioned_before_markers_is_adopted_and_keeps_its_pa
     database = api.get(ORDERS)
     assert database is not None
     api.patch(ORDERS + "/status", {"status": {"secretName": "orders-credentials"}})
-    server.roles["shop_orders"] = rules.Role("shop_orders", False, False, None)
-    server.roles["shop_orders_v1"] = rules.Role("shop_orders_v1", True, False, None, ("shop_orders",))
+    server.roles["shop_orders"] = database_rules.Role("shop_orders", False, False, None)
+    server.roles["shop_orders_v1"] = database_rules.Role("shop_orders_v1", True, False, None, ("shop_orders",))
     server.passwords["shop_orders_v1"] = OLD_PASSWORD
     server.database_owners["shop_orders"] = "shop_orders"
-    data = rules.credentials(user="shop_orders_v1", password=OLD_PASSWORD, server=SERVER, database="shop_orders")
+    data = database_rules.credentials(
+        user="shop_orders_v1", password=OLD_PASSWORD, server=SERVER, database="shop_orders"
+    )
     owner = {"kind": "Database", "name": "orders", "uid": database["metadata"]["uid"], "controller": True}
     api.put(
         resource_path("Secret", "shop"),
@@ -486,7 +490,7 @@ async def test_a_database_provisioned_before_markers_is_adopted_and_keeps_its_pa
     await Controller(api).settle()
 
     assert ready(api) == ("True", "Provisioned")
-    marker = rules.marker("shop", "orders", database["metadata"]["uid"])
+    marker = database_rules.marker("shop", "orders", database["metadata"]["uid"])
     assert server.roles["shop_orders"].comment == server.roles["shop_orders_v1"].comment == marker
     assert credentials(api) == data
     assert "Adopted" in [e["reason"] for e in api.events()]
@@ -501,8 +505,8 @@ async def test_a_long_named_database_provisioned_before_finds_its_old_role_and_m
     """Names too long for 63 bytes were cut differently before: the Database's data is in the role and database of
     the old name, so a new empty one must not be made in its place."""
     name = "a-database-name-long-enough-to-be-cut-" + "x" * 30
-    legacy = rules.legacy_owner_role("shop", name)
-    server.roles[legacy] = rules.Role(legacy, False, False, None)
+    legacy = database_rules.legacy_owner_role("shop", name)
+    server.roles[legacy] = database_rules.Role(legacy, False, False, None)
     server.database_owners[legacy] = legacy
     database = orders()
     database["metadata"]["name"] = name

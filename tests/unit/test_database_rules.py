@@ -12,11 +12,11 @@ import pytest
 
 from controller.databases.config import ConfigError, load_servers
 from controller.databases.postgres import ssl_for
-from rules import database as rules
+from rules import database as database_rules
 from rules.certs import make_ca
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
-SERVER = rules.Server(name="default", host="pg.db.svc", port=5432, sslmode="require", admin_secret="pg-admin")
+SERVER = database_rules.Server(name="default", host="pg.db.svc", port=5432, sslmode="require", admin_secret="pg-admin")
 
 
 @pytest.mark.parametrize(
@@ -27,13 +27,13 @@ SERVER = rules.Server(name="default", host="pg.db.svc", port=5432, sslmode="requ
     ],
 )
 def test_role_and_database_names(namespace: str, name: str, owner: str, login: str | None) -> None:
-    assert rules.owner_role(namespace, name).startswith(owner)
-    assert len(rules.owner_role(namespace, name)) <= 63
-    assert len(rules.login_role(namespace, name, 12)) <= 63
-    assert rules.owner_role(namespace, name) != rules.login_role(namespace, name, 3)
+    assert database_rules.owner_role(namespace, name).startswith(owner)
+    assert len(database_rules.owner_role(namespace, name)) <= 63
+    assert len(database_rules.login_role(namespace, name, 12)) <= 63
+    assert database_rules.owner_role(namespace, name) != database_rules.login_role(namespace, name, 3)
     if login is not None:
-        assert rules.login_role(namespace, name, 3) == login
-    assert rules.generation_of(rules.login_role(namespace, name, 7)) == 7
+        assert database_rules.login_role(namespace, name, 3) == login
+    assert database_rules.generation_of(database_rules.login_role(namespace, name, 7)) == 7
 
 
 @pytest.mark.parametrize(
@@ -45,14 +45,16 @@ def test_role_and_database_names(namespace: str, name: str, owner: str, login: s
     ],
 )
 def test_quoting(text: str, ident: str, literal: str) -> None:
-    assert rules.quote_ident(text) == ident
-    assert rules.quote_literal(text) == literal
+    assert database_rules.quote_ident(text) == ident
+    assert database_rules.quote_literal(text) == literal
 
 
 def test_the_credentials_have_exactly_the_six_keys_and_a_percent_encoded_url() -> None:
-    data = rules.credentials(user="shop_orders_v1", password="p@ss/word:x", server=SERVER, database="shop_orders")
+    data = database_rules.credentials(
+        user="shop_orders_v1", password="p@ss/word:x", server=SERVER, database="shop_orders"
+    )
 
-    assert set(data) == set(rules.KEYS)
+    assert set(data) == set(database_rules.KEYS)
     assert (
         data["DATABASE_URL"]
         == "postgresql://shop_orders_v1:p%40ss%2Fword%3Ax@pg.db.svc:5432/shop_orders?sslmode=require"
@@ -70,13 +72,13 @@ def test_the_credentials_have_exactly_the_six_keys_and_a_percent_encoded_url() -
     ],
 )
 def test_rotate_every_durations(text: str, expected: datetime.timedelta) -> None:
-    assert rules.rotation_period(text) == expected
+    assert database_rules.rotation_period(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "a week", "10d", "h"])
 def test_bad_rotate_every_durations_say_what_a_good_one_looks_like(text: str) -> None:
     with pytest.raises(ValueError, match=r"rotateEvery .* like 720h"):
-        rules.rotation_period(text)
+        database_rules.rotation_period(text)
 
 
 HOUR = datetime.timedelta(hours=1)
@@ -96,13 +98,15 @@ HOUR = datetime.timedelta(hours=1)
 def test_rotation_is_due_on_request_or_schedule(
     every: str | None, asked: str | None, seen: str | None, rotated_at: datetime.datetime, due: bool, reason: str
 ) -> None:
-    plan = rules.rotation(rotate_every=every, rotate_request=asked, seen_request=seen, rotated_at=rotated_at, now=NOW)
+    plan = database_rules.rotation(
+        rotate_every=every, rotate_request=asked, seen_request=seen, rotated_at=rotated_at, now=NOW
+    )
 
     assert (plan.due, plan.reason) == (due, reason)
 
 
 def test_a_schedule_not_due_says_when_to_look_again() -> None:
-    plan = rules.rotation(
+    plan = database_rules.rotation(
         rotate_every="720h", rotate_request=None, seen_request=None, rotated_at=NOW - 20 * HOUR, now=NOW
     )
 
@@ -110,9 +114,11 @@ def test_a_schedule_not_due_says_when_to_look_again() -> None:
 
 
 def test_the_ready_condition_keeps_its_transition_time_while_its_status_stays() -> None:
-    first = rules.ready_condition("True", "Provisioned", "ok", previous=None, generation=1, now=NOW)
-    same = rules.ready_condition("True", "Provisioned", "ok", previous=first, generation=2, now=NOW + HOUR)
-    flipped = rules.ready_condition("False", "ServerUnavailable", "down", previous=same, generation=2, now=NOW + HOUR)
+    first = database_rules.ready_condition("True", "Provisioned", "ok", previous=None, generation=1, now=NOW)
+    same = database_rules.ready_condition("True", "Provisioned", "ok", previous=first, generation=2, now=NOW + HOUR)
+    flipped = database_rules.ready_condition(
+        "False", "ServerUnavailable", "down", previous=same, generation=2, now=NOW + HOUR
+    )
 
     assert same["lastTransitionTime"] == first["lastTransitionTime"] == "2026-11-26T12:00:00Z"
     assert flipped["lastTransitionTime"] == "2026-11-26T13:00:00Z"
@@ -139,7 +145,7 @@ def test_the_scram_verifier_matches_the_rfc_7677_example_construction() -> None:
     # RFC 7677's example: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations.
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
 
-    verifier = rules.scram_verifier("pencil", salt=salt)
+    verifier = database_rules.scram_verifier("pencil", salt=salt)
 
     assert verifier.startswith("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$")
     _stored, server = verifier.split("$")[2].split(":")
@@ -159,74 +165,74 @@ V3 = "shop_orders_v3"
     [
         pytest.param(
             {"logins": (), "password": None, "secret_exists": False, "request": "r1"},
-            rules.Target(V1, NEW, new=True, rotation_seen="r1"),
+            database_rules.Target(V1, NEW, new=True, rotation_seen="r1"),
             id="first-login-is-new-and-a-request-before-it-counts-as-seen",
         ),
         pytest.param(
-            {"logins": (), "password": None, "pending": rules.Pending(V1, OLD)},
-            rules.Target(V1, OLD, new=True),
+            {"logins": (), "password": None, "pending": database_rules.Pending(V1, OLD)},
+            database_rules.Target(V1, OLD, new=True),
             id="a-first-login-on-its-way-in-is-finished-not-replaced",
         ),
-        pytest.param({}, rules.Target(V1, OLD, new=False), id="in-place-nothing-new"),
+        pytest.param({}, database_rules.Target(V1, OLD, new=False), id="in-place-nothing-new"),
         pytest.param(
             {"due": True, "request": "r1"},
-            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
+            database_rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
             id="a-due-rotation-makes-the-next-login",
         ),
         pytest.param(
             {"due": True, "logins": (V1, V2)},
-            rules.Target(V2, OLD, new=False),
+            database_rules.Target(V2, OLD, new=False),
             id="no-rotation-while-an-older-login-is-still-kept",
         ),
         pytest.param(
-            {"pending": rules.Pending(V2, NEW, "r1"), "request": "r2", "due": True},
-            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
+            {"pending": database_rules.Pending(V2, NEW, "r1"), "request": "r2", "due": True},
+            database_rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
             id="a-rotation-cut-short-by-a-crash-is-finished-with-its-own-password",
         ),
         pytest.param(
-            {"logins": (V1, V2), "pending": rules.Pending(V2, NEW, "r1"), "password": OLD},
-            rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
+            {"logins": (V1, V2), "pending": database_rules.Pending(V2, NEW, "r1"), "password": OLD},
+            database_rules.Target(V2, NEW, new=True, rotation=True, rotation_seen="r1"),
             id="a-rotation-cut-short-after-the-server-is-finished-too",
         ),
         pytest.param(
-            {"logins": (V1, V2), "password": NEW, "pending": rules.Pending(V2, NEW, "r1")},
-            rules.Target(V2, NEW, new=False),
+            {"logins": (V1, V2), "password": NEW, "pending": database_rules.Pending(V2, NEW, "r1")},
+            database_rules.Target(V2, NEW, new=False),
             id="a-committed-rotation-leaves-only-the-rotation-secret-to-delete",
         ),
         pytest.param(
-            {"pending": rules.Pending(V2, "")},
-            rules.Target(V1, OLD, new=False),
+            {"pending": database_rules.Pending(V2, "")},
+            database_rules.Target(V1, OLD, new=False),
             id="an-empty-rotation-secret-holds-nothing-live",
         ),
         pytest.param(
-            {"logins": (V1, V2), "password": OLD, "pending": rules.Pending(V1, "x")},
-            rules.Target(V2, OLD, new=False),
+            {"logins": (V1, V2), "password": OLD, "pending": database_rules.Pending(V1, "x")},
+            database_rules.Target(V2, OLD, new=False),
             id="a-stale-rotation-secret-of-an-older-generation-is-ignored",
         ),
         pytest.param(
-            {"pending": rules.Pending("bank_ledger_v7", NEW)},
-            rules.Target(V1, OLD, new=False),
+            {"pending": database_rules.Pending("bank_ledger_v7", NEW)},
+            database_rules.Target(V1, OLD, new=False),
             id="a-rotation-secret-naming-another-databases-login-is-ignored",
         ),
         pytest.param(
             {"password": None},
-            rules.Target(V2, NEW, new=True, rotation=True),
+            database_rules.Target(V2, NEW, new=True, rotation=True),
             id="a-secret-that-lost-its-password-rotates-so-running-pods-keep-theirs",
         ),
         pytest.param(
             {"password": None, "logins": (V1, V2)},
-            rules.Target(V2, NEW, new=True),
+            database_rules.Target(V2, NEW, new=True),
             id="while-an-older-login-is-kept-a-lost-password-is-replaced-on-the-current-login",
         ),
         pytest.param(
             {"logins": (V1, V3)},
-            rules.Target(V3, OLD, new=False),
+            database_rules.Target(V3, OLD, new=False),
             id="the-current-login-is-the-newest-marked-generation",
         ),
     ],
 )
 def test_the_target_is_a_derived_login_and_finishes_what_is_on_its_way_in_first(
-    kwargs: dict[str, object], expected: rules.Target
+    kwargs: dict[str, object], expected: database_rules.Target
 ) -> None:
     """Nothing but the password is read from the Secret: the login is always one of this Database's generations,
     the newest of those marked on the server."""
@@ -241,7 +247,7 @@ def test_the_target_is_a_derived_login_and_finishes_what_is_on_its_way_in_first(
         **kwargs,
     }
 
-    assert rules.target(new_password=lambda: NEW, **arguments) == expected  # type: ignore[arg-type]
+    assert database_rules.target(new_password=lambda: NEW, **arguments) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("crash_after", [0, 1, 2, 3], ids=["rotation-secret", "server", "credentials", "cleanup"])
@@ -252,11 +258,11 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
     passwords = iter(["P" * 40, "Q" * 40])
     password, server = OLD, {V1: OLD}
 
-    def plan(password: str, pending: rules.Pending | None) -> rules.Target:
-        return rules.target(
+    def plan(password: str, pending: database_rules.Pending | None) -> database_rules.Target:
+        return database_rules.target(
             namespace="shop",
             name="orders",
-            logins=tuple(sorted(server, key=rules.generation_of)),
+            logins=tuple(sorted(server, key=database_rules.generation_of)),
             password=password,
             pending=pending,
             due=True,
@@ -267,7 +273,7 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
     target = plan(password, None)
     assert (target.user, target.new, target.rotation) == (V2, True, True)
 
-    stored: rules.Pending | None = target.pending
+    stored: database_rules.Pending | None = target.pending
     if crash_after >= 1:
         server[target.user] = target.password
     if crash_after >= 2:
@@ -287,10 +293,15 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
     [
         pytest.param([], NOW, True, (), (), id="no-readers-drop-at-once"),
         pytest.param(
-            [rules.Reader("deployment/api", rolled=True, opted_out=False)], NOW, True, (), (), id="all-rolled"
+            [database_rules.Reader("Deployment", "api", rolled=True, opted_out=False)],
+            NOW,
+            True,
+            (),
+            (),
+            id="all-rolled",
         ),
         pytest.param(
-            [rules.Reader("deployment/api", rolled=False, opted_out=False)],
+            [database_rules.Reader("Deployment", "api", rolled=False, opted_out=False)],
             NOW,
             False,
             ("deployment/api",),
@@ -298,7 +309,7 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
             id="a-reader-still-rolling-is-waited-for",
         ),
         pytest.param(
-            [rules.Reader("deployment/legacy", rolled=False, opted_out=True)],
+            [database_rules.Reader("Deployment", "legacy", rolled=False, opted_out=True)],
             NOW,
             False,
             ("deployment/legacy",),
@@ -306,7 +317,7 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
             id="an-opted-out-reader-is-waited-for-and-named",
         ),
         pytest.param(
-            [rules.Reader("deployment/legacy", rolled=False, opted_out=True)],
+            [database_rules.Reader("Deployment", "legacy", rolled=False, opted_out=True)],
             NOW + datetime.timedelta(hours=1),
             True,
             ("deployment/legacy",),
@@ -314,7 +325,7 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
             id="until-the-grace-period-ends-exactly",
         ),
         pytest.param(
-            [rules.Reader("deployment/legacy", rolled=True, opted_out=True)],
+            [database_rules.Reader("Deployment", "legacy", rolled=True, opted_out=True)],
             NOW,
             True,
             (),
@@ -324,13 +335,13 @@ def test_a_crash_after_any_write_of_a_rotation_never_loses_a_password_the_server
     ],
 )
 def test_the_previous_login_is_dropped_once_readers_have_rolled_or_the_grace_period_ends(
-    readers: list[rules.Reader],
+    readers: list[database_rules.Reader],
     now: datetime.datetime,
     drop: bool,
     waiting: tuple[str, ...],
     opted_out: tuple[str, ...],
 ) -> None:
-    plan = rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=now)
+    plan = database_rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=now)
 
     assert (plan.drop, plan.waiting, tuple(r.name for r in plan.opted_out)) == (drop, waiting, opted_out)
     assert plan.drop_at == NOW + datetime.timedelta(hours=1)
@@ -338,27 +349,27 @@ def test_the_previous_login_is_dropped_once_readers_have_rolled_or_the_grace_per
 
 def test_the_status_names_the_readers_that_opted_out_and_when_the_old_login_goes() -> None:
     readers = [
-        rules.Reader("deployment/api", rolled=False, opted_out=False),
-        rules.Reader("deployment/legacy", rolled=False, opted_out=True),
+        database_rules.Reader("Deployment", "api", rolled=False, opted_out=False),
+        database_rules.Reader("Deployment", "legacy", rolled=False, opted_out=True),
     ]
-    plan = rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=NOW)
+    plan = database_rules.retirement(readers, rotated_at=NOW, grace=datetime.timedelta(hours=1), now=NOW)
 
-    message = rules.retirement_message(V1, plan)
+    message = database_rules.retirement_message(V1, plan)
 
     assert message == (
         "rotation: shop_orders_v1 kept until deployment/api, deployment/legacy have rolled, at the latest "
         '2026-11-26T13:00:00Z; not rolled automatically (auto-rollout "false"), they lose shop_orders_v1 then unless '
         "restarted: deployment/legacy"
     )
-    assert "2026-11-26T13:00:00Z" in rules.opted_out_warning("orders-credentials", V1, plan.drop_at)
+    assert "2026-11-26T13:00:00Z" in database_rules.opted_out_warning("orders-credentials", V1, plan.drop_at)
 
 
 def test_the_rotation_secret_name_is_unambiguous_and_fits() -> None:
-    assert rules.rotation_secret_name("shop", "orders") == "database-rotation.shop.orders"
-    assert rules.rotation_secret_name("a-b", "c") != rules.rotation_secret_name("a", "b-c")
-    long = rules.rotation_secret_name("n" * 63, "d" * 241)
+    assert database_rules.rotation_secret_name("shop", "orders") == "database-rotation.shop.orders"
+    assert database_rules.rotation_secret_name("a-b", "c") != database_rules.rotation_secret_name("a", "b-c")
+    long = database_rules.rotation_secret_name("n" * 63, "d" * 241)
     assert len(long) <= 253
-    assert long != rules.rotation_secret_name("n" * 63, "e" * 241)
+    assert long != database_rules.rotation_secret_name("n" * 63, "e" * 241)
 
 
 @pytest.mark.parametrize(
@@ -373,14 +384,14 @@ def test_an_owner_role_of_exactly_63_bytes_is_kept_and_one_more_byte_is_fitted(
 ) -> None:
     full = f"{namespace}_{name}"
 
-    role = rules.owner_role(namespace, name)
+    role = database_rules.owner_role(namespace, name)
 
-    assert len(role.encode()) <= rules.MAX_IDENTIFIER == 63
+    assert len(role.encode()) <= database_rules.MAX_IDENTIFIER == 63
     assert (role == full) is kept
     if not kept:
         assert len(role) == 63
         assert role.startswith(full[:35] + "__")
-        assert role != rules.owner_role(namespace, name + "x")  # the digest keeps cut names apart
+        assert role != database_rules.owner_role(namespace, name + "x")  # the digest keeps cut names apart
 
 
 @pytest.mark.parametrize(
@@ -393,12 +404,12 @@ def test_an_owner_role_of_exactly_63_bytes_is_kept_and_one_more_byte_is_fitted(
 def test_a_login_role_of_exactly_63_bytes_is_kept_and_its_generation_always_survives(base: str, kept: bool) -> None:
     namespace, name = base.split("_")
 
-    login = rules.login_role(namespace, name, 1)
+    login = database_rules.login_role(namespace, name, 1)
 
     assert len(login) <= 63
     assert (login == base + "_v1") is kept
     assert login.endswith("_v1")
-    assert rules.generation_of(login) == 1
+    assert database_rules.generation_of(login) == 1
 
 
 def legacy_cut(full: str) -> str:
@@ -414,10 +425,12 @@ def test_a_cut_name_is_never_a_name_that_fits_as_the_old_cut_could_be() -> None:
     digest = hashlib.sha256(f"{victim[0]}_{victim[1]}".encode()).hexdigest()[:8]
     attacker = (prefix, digest)
 
-    assert rules.legacy_owner_role(*victim) == rules.legacy_owner_role(*attacker), "the attack on the old names"
-    assert rules.owner_role(*victim) != rules.owner_role(*attacker)
-    assert "__" in rules.owner_role(*victim)
-    assert "__" not in rules.owner_role(*attacker)
+    assert database_rules.legacy_owner_role(*victim) == database_rules.legacy_owner_role(*attacker), (
+        "the attack on the old names"
+    )
+    assert database_rules.owner_role(*victim) != database_rules.owner_role(*attacker)
+    assert "__" in database_rules.owner_role(*victim)
+    assert "__" not in database_rules.owner_role(*attacker)
 
 
 @pytest.mark.parametrize(
@@ -433,10 +446,10 @@ def test_names_that_fit_are_what_they_were_before_markers_so_existing_roles_stay
 ) -> None:
     full = f"{namespace}_{name}"
     if len(full) <= 63:
-        assert rules.owner_role(namespace, name) == rules.legacy_owner_role(namespace, name) == full
+        assert database_rules.owner_role(namespace, name) == database_rules.legacy_owner_role(namespace, name) == full
     else:
-        assert rules.legacy_owner_role(namespace, name) == legacy_cut(full)
-        assert rules.owner_role(namespace, name) != legacy_cut(full)
+        assert database_rules.legacy_owner_role(namespace, name) == legacy_cut(full)
+        assert database_rules.owner_role(namespace, name) != legacy_cut(full)
 
 
 def test_no_two_databases_share_a_name_on_the_server() -> None:
@@ -444,21 +457,21 @@ def test_no_two_databases_share_a_name_on_the_server() -> None:
     distinct, all within 63 bytes, and a login is recognized as its own Database's only."""
     databases = [("p" * 54, "x" * k) for k in range(1, 12)] + [("p" * 54 + "-" + "q" * 8, f"d{k}") for k in range(9)]
     databases += [("shop", "orders"), ("shop", "orders-v1"), ("shop-orders", "v1"), ("a" * 63, "b" * 200)]
-    names = [rules.owner_role(*db) for db in databases]
-    names += [rules.login_role(*db, generation) for db in databases for generation in (1, 2, 10, 12345)]
+    names = [database_rules.owner_role(*db) for db in databases]
+    names += [database_rules.login_role(*db, generation) for db in databases for generation in (1, 2, 10, 12345)]
 
     assert len(set(names)) == len(names)
     assert max(len(n.encode()) for n in names) <= 63
     for namespace, name in databases:
-        login = rules.login_role(namespace, name, 3)
-        assert [db for db in databases if rules.is_login_of(login, *db)] == [(namespace, name)]
+        login = database_rules.login_role(namespace, name, 3)
+        assert [db for db in databases if database_rules.is_login_of(login, *db)] == [(namespace, name)]
 
 
 def test_a_schedule_due_exactly_now_rotates() -> None:
-    on_time = rules.rotation(
+    on_time = database_rules.rotation(
         rotate_every="720h", rotate_request=None, seen_request=None, rotated_at=NOW - 720 * HOUR, now=NOW
     )
-    a_second_early = rules.rotation(
+    a_second_early = database_rules.rotation(
         rotate_every="720h",
         rotate_request=None,
         seen_request=None,
@@ -473,63 +486,65 @@ def test_a_schedule_due_exactly_now_rotates() -> None:
 # ---- which roles on the server are the Database's --------------------------------------------------------------
 
 UID = "0b9f-uid"
-MINE = rules.marker("shop", "orders", UID)
+MINE = database_rules.marker("shop", "orders", UID)
 OWNER = "shop_orders"
 
 
-def owner_role(comment: str | None = MINE, **extra: object) -> rules.Role:
-    return rules.Role(OWNER, login=False, privileged=False, comment=comment, **extra)  # type: ignore[arg-type]
+def owner_role(comment: str | None = MINE, **extra: object) -> database_rules.Role:
+    return database_rules.Role(OWNER, login=False, privileged=False, comment=comment, **extra)  # type: ignore[arg-type]
 
 
-def login(name: str, comment: str | None = MINE, **extra: object) -> rules.Role:
+def login(name: str, comment: str | None = MINE, **extra: object) -> database_rules.Role:
     fields: dict[str, object] = {"login": True, "privileged": False, "comment": comment, "member_of": (OWNER,)}
-    return rules.Role(name, **{**fields, **extra})  # type: ignore[arg-type]
+    return database_rules.Role(name, **{**fields, **extra})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("state", "legacy", "expected"),
     [
-        pytest.param(rules.ServerState(None, None), False, rules.Claim(create=True), id="nothing-yet"),
         pytest.param(
-            rules.ServerState(owner_role(), OWNER, (login(V1), login(V2))),
+            database_rules.ServerState(None, None), False, database_rules.Claim(create=True), id="nothing-yet"
+        ),
+        pytest.param(
+            database_rules.ServerState(owner_role(), OWNER, (login(V1), login(V2))),
             False,
-            rules.Claim(logins=(V1, V2)),
+            database_rules.Claim(logins=(V1, V2)),
             id="marked-owner-and-logins",
         ),
         pytest.param(
-            rules.ServerState(owner_role(), OWNER, (login(V2), login("shop_orders_v10"), login(V1))),
+            database_rules.ServerState(owner_role(), OWNER, (login(V2), login("shop_orders_v10"), login(V1))),
             False,
-            rules.Claim(logins=(V1, V2, "shop_orders_v10")),
+            database_rules.Claim(logins=(V1, V2, "shop_orders_v10")),
             id="generations-in-order",
         ),
         pytest.param(
-            rules.ServerState(
+            database_rules.ServerState(
                 owner_role(),
                 OWNER,
                 (
                     login(V1),
                     login("dba", comment=None),
-                    login(V2, comment=rules.marker("bank", "ledger", "x")),
+                    login(V2, comment=database_rules.marker("bank", "ledger", "x")),
                     login("shop_orders_v3", privileged=True),
                     login("postgres"),
                 ),
             ),
             False,
-            rules.Claim(logins=(V1,)),
+            database_rules.Claim(logins=(V1,)),
             id="members-that-are-not-its-marked-logins-are-not-its-own",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None),)),
+            database_rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None),)),
             True,
-            rules.Claim(mark=(OWNER, V1), logins=(V1,)),
+            database_rules.Claim(mark=(OWNER, V1), logins=(V1,)),
             id="made-before-markers-and-the-secret-is-its-own-marked-now",
         ),
     ],
 )
 def test_a_database_claims_only_the_roles_marked_or_provably_made_for_it(
-    state: rules.ServerState, legacy: bool, expected: rules.Claim
+    state: database_rules.ServerState, legacy: bool, expected: database_rules.Claim
 ) -> None:
-    found = rules.claim(
+    found = database_rules.claim(
         state, namespace="shop", name="orders", uid=UID, server="default", admin="postgres", secret_made_before=legacy
     )
 
@@ -539,67 +554,85 @@ def test_a_database_claims_only_the_roles_marked_or_provably_made_for_it(
 @pytest.mark.parametrize(
     ("state", "legacy", "says"),
     [
-        pytest.param(rules.ServerState(None, "dba"), True, "database shop_orders exists", id="a-database-of-its-name"),
         pytest.param(
-            rules.ServerState(owner_role(comment=None), OWNER), False, "was not made for this Database", id="unmarked"
+            database_rules.ServerState(None, "dba"), True, "database shop_orders exists", id="a-database-of-its-name"
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment="reports team"), OWNER), True, "not made", id="someone-elses-comment"
+            database_rules.ServerState(owner_role(comment=None), OWNER),
+            False,
+            "was not made for this Database",
+            id="unmarked",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=rules.marker("shop", "orders", "older")), OWNER),
+            database_rules.ServerState(owner_role(comment="reports team"), OWNER),
+            True,
+            "not made",
+            id="someone-elses-comment",
+        ),
+        pytest.param(
+            database_rules.ServerState(owner_role(comment=database_rules.marker("shop", "orders", "older")), OWNER),
             True,
             "made for an earlier Database shop/orders",
             id="an-earlier-database-of-the-same-name",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=rules.marker("bank", "ledger", "x")), OWNER),
+            database_rules.ServerState(owner_role(comment=database_rules.marker("bank", "ledger", "x")), OWNER),
             True,
             "made for another Database",
             id="another-databases-marker",
         ),
         pytest.param(
-            rules.ServerState(rules.Role(OWNER, login=True, privileged=False, comment=MINE), OWNER),
+            database_rules.ServerState(database_rules.Role(OWNER, login=True, privileged=False, comment=MINE), OWNER),
             False,
             "is not an owner role",
             id="a-login-role",
         ),
         pytest.param(
-            rules.ServerState(rules.Role(OWNER, login=False, privileged=True, comment=MINE), OWNER),
+            database_rules.ServerState(database_rules.Role(OWNER, login=False, privileged=True, comment=MINE), OWNER),
             False,
             "is not an owner role",
             id="a-privileged-role-even-marked",
         ),
         pytest.param(
-            rules.ServerState(owner_role(), "dba"), False, "owned by another role", id="marked-but-the-database-is-not"
+            database_rules.ServerState(owner_role(), "dba"),
+            False,
+            "owned by another role",
+            id="marked-but-the-database-is-not",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None), login("dba", comment=None))),
+            database_rules.ServerState(
+                owner_role(comment=None), OWNER, (login(V1, comment=None), login("dba", comment=None))
+            ),
             True,
             "not made",
             id="before-markers-but-a-member-that-is-not-its-login",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=None), OWNER, (login(V1, comment=None, member_of=(OWNER, "x")),)),
+            database_rules.ServerState(
+                owner_role(comment=None), OWNER, (login(V1, comment=None, member_of=(OWNER, "x")),)
+            ),
             True,
             "not made",
             id="before-markers-but-a-login-in-another-role",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=None, member_of=("pg_read_all_data",)), OWNER),
+            database_rules.ServerState(owner_role(comment=None, member_of=("pg_read_all_data",)), OWNER),
             True,
             "not made",
             id="before-markers-but-the-owner-is-in-another-role",
         ),
         pytest.param(
-            rules.ServerState(owner_role(comment=None), "dba"), True, "not made", id="before-markers-another-database"
+            database_rules.ServerState(owner_role(comment=None), "dba"),
+            True,
+            "not made",
+            id="before-markers-another-database",
         ),
     ],
 )
 def test_a_role_that_is_not_the_databases_is_a_conflict_that_touches_nothing(
-    state: rules.ServerState, legacy: bool, says: str
+    state: database_rules.ServerState, legacy: bool, says: str
 ) -> None:
-    found = rules.claim(
+    found = database_rules.claim(
         state, namespace="shop", name="orders", uid=UID, server="default", admin="postgres", secret_made_before=legacy
     )
 
@@ -608,9 +641,9 @@ def test_a_role_that_is_not_the_databases_is_a_conflict_that_touches_nothing(
 
 
 def test_the_admin_is_never_an_owner_role_even_by_name() -> None:
-    state = rules.ServerState(rules.Role(OWNER, login=False, privileged=False, comment=MINE), OWNER)
+    state = database_rules.ServerState(database_rules.Role(OWNER, login=False, privileged=False, comment=MINE), OWNER)
 
-    found = rules.claim(
+    found = database_rules.claim(
         state, namespace="shop", name="orders", uid=UID, server="s", admin=OWNER, secret_made_before=True
     )
 
@@ -618,7 +651,7 @@ def test_the_admin_is_never_an_owner_role_even_by_name() -> None:
 
 
 KEY = b"k" * 32
-PROOF = rules.secret_proof(KEY, "shop", "orders", UID)
+PROOF = database_rules.secret_proof(KEY, "shop", "orders", UID)
 
 
 def secret_meta(
@@ -641,13 +674,13 @@ def secret_meta(
         pytest.param(secret_meta(owner_uid=UID), True, True, id="before-proofs-the-owner-reference-of-its-uid"),
         pytest.param(secret_meta(owner_uid="other"), True, False, id="before-proofs-another-owner"),
         pytest.param(
-            secret_meta({"secrets.smll.io/made-for": rules.secret_proof(KEY, "shop", "orders", "older")}, UID),
+            secret_meta({"secrets.smll.io/made-for": database_rules.secret_proof(KEY, "shop", "orders", "older")}, UID),
             True,
             False,
             id="the-proof-of-an-earlier-database",
         ),
         pytest.param(
-            secret_meta({"secrets.smll.io/made-for": rules.secret_proof(b"x" * 32, "shop", "orders", UID)}),
+            secret_meta({"secrets.smll.io/made-for": database_rules.secret_proof(b"x" * 32, "shop", "orders", UID)}),
             False,
             False,
             id="a-proof-made-with-another-key",
@@ -657,15 +690,15 @@ def secret_meta(
 def test_a_secret_is_the_databases_only_with_the_proof_the_controller_made(
     secret: dict[str, object], legacy: bool, made: bool
 ) -> None:
-    assert rules.secret_made_for(secret, proof=PROOF, uid=UID, recorded_uid="recorded", legacy=legacy) is made
+    assert database_rules.secret_made_for(secret, proof=PROOF, uid=UID, recorded_uid="recorded", legacy=legacy) is made
 
 
 def test_edited_keys_names_what_differs_added_keys_included() -> None:
-    desired = rules.credentials(user=V1, password=OLD, server=SERVER, database="shop_orders")
+    desired = database_rules.credentials(user=V1, password=OLD, server=SERVER, database="shop_orders")
     found = {**desired, "POSTGRES_USER": "bank_ledger_v1", "EXTRA": "x"}
 
-    assert rules.edited_keys(found, desired) == ("EXTRA", "POSTGRES_USER")
-    assert rules.edited_keys(desired, desired) == ()
+    assert database_rules.edited_keys(found, desired) == ("EXTRA", "POSTGRES_USER")
+    assert database_rules.edited_keys(desired, desired) == ()
 
 
 def test_a_server_may_name_the_ca_bundle_that_verify_full_checks_it_against(tmp_path: Path) -> None:
@@ -693,7 +726,7 @@ def test_verify_modes_check_the_certificate_against_the_configured_ca(
     sslmode: str, hostname: bool, verified: bool
 ) -> None:
     authority = make_ca("test CA", valid_for=datetime.timedelta(days=1))
-    server = rules.Server("s", "pg", 5432, sslmode, "a", ca_secret="ca", ca_pem=authority.cert_pem)
+    server = database_rules.Server("s", "pg", 5432, sslmode, "a", ca_secret="ca", ca_pem=authority.cert_pem)
 
     context = ssl_for(server)
 
@@ -705,4 +738,4 @@ def test_verify_modes_check_the_certificate_against_the_configured_ca(
 
 @pytest.mark.parametrize(("sslmode", "expected"), [("disable", False), ("require", "require"), ("prefer", "prefer")])
 def test_other_modes_are_libpqs(sslmode: str, expected: object) -> None:
-    assert ssl_for(rules.Server("s", "pg", 5432, sslmode, "a")) == expected
+    assert ssl_for(database_rules.Server("s", "pg", 5432, sslmode, "a")) == expected

@@ -9,7 +9,7 @@ import ssl
 import aiohttp
 import pytest
 
-from kubeio.errors import conflict, describe, transient
+from kubeio.errors import conflict, describe_error, transient
 from kubeio.rest import ApiException
 from rules.failures import InvalidSpec, transient_status
 
@@ -71,6 +71,6 @@ def test_an_api_error_is_described_by_status_and_message_never_by_its_body() -> 
         {"kind": "Status", "message": 'Secret "x" is invalid: data[K]: Too long', "details": {"data": "c2VjcmV0"}}
     ).encode()
 
-    assert describe(error) == 'HTTP 422 Unprocessable Entity: Secret "x" is invalid: data[K]: Too long'
-    assert describe(ApiException(status=403, reason="Forbidden")) == "HTTP 403 Forbidden"
-    assert describe(ConnectionResetError()) == "ConnectionResetError"
+    assert describe_error(error) == 'HTTP 422 Unprocessable Entity: Secret "x" is invalid: data[K]: Too long'
+    assert describe_error(ApiException(status=403, reason="Forbidden")) == "HTTP 403 Forbidden"
+    assert describe_error(ConnectionResetError()) == "ConnectionResetError"

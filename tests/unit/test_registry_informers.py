@@ -10,11 +10,11 @@ from controller.frame.queue import WorkQueue
 from controller.registry.caches import Caches, HtpasswdHandler
 from controller.registry.config import parse_secret_ref
 from controller.registry.verifier import Verifier
-from rules import registry as rules
+from rules import registry as registry_rules
 
 
 def htpasswd(entries: dict[str, str]) -> dict[str, object]:
-    text = rules.format_htpasswd(entries)
+    text = registry_rules.format_htpasswd(entries)
     return {
         "metadata": {"namespace": "registry", "name": "htpasswd"},
         "data": {"htpasswd": base64.b64encode(text.encode()).decode()},
@@ -77,7 +77,7 @@ def test_the_htpasswd_secret_is_given_as_namespace_slash_name(value: str, expect
 
 async def test_the_verifier_remembers_results_without_keeping_the_password() -> None:
     verifier = Verifier()
-    hashed = rules.hash_password("right", cost=4)
+    hashed = registry_rules.hash_password("right", cost=4)
 
     await verifier.prime("right", hashed)
 

@@ -12,7 +12,7 @@ from controller.registry.caches import Caches, HtpasswdHandler
 from controller.registry.config import RegistryConfig
 from controller.registry.reconciler import Registry
 from kubeio.logs import JsonFormatter
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.names import COMPONENT_LABEL, REGISTRY_TYPE, ROTATE, SECRET_TYPE_LABEL, VPC_LABEL
 from rules.secretdata import decode_data
 from rules.workloads import resource_path
@@ -22,8 +22,8 @@ from tests.unit.fakeapi import NO_CLIENT, FakeApi, feed, settle
 CONTROLLER = "smll-system"
 CONFIG = RegistryConfig("https://registry.example:5000", "registry", "htpasswd", CONTROLLER)
 SHOP = resource_path("Namespace", name="shop")
-CREDENTIALS = resource_path("Secret", "shop", rules.CREDENTIALS)
-PULL_SECRET = resource_path("Secret", "shop", rules.PULL_SECRET)
+CREDENTIALS = resource_path("Secret", "shop", registry_rules.CREDENTIALS)
+PULL_SECRET = resource_path("Secret", "shop", registry_rules.PULL_SECRET)
 ACCOUNT = resource_path("ServiceAccount", "shop", "default")
 
 
@@ -52,7 +52,7 @@ class Controller:
             self.api,
             resource_path("Secret", CONTROLLER),
             caches.rotations,
-            {"labelSelector": f"{COMPONENT_LABEL}={rules.ROTATION_COMPONENT}"},
+            {"labelSelector": f"{COMPONENT_LABEL}={registry_rules.ROTATION_COMPONENT}"},
         )
         feed(
             self.api,
@@ -83,7 +83,7 @@ def secret_data(api: FakeApi, path: str) -> dict[str, str]:
 
 
 def htpasswd(api: FakeApi) -> dict[str, str]:
-    return rules.parse_htpasswd(secret_data(api, CONFIG.htpasswd_path).get(rules.HTPASSWD_KEY, ""))
+    return registry_rules.parse_htpasswd(secret_data(api, CONFIG.htpasswd_path).get(registry_rules.HTPASSWD_KEY, ""))
 
 
 def pull_secrets(api: FakeApi) -> list[JsonObject]:
@@ -101,18 +101,18 @@ async def test_a_vpc_namespace_gets_credentials_that_log_in_a_pull_secret_and_it
     await Controller(api).settle()
 
     data = secret_data(api, CREDENTIALS)
-    assert set(data) == set(rules.CONTRACT_KEYS)
+    assert set(data) == set(registry_rules.CONTRACT_KEYS)
     assert data["REGISTRY_URL"] == "registry.example:5000"
     assert data["REGISTRY_USER"] == "vpc-shop"
-    assert rules.verify_password(data["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
+    assert registry_rules.verify_password(data["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
     pull = api.get(PULL_SECRET)
     assert pull is not None
-    assert pull["type"] == rules.DOCKERCONFIGJSON
-    auths = json.loads(secret_data(api, PULL_SECRET)[rules.DOCKERCONFIGJSON_KEY])["auths"]
+    assert pull["type"] == registry_rules.DOCKERCONFIGJSON
+    auths = json.loads(secret_data(api, PULL_SECRET)[registry_rules.DOCKERCONFIGJSON_KEY])["auths"]
     assert auths["registry.example:5000"]["password"] == data["REGISTRY_PASSWORD"]
-    assert pull_secrets(api) == [{"name": rules.PULL_SECRET}]
+    assert pull_secrets(api) == [{"name": registry_rules.PULL_SECRET}]
     assert rotation_secrets(api) == []  # the password on its way in has arrived
-    assert api.get(resource_path("Secret", "outside", rules.CREDENTIALS)) is None
+    assert api.get(resource_path("Secret", "outside", registry_rules.CREDENTIALS)) is None
     assert set(htpasswd(api)) == {"vpc-shop"}
 
 
@@ -136,9 +136,9 @@ async def test_a_rotate_request_changes_the_password_everywhere(api: FakeApi) ->
 
     after = secret_data(api, CREDENTIALS)
     assert after["REGISTRY_PASSWORD"] != before["REGISTRY_PASSWORD"]
-    assert rules.verify_password(after["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
-    assert not rules.verify_password(before["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
-    assert set(after) == set(rules.CONTRACT_KEYS)
+    assert registry_rules.verify_password(after["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
+    assert not registry_rules.verify_password(before["REGISTRY_PASSWORD"], htpasswd(api)["vpc-shop"])
+    assert set(after) == set(registry_rules.CONTRACT_KEYS)
     assert rotation_secrets(api) == []
 
 
@@ -156,7 +156,7 @@ async def test_a_namespace_that_leaves_the_vpc_loses_its_user_and_secrets(api: F
 
 
 async def test_a_foreign_secret_in_the_way_blocks_the_namespace_and_says_so_once(api: FakeApi) -> None:
-    api.put(resource_path("Secret", "shop"), {"metadata": {"name": rules.CREDENTIALS}, "data": {}})
+    api.put(resource_path("Secret", "shop"), {"metadata": {"name": registry_rules.CREDENTIALS}, "data": {}})
     controller = Controller(api)
 
     await controller.settle()

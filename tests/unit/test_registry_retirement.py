@@ -16,9 +16,9 @@ T0 = datetime.datetime(2026, 12, 4, 21, 0, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(hours=1)
 OLDER = "C" * 40
 KEPT = r.PreviousEntry(f"hash-of-{OLDER}", T0)
-WAITING = Reader("deployment/api", rolled=False, opted_out=False)
-LEGACY = Reader("deployment/legacy", rolled=False, opted_out=True)
-ROLLED = Reader("deployment/api", rolled=True, opted_out=False)
+WAITING = Reader("Deployment", "api", rolled=False, opted_out=False)
+LEGACY = Reader("Deployment", "legacy", rolled=False, opted_out=True)
+ROLLED = Reader("Deployment", "api", rolled=True, opted_out=False)
 AFTER_ROTATION = replace(IN_SYNC, previous=(KEPT,))
 
 

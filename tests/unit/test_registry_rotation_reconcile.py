@@ -9,7 +9,7 @@ import pytest
 
 from controller.registry.caches import htpasswd_previous
 from controller.registry.reconciler import Registry
-from rules import registry as rules
+from rules import registry as registry_rules
 from rules.names import ROLLOUT_STATE, ROTATE, VPC_LABEL
 from rules.references import secret_uses
 from rules.rollout import current_state, format_state, key_digests
@@ -34,7 +34,7 @@ class Clock:
 
 def reader() -> JsonObject:
     """A Deployment reading REGISTRY_PASSWORD, rolled out completely (no replicas), never rolled to a version yet."""
-    ref = {"secretKeyRef": {"name": rules.CREDENTIALS, "key": rules.PASSWORD_KEY}}
+    ref = {"secretKeyRef": {"name": registry_rules.CREDENTIALS, "key": registry_rules.PASSWORD_KEY}}
     return {
         "metadata": {"name": "api", "generation": 1},
         "spec": {
@@ -51,12 +51,12 @@ def roll(api: FakeApi) -> None:
     credentials = api.get(CREDENTIALS)
     assert deployment is not None
     assert credentials is not None
-    digests = key_digests(credentials["data"], HMAC_KEY, namespace="shop", secret=rules.CREDENTIALS)
-    state = current_state(secret_uses(deployment, "Deployment"), {rules.CREDENTIALS: digests})
+    digests = key_digests(credentials["data"], HMAC_KEY, namespace="shop", secret=registry_rules.CREDENTIALS)
+    state = current_state(secret_uses(deployment, "Deployment"), {registry_rules.CREDENTIALS: digests})
     api.patch(API, {"metadata": {"annotations": {ROLLOUT_STATE: format_state(state)}}})
 
 
-def previous(api: FakeApi) -> tuple[rules.PreviousEntry, ...]:
+def previous(api: FakeApi) -> tuple[registry_rules.PreviousEntry, ...]:
     return tuple(htpasswd_previous(api.get(CONFIG.htpasswd_path)).get("vpc-shop", ()))
 
 
@@ -78,10 +78,10 @@ def controller(api: FakeApi) -> tuple[Controller, Clock]:
 
 
 async def rotate(api: FakeApi, controller: Controller, value: str) -> tuple[str, str]:
-    old = secret_data(api, CREDENTIALS)[rules.PASSWORD_KEY]
+    old = secret_data(api, CREDENTIALS)[registry_rules.PASSWORD_KEY]
     api.patch(SHOP, {"metadata": {"annotations": {ROTATE: value}}})
     await controller.settle()
-    new = secret_data(api, CREDENTIALS)[rules.PASSWORD_KEY]
+    new = secret_data(api, CREDENTIALS)[registry_rules.PASSWORD_KEY]
     assert new != old
     return old, new
 
@@ -95,11 +95,11 @@ async def test_the_old_entry_is_kept_until_the_reader_has_rolled(
     assert previous(api) == ()  # the first password replaces nothing
 
     old, new = await rotate(api, registry, "r1")
-    assert rules.verify_password(new, htpasswd(api)["vpc-shop"])
+    assert registry_rules.verify_password(new, htpasswd(api)["vpc-shop"])
     kept = previous(api)
     assert len(kept) == 1
     assert kept[0].rotated_at == T0
-    assert rules.verify_password(old, kept[0].hash), "the readers' password is kept"
+    assert registry_rules.verify_password(old, kept[0].hash), "the readers' password is kept"
     assert old not in str(api.get(CONFIG.htpasswd_path)), "only its hash"
 
     clock.now = T0 + datetime.timedelta(minutes=5)
@@ -109,8 +109,8 @@ async def test_the_old_entry_is_kept_until_the_reader_has_rolled(
     roll(api)
     await registry.settle()
     assert previous(api) == ()
-    assert rules.PREVIOUS_KEY not in (api.get(CONFIG.htpasswd_path) or {})["data"], "none left: the key goes"
-    assert rules.verify_password(new, htpasswd(api)["vpc-shop"])
+    assert registry_rules.PREVIOUS_KEY not in (api.get(CONFIG.htpasswd_path) or {})["data"], "none left: the key goes"
+    assert registry_rules.verify_password(new, htpasswd(api)["vpc-shop"])
 
 
 async def test_the_old_entry_goes_when_the_grace_period_has_passed(
