@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from rules.links import Link, LinkDenied, LinkRequest, apply_links
-from rules.names import MANAGED_ENV
+from rules.links import CACHED_UP_TO, Link, LinkDenied, LinkRequest, apply_links, link_object, parse_link
+from rules.names import CONTAINERS, MANAGED_ENV
 from tests.factories import JsonObject
 
 STRIPE = Link("API_KEY", "stripe", "KEY")
@@ -85,3 +85,108 @@ def test_the_record_names_the_vars_the_product_put_in_each_container() -> None:
     env_after(found, STRIPE)
 
     assert json.loads(found["metadata"]["annotations"][MANAGED_ENV]) == {"web": ["API_KEY"]}
+
+
+def pod(env: list[JsonObject], *, containers: list[object] | None = None) -> JsonObject:
+    found = template(env)
+    found["kind"] = "Pod"
+    found["metadata"] = {"name": "p", "annotations": {STRIPE.annotation: "stripe/KEY"}}
+    if containers is not None:
+        found["spec"]["containers"] += containers
+    return found
+
+
+def no_keys(namespace: str, name: str) -> frozenset[str] | None:
+    return frozenset({"KEY"})
+
+
+def test_an_existing_pod_whose_link_a_hand_set_var_blocks_is_neither_refused_nor_warned() -> None:
+    linked = link_object(pod([HAND_API_KEY]), kind="Pod", namespace="shop", secret_keys=no_keys, operation="UPDATE")
+
+    assert linked.warnings == []
+
+
+def test_a_container_list_with_something_that_is_not_a_container_is_linked_around_it() -> None:
+    linked = link_object(pod([], containers=["nonsense"]), kind="Pod", namespace="shop", secret_keys=no_keys)
+
+    assert linked.obj["spec"]["containers"][1] == "nonsense"
+    assert linked.obj["spec"]["containers"][0]["env"] == [LINKED]
+
+
+def test_a_pod_without_metadata_gets_the_record_of_what_was_linked() -> None:
+    found: JsonObject = {"spec": {"containers": [{"name": "web"}]}}
+
+    apply_links(found, LinkRequest(links={"API_KEY": STRIPE}, containers=None))
+
+    assert json.loads(found["metadata"]["annotations"][MANAGED_ENV]) == {"web": ["API_KEY"]}
+
+
+def test_every_container_s_hand_set_var_is_named_in_the_refusal() -> None:
+    found = template([HAND_API_KEY])
+    found["spec"]["containers"].append({"name": "worker", "env": [HAND_API_KEY]})
+
+    with pytest.raises(LinkDenied) as denied:
+        env_after(found, STRIPE)
+
+    assert [problem.split(":")[1] for problem in denied.value.problems] == [
+        " container 'web' already sets API_KEY by hand; remove that env entry or use another var name",
+        " container 'worker' already sets API_KEY by hand; remove that env entry or use another var name",
+    ]
+    assert str(denied.value) == "; ".join(denied.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("found", "problem"),
+    [
+        pytest.param(
+            {"spec": "nonsense"}, "the object has no pod spec to link env vars into", id="a-spec-that-is-no-object"
+        ),
+        pytest.param(
+            {"metadata": "nonsense", "spec": {"containers": [{"name": "web"}]}},
+            "the pod template's metadata is not an object",
+            id="metadata-that-is-no-object",
+        ),
+    ],
+)
+def test_a_malformed_template_is_refused_with_what_is_wrong(found: JsonObject, problem: str) -> None:
+    with pytest.raises(LinkDenied) as denied:
+        env_after(found, STRIPE)
+
+    assert denied.value.problems == (problem,)
+
+
+@pytest.mark.parametrize(
+    ("containers", "problem"),
+    [
+        pytest.param(
+            [{"name": "web"}, {"name": "worker"}],
+            "the pod has no container named db, cache (its containers: web, worker)",
+            id="names-what-is-missing-and-what-there-is",
+        ),
+        pytest.param([], "the pod has no container named db, cache (its containers: none)", id="a-pod-of-none"),
+    ],
+)
+def test_a_containers_annotation_naming_no_such_container_says_which_exist(
+    containers: list[JsonObject], problem: str
+) -> None:
+    found: JsonObject = {"metadata": {}, "spec": {"containers": containers}}
+
+    with pytest.raises(LinkDenied) as denied:
+        apply_links(found, LinkRequest(links={"API_KEY": STRIPE}, containers=("db", "cache")))
+
+    assert denied.value.problems == (
+        f"annotation {CONTAINERS}: {problem}; name existing containers or remove the annotation",
+    )
+
+
+def test_a_link_too_long_to_be_cached_keeps_its_var() -> None:
+    padded = "stripe/KEY" + " " * CACHED_UP_TO
+
+    assert parse_link(STRIPE.annotation, padded) == STRIPE
+
+
+def test_an_env_that_is_not_a_list_is_left_as_it_is_when_nothing_is_linked() -> None:
+    found = template(None)
+    found["spec"]["containers"][0]["env"] = "nonsense"
+
+    assert env_after(found) == "nonsense"

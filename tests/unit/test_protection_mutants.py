@@ -247,3 +247,10 @@ def test_the_message_honours_a_smaller_limit() -> None:
 )
 def test_which_keys_a_change_removes(old: JsonObject, new: JsonObject, removed: set[str]) -> None:
     assert removed_keys(old, new) == frozenset(removed)
+
+
+def test_an_object_read_from_a_list_has_no_kind_and_is_read_by_the_kind_given() -> None:
+    found = obj("Deployment", "web", USING_KEY)
+    del found["kind"]
+
+    assert [use.secret for use in referrer_of(found, "Deployment").uses] == ["stripe"]
