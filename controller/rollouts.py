@@ -56,6 +56,8 @@ log = reconcile_logger(__name__)
 
 ServiceKey = tuple[str, str, str]  # kind, namespace, name
 SecretKey = tuple[str, str]  # namespace, name
+# Who owns the fields the controller writes (managedFields): its own name, not the client library's default.
+FIELD_MANAGER = "smll-secrets-controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,9 @@ class Service:
 
     def same_as(self, other: Service) -> bool:
         """Equal in all but the resourceVersion: a change that is no reason to reconcile. (The generation moves
-        with any change of the spec or the annotations, so a user's edit still brings a failed service back.)"""
+        with a change of the spec; with one of the annotations only on a Deployment, not on a StatefulSet or a
+        DaemonSet. The opt-in, opt-out, uses and stored state compared here are read from the annotations too, so
+        a user's edit of the spec or of the product's annotations still brings a failed service back.)"""
         return replace(other, resource_version=self.resource_version) == self
 
 
@@ -241,7 +245,9 @@ class Rollouts:
             patch["spec"] = {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}
         path = resource_path(service.kind, service.namespace, service.name)
         try:
-            patched = await json_request(self.api, "PATCH", path, body=patch, content_type=MERGE_PATCH)
+            patched = await json_request(
+                self.api, "PATCH", path, query={"fieldManager": FIELD_MANAGER}, body=patch, content_type=MERGE_PATCH
+            )
         except ApiException as error:
             if error.status == 404:
                 return decision.roll

@@ -23,7 +23,6 @@ __all__ = [
     "without_managed_fields",
 ]
 
-JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 
 

@@ -122,11 +122,6 @@ def pod_template(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
     return node
 
 
-def pod_spec(obj: JsonObject, kind: str | None = None) -> JsonObject | None:
-    template = pod_template(obj, kind)
-    return _child(template, "spec") if template is not None else None
-
-
 def _strings(obj: Mapping[str, Any] | None, field: str) -> dict[str, str]:
     metadata = _child(obj, "metadata") if obj is not None else None
     found = metadata.get(field) if metadata is not None else None

@@ -203,6 +203,3 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         """Keys ready or waiting for a delay (what a queue-depth metric shows)."""
         return len(self._queued) + len(self._waiting)
-
-    def processing(self, key: K) -> bool:
-        return key in self._processing

@@ -285,7 +285,7 @@ def test_after_a_rollout_the_users_apply_keeps_the_restart_and_the_recorded_stat
     # The controller's two annotations are its own field manager's (a PATCH: an Update), never the user's.
     (controller,) = owners(rolled, f"f:{RESTARTED_AT}")
     assert owners(rolled, f"f:{ROLLOUT_STATE}") == [controller]
-    assert controller[1] == "Update"
+    assert controller == ("smll-secrets-controller", "Update")
     assert controller[0] not in {"kubectl", "kubectl-client-side-apply", "kustomize-controller", "argocd-controller"}
 
     # The same manifest: no change, nothing written, the rollout's annotations kept.

@@ -250,14 +250,18 @@ class Reconciles:
         self.calls = 0
         self.reported: list[tuple[str, str]] = []
 
+        self.busy = False  # inside a reconcile or its failure report
+
     async def reconcile(self, key: str) -> None:
         self.calls += 1
         error = self.errors.pop(0) if self.errors else None
+        self.busy = error is not None  # a failure is reported next
         if error is not None:
             raise error
 
     async def failed(self, key: str, message: str) -> None:
         self.reported.append((key, message))
+        self.busy = False
 
 
 def one_loop(reconciles: Reconciles) -> frame.Loop[str]:
@@ -265,12 +269,12 @@ def one_loop(reconciles: Reconciles) -> frame.Loop[str]:
     return frame.Loop("test", queue, [], reconciles.reconcile, reconciles.failed)
 
 
-async def run_until_quiet(loop: frame.Loop[str]) -> None:
+async def run_until_quiet(loop: frame.Loop[str], reconciles: Reconciles) -> None:
     worker = asyncio.create_task(frame.work(loop, ControllerMetrics()))
     try:
         for _ in range(200):
             await asyncio.sleep(0.005)
-            if not len(loop.queue) and not loop.queue.processing("db"):
+            if not len(loop.queue) and not reconciles.busy:
                 await asyncio.sleep(0.05)
                 if not len(loop.queue):
                     return
@@ -295,7 +299,7 @@ async def test_a_terminal_error_is_reported_on_the_object_and_not_retried(error:
     loop = one_loop(reconciles)
     loop.queue.add("db")
 
-    await run_until_quiet(loop)
+    await run_until_quiet(loop, reconciles)
 
     assert reconciles.calls == 1
     assert len(reconciles.reported) == 1
@@ -319,7 +323,7 @@ async def test_a_transient_or_unexpected_error_is_retried_and_not_reported(error
     loop = one_loop(reconciles)
     loop.queue.add("db")
 
-    await run_until_quiet(loop)
+    await run_until_quiet(loop, reconciles)
 
     assert reconciles.calls == 3
     assert reconciles.reported == []

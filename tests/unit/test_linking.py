@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from rules.links import CACHED_UP_TO, _cached_link, link_object, parse_link
 from rules.names import MANAGED_ENV
-from rules.workloads import pod_spec, pod_template
+from rules.workloads import pod_template
 from tests.factories import JsonObject, admission_review, container, secret, workload
 from tests.factories import pod_spec as make_pod_spec
 from webhook.app import WebhookState, create_app
@@ -57,8 +57,9 @@ async def linked(client: Client, obj: JsonObject, **review_args: Any) -> tuple[J
 
 
 def env_of(obj: JsonObject, name: str = "web", field: str = "containers") -> list[JsonObject]:
-    spec = pod_spec(obj)
-    assert spec is not None
+    template = pod_template(obj)
+    assert template is not None
+    spec = template["spec"]
     found = next(c for c in spec.get(field, []) if c["name"] == name)
     env: list[JsonObject] = found.get("env", [])
     return env
