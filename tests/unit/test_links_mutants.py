@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rules.links import CACHED_UP_TO, Link, LinkDenied, LinkRequest, apply_links, link_object, parse_link
+from rules.links import CACHED_UP_TO, Link, LinkDenied, LinkRequest, apply_links, link_object, parse_link, parse_links
 from rules.names import CONTAINERS, MANAGED_ENV
 from tests.factories import JsonObject
 
@@ -192,3 +192,24 @@ def test_an_env_that_is_not_a_list_is_left_as_it_is_when_nothing_is_linked() -> 
     env_after(found)
 
     assert found["spec"]["containers"][0]["env"] == "nonsense"
+
+
+def test_annotations_that_sort_before_the_links_do_not_hide_them() -> None:
+    found = {"app.kubernetes.io/name": "web", STRIPE.annotation: "stripe/KEY", "zz.example.com/note": "x"}
+
+    assert parse_links(found) == {"API_KEY": STRIPE}
+
+
+def test_an_existing_pod_whose_links_would_change_it_is_told_they_wait_for_a_new_pod() -> None:
+    linked = link_object(pod([]), kind="Pod", namespace="shop", secret_keys=no_keys, operation="UPDATE")
+
+    assert linked.warnings == ["link annotations on an existing Pod take effect only when the Pod is re-created"]
+
+
+def test_unlinking_leaves_no_empty_annotations_behind() -> None:
+    found = template([HAND])
+    found["metadata"]["annotations"] = {}
+
+    env_after(found)
+
+    assert "annotations" not in found["metadata"]
