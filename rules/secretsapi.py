@@ -1,5 +1,6 @@
 """The write-only Secrets API (group ``secrets.smll.io``): what a request asks, what it does to a Secret, and what
-the answer shows. Plain functions over dicts; the edge (webhook/secretsapi.py) reads and writes.
+the answer shows. Plain functions over dicts; the edge (webhook/secretsapi.py) reads and writes, and the API's
+protocol (discovery, Status and Table bodies, front-proxy identity, the access review) is webhook/apiprotocol.py.
 
 Two resources, both namespaced:
 
@@ -16,10 +17,9 @@ import functools
 import heapq
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote
 
 from rules.keynames import vague_key
 from rules.names import (
@@ -113,43 +113,6 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.causes = tuple(causes)
-
-    def status(self, *, name: str = "", kind: str = "") -> JsonObject:
-        details: JsonObject = {}
-        if name:
-            details["name"] = name
-        if kind:
-            details.update(group=GROUP, kind=kind)
-        if self.causes:
-            details["causes"] = [{"field": where, "message": what} for where, what in self.causes]
-        return status(self.code, self.reason, self.message, details=details)
-
-
-REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    422: "Invalid",
-}
-
-
-def status(code: int, reason: str, message: str, *, details: JsonObject | None = None) -> JsonObject:
-    body: JsonObject = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success" if code < 400 else "Failure",
-        "message": message,
-        "code": code,
-    }
-    if reason or code in REASONS:
-        body["reason"] = reason or REASONS[code]
-    if details:
-        body["details"] = details
-    return body
 
 
 def invalid(message: str, *causes: tuple[str, str]) -> ApiError:
@@ -755,183 +718,6 @@ def without_values(secret: JsonObject) -> JsonObject:
     }
 
 
-COLUMNS = (
-    ("Name", "string", "name"),
-    ("Type", "string", "custom, database or registry"),
-    ("Keys", "string", "the key names"),
-    ("Users", "integer", "services that read one of its keys"),
-    ("Changed", "string", "since the newest key change"),
-    ("Advice", "integer", "best-practice findings (kubectl describe shows them)"),
-    ("Age", "string", "since the Secret was created"),
-)
-
-
-def table(
-    views: Sequence[View], now: datetime.datetime, resource_version: str = "", continue_token: str = ""
-) -> JsonObject:
-    """The ``meta.k8s.io/v1`` Table kubectl asks for: its printer columns, made from the views (nothing found
-    again), the KEYS column from the first KEYS_SHOWN keys."""
-    rows = []
-    for found in views:
-        item = found.body
-        metadata = item["metadata"]
-        keys = item["keys"]
-        names = ",".join(key["name"] for key in keys[:KEYS_SHOWN]) + ("," if len(keys) > KEYS_SHOWN else "")
-        # lastChanged is RFC 3339 in UTC (format_time): the newest text is the newest time.
-        newest = _time(max((key["lastChanged"] for key in keys), default=None))
-        created = _time(metadata.get("creationTimestamp"))
-        rows.append(
-            {
-                "cells": [
-                    metadata["name"],
-                    item["type"],
-                    names if len(names) <= 60 and len(keys) <= KEYS_SHOWN else names[:57] + "...",
-                    found.users,
-                    human_age(now - newest) if newest else "<none>",
-                    len(item["advice"]),
-                    human_age(now - created) if created else "<unknown>",
-                ],
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": metadata,
-                },
-            }
-        )
-    return {
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": list_metadata(resource_version, continue_token),
-        "columnDefinitions": [
-            {"name": name, "type": kind, "format": "name" if name == "Name" else "", "description": text, "priority": 0}
-            for name, kind, text in COLUMNS
-        ],
-        "rows": rows,
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Discovery
-
-
-def api_group() -> JsonObject:
-    version = {"groupVersion": API_VERSION, "version": VERSION}
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [version], "preferredVersion": version}
-
-
-def api_resources() -> JsonObject:
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": API_VERSION,
-        "resources": [
-            {
-                "name": VIEWS,
-                "singularName": "writeonlysecret",
-                "namespaced": True,
-                "kind": VIEW_KIND,
-                "verbs": ["delete", "get", "list"],
-                "shortNames": ["wos"],
-                "categories": ["smll"],
-            },
-            {
-                "name": WRITES,
-                "singularName": "secretwrite",
-                "namespaced": True,
-                "kind": WRITE_KIND,
-                "verbs": ["create"],
-            },
-        ],
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Authentication by the front proxy, authorization by SubjectAccessReview
-
-
-@dataclass(frozen=True)
-class FrontProxy:
-    """The apiserver's request-header authentication settings (kube-system/extension-apiserver-authentication)."""
-
-    client_ca: str
-    allowed_names: frozenset[str] = frozenset()
-    username_headers: tuple[str, ...] = ("X-Remote-User",)
-    uid_headers: tuple[str, ...] = ()
-    group_headers: tuple[str, ...] = ("X-Remote-Group",)
-    extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
-
-
-def front_proxy(data: Mapping[str, str]) -> FrontProxy | None:
-    """From the ConfigMap's data; None when the apiserver has no front proxy configured (no aggregation)."""
-    ca = data.get("requestheader-client-ca-file", "")
-    if not ca.strip():
-        return None
-
-    def names(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            found = json.loads(data[key]) if data.get(key) else list(default)
-        except ValueError:
-            found = list(default)
-        return tuple(str(item) for item in found) if isinstance(found, list) else default
-
-    return FrontProxy(
-        client_ca=ca,
-        allowed_names=frozenset(names("requestheader-allowed-names", ())),
-        username_headers=names("requestheader-username-headers", ("X-Remote-User",)),
-        uid_headers=names("requestheader-uid-headers", ()),
-        group_headers=names("requestheader-group-headers", ("X-Remote-Group",)),
-        extra_prefixes=names("requestheader-extra-headers-prefix", ("X-Remote-Extra-",)),
-    )
-
-
-@dataclass(frozen=True)
-class Identity:
-    user: str
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-def identity(config: FrontProxy, headers: Iterable[tuple[str, str]]) -> Identity | None:
-    """Who the apiserver says is asking, from the headers its front proxy set; None when no user is named."""
-    pairs = [(name.lower(), value) for name, value in headers]
-
-    def first(wanted: Sequence[str]) -> str:
-        lowered = {name.lower() for name in wanted}
-        return next((value for name, value in pairs if name in lowered and value), "")
-
-    user = first(config.username_headers)
-    if not user:
-        return None
-    groups = {header.lower() for header in config.group_headers}
-    extra: dict[str, list[str]] = {}
-    for name, value in pairs:
-        for prefix in config.extra_prefixes:
-            if name.startswith(prefix.lower()) and len(name) > len(prefix):
-                # Extra keys are percent-encoded in header names (a '/' becomes %2f).
-                extra.setdefault(unquote(name[len(prefix) :]), []).append(value)
-    return Identity(
-        user=user,
-        uid=first(config.uid_headers),
-        groups=tuple(value for name, value in pairs if name in groups),
-        extra={key: tuple(values) for key, values in extra.items()},
-    )
-
-
-def access_review(who: Identity, verb: str, resource: str, namespace: str, name: str = "") -> JsonObject:
-    attributes: JsonObject = {"verb": verb, "group": GROUP, "version": VERSION, "resource": resource}
-    if namespace:
-        attributes["namespace"] = namespace
-    if name:
-        attributes["name"] = name
-    spec: JsonObject = {"user": who.user, "groups": list(who.groups), "resourceAttributes": attributes}
-    if who.uid:
-        spec["uid"] = who.uid
-    if who.extra:
-        spec["extra"] = {key: list(values) for key, values in who.extra.items()}
-    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
-
-
 # A SecretWrite is reviewed twice: ``create secretwrites`` in the namespace (the apiserver asks it too, before it
 # proxies the request, with no name: a create names no object in its URL), then this verb on the ``writeonlysecrets``
 # of the Secret it writes, by name, so that a Role's resourceNames limits a writer to the Secrets it names.
@@ -942,18 +728,4 @@ def set_keys_hint(secret: str) -> str:
     return (
         f'a SecretWrite to secret "{secret}" needs {SET_KEYS_VERB} on writeonlysecrets "{secret}" (see "A pipeline '
         'limited to its own Secrets" in docs/write-only-secrets.md)'
-    )
-
-
-def forbidden(
-    who: Identity, verb: str, resource: str, namespace: str, name: str, reason: str, hint: str = ""
-) -> ApiError:
-    target = f'{resource}.{GROUP} "{name}"' if name else f"{resource}.{GROUP}"
-    scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    because = "".join(f": {part}" for part in (hint, reason) if part)
-    return ApiError(
-        403,
-        "Forbidden",
-        f'{target} is forbidden: User "{who.user}" cannot {verb} resource "{resource}" in API group "{GROUP}"'
-        f"{scope}{because}",
     )

@@ -27,6 +27,7 @@ from kubeio.errors import describe_error
 from kubeio.rest import ApiException, get_or_none, json_request
 from rules import secretsapi as secretsapi_rules
 from rules.workloads import resource_path
+from webhook import apiprotocol
 from webhook.referrers import ReferrerIndex
 from webhook.tls import ReloadingCertificate
 
@@ -56,7 +57,7 @@ class SecretsApi:
     api: client.ApiClient | None = None  # set once the server runs
     stale_after: datetime.timedelta = secretsapi_rules.DEFAULT_STALE_AFTER
     clock: Callable[[], datetime.datetime] = utcnow
-    front_proxy: secretsapi_rules.FrontProxy | None = None
+    front_proxy: apiprotocol.FrontProxy | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     # Kubernetes Secret types written beside Opaque and the generated ones (the chart's secretsApi.allowedTypes).
     allowed_types: frozenset[str] = frozenset()
@@ -73,7 +74,7 @@ class SecretsApi:
 
     async def refresh_front_proxy(self, tls: ReloadingCertificate) -> None:
         found = await get_or_none(self.kube, AUTHENTICATION_CONFIGMAP)
-        config = secretsapi_rules.front_proxy((found or {}).get("data") or {})
+        config = apiprotocol.front_proxy((found or {}).get("data") or {})
         if config is None:
             if not self.loaded.is_set():
                 log.warning(
@@ -99,7 +100,7 @@ class SecretsApi:
 
     # -- authentication and authorization ---------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request) -> secretsapi_rules.Identity:
+    def authenticate(self, request: web.Request) -> apiprotocol.Identity:
         config = self.front_proxy
         transport = request.transport
         peer = transport.get_extra_info("peercert") if transport is not None else None
@@ -111,25 +112,23 @@ class SecretsApi:
                 raise secretsapi_rules.ApiError(
                     401, "Unauthorized", "the client certificate is not one of the allowed names"
                 )
-        who = secretsapi_rules.identity(config, request.headers.items())
+        who = apiprotocol.identity(config, request.headers.items())
         if who is None:
             raise secretsapi_rules.ApiError(401, "Unauthorized", "the front proxy named no user")
         return who
 
     async def authorize(
-        self, who: secretsapi_rules.Identity, verb: str, resource: str, namespace: str, name: str = "", hint: str = ""
+        self, who: apiprotocol.Identity, verb: str, resource: str, namespace: str, name: str = "", hint: str = ""
     ) -> None:
         review = await json_request(
             self.kube,
             "POST",
             "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            body=secretsapi_rules.access_review(who, verb, resource, namespace, name),
+            body=apiprotocol.access_review(who, verb, resource, namespace, name),
         )
         answer = review.get("status") or {}
         if not answer.get("allowed") or answer.get("denied"):
-            raise secretsapi_rules.forbidden(
-                who, verb, resource, namespace, name, str(answer.get("reason") or ""), hint
-            )
+            raise apiprotocol.forbidden(who, verb, resource, namespace, name, str(answer.get("reason") or ""), hint)
 
     # -- handlers ---------------------------------------------------------------------------------------------------
 
@@ -157,7 +156,7 @@ class SecretsApi:
             if not token:
                 break
         if _wants_table(request):
-            return await _answer(secretsapi_rules.table(views, self.clock(), version, token))
+            return await _answer(apiprotocol.table(views, self.clock(), version, token))
         return await _answer(secretsapi_rules.view_list([view.body for view in views], version, token))
 
     async def get_view(self, request: web.Request) -> web.Response:
@@ -174,7 +173,7 @@ class SecretsApi:
         view = await self._view(secret)
         del secret
         if _wants_table(request):
-            return await _answer(secretsapi_rules.table([view], self.clock()))
+            return await _answer(apiprotocol.table([view], self.clock()))
         return await _answer(view.body)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -201,7 +200,7 @@ class SecretsApi:
             "secret %s/%s deleted for %s", namespace, name, who.user, extra=_fields(namespace, name, who, "deleted")
         )
         details = {"name": name, "group": secretsapi_rules.GROUP, "kind": secretsapi_rules.VIEWS}
-        return _json(secretsapi_rules.status(200, "", f'secret "{name}" deleted', details=details))
+        return _json(apiprotocol.status(200, "", f'secret "{name}" deleted', details=details))
 
     async def write(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
@@ -268,7 +267,7 @@ class SecretsApi:
         return await asyncio.to_thread(view, secret, referrers, self.referrers.by_uid, self.clock(), self.stale_after)
 
 
-def _fields(namespace: str, name: str, who: secretsapi_rules.Identity, outcome: str) -> dict[str, Any]:
+def _fields(namespace: str, name: str, who: apiprotocol.Identity, outcome: str) -> dict[str, Any]:
     """``extra=`` of a log line about a write (kubeio/logs.py prints them as fields in JSON): names, never values."""
     return {"object": {"kind": "Secret", "namespace": namespace, "name": name}, "user": who.user, "outcome": outcome}
 
@@ -302,7 +301,7 @@ def _json(body: dict[str, Any], *, status: int = 200) -> web.Response:
 
 
 def _refusal(error: secretsapi_rules.ApiError) -> web.Response:
-    return _json(error.status(), status=error.code)
+    return _json(apiprotocol.error_status(error), status=error.code)
 
 
 def _size_refusal(error: ApiException) -> bool:
@@ -329,7 +328,7 @@ def _passed_on(error: ApiException) -> web.Response:
     message = str(found.get("message") or error.reason or "the apiserver refused the write")
     reason = str(found.get("reason") or "")
     code = int(error.status or 500)
-    return _json(secretsapi_rules.status(code, reason, message), status=code)
+    return _json(apiprotocol.status(code, reason, message), status=code)
 
 
 @web.middleware
@@ -349,7 +348,7 @@ async def answers(request: web.Request, handler: Callable[[web.Request], Any]) -
         raise
     except Exception:
         log.exception("the write-only API failed on %s %s", request.method, request.path)
-        return _json(secretsapi_rules.status(500, "InternalError", "internal error; see the webhook's log"), status=500)
+        return _json(apiprotocol.status(500, "InternalError", "internal error; see the webhook's log"), status=500)
     return response
 
 
@@ -364,11 +363,11 @@ def add_routes(app: web.Application, secrets_api: SecretsApi) -> None:
         return handle
 
     def group_list() -> dict[str, Any]:
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [secretsapi_rules.api_group()]}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [apiprotocol.api_group()]}
 
     app.router.add_get("/apis", discovery(group_list))
-    app.router.add_get(f"/apis/{secretsapi_rules.GROUP}", discovery(secretsapi_rules.api_group))
-    app.router.add_get(BASE, discovery(secretsapi_rules.api_resources))
+    app.router.add_get(f"/apis/{secretsapi_rules.GROUP}", discovery(apiprotocol.api_group))
+    app.router.add_get(BASE, discovery(apiprotocol.api_resources))
     app.router.add_get(f"{BASE}/{secretsapi_rules.VIEWS}", secrets_api.list_views)
     app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.VIEWS}", secrets_api.list_views)
     app.router.add_get(f"{BASE}/namespaces/{{namespace}}/{secretsapi_rules.VIEWS}/{{name}}", secrets_api.get_view)

@@ -23,6 +23,7 @@ from rules.protection import Owner, Referrer, referrer_of
 from rules.references import How, Use, Via
 from rules.workloads import resource_path
 from tests.unit.fakeapi import FakeApi
+from webhook import apiprotocol
 from webhook.referrers import ReferrerIndex
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
@@ -101,7 +102,7 @@ def test_a_secret_of_many_keys_used_whole_by_many_is_viewed_with_bounded_work(bu
     # The view grows with the keys, never with keys times workloads (before: 117 MB for this one Secret).
     assert len(json.dumps(found.body)) < 300 * KEYS
     assert found.users == WORKLOADS
-    row = api.table([found], NOW)["rows"][0]["cells"]
+    row = apiprotocol.table([found], NOW)["rows"][0]["cells"]
     assert row[0] == "big"
     assert row[2].startswith("K00000,K00001,")
     assert len(row[2]) <= 60
@@ -115,7 +116,7 @@ def test_the_table_and_the_list_do_not_repeat_the_work_per_row(budget: Budget) -
         for name in ("big-0", "big-1", "big-2")
     ]
     before = budget.uses
-    table = api.table(views, NOW)
+    table = apiprotocol.table(views, NOW)
     assert budget.uses == before, "the Table is made from the views, with no use looked at again"
     assert [row["cells"][3] for row in table["rows"]] == [WORKLOADS] * 3
     assert before <= 3 * 2 * (2_000 + WORKLOADS)
@@ -227,7 +228,7 @@ def edge_of(monkeypatch: pytest.MonkeyPatch, index: ReferrerIndex) -> tuple[Fake
     monkeypatch.setattr(edge, "json_request", answer)
     monkeypatch.setattr("kubeio.rest.json_request", answer)
     secrets = edge.SecretsApi(index, api=cast(client.ApiClient, object()), clock=lambda: NOW)
-    monkeypatch.setattr(secrets, "authenticate", lambda request: api.Identity("viewer"))
+    monkeypatch.setattr(secrets, "authenticate", lambda request: apiprotocol.Identity("viewer"))
     return fake, secrets
 
 

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from rules.certs import KeyPair, make_ca, make_leaf
-from rules.secretsapi import FrontProxy
+from webhook.apiprotocol import FrontProxy
 from webhook.referrers import ReferrerIndex
 from webhook.secretsapi import SecretsApi, add_routes
 from webhook.tls import ReloadingCertificate

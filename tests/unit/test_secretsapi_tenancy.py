@@ -21,6 +21,7 @@ from rules import secretsapi as api
 from rules.names import KEYS_CHANGED_AT, PROTECTION, SECRET_TYPE_LABEL
 from rules.workloads import resource_path
 from tests.unit.fakeapi import FakeApi
+from webhook import apiprotocol
 from webhook.referrers import ReferrerIndex
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
@@ -77,7 +78,7 @@ def test_a_view_shows_only_the_metadata_the_product_knows() -> None:
         "annotations": {PROTECTION: "strict"},
     }
     assert view["keys"] == [{"name": "A", "lastChanged": "2026-11-01T00:00:00Z", "usedBy": []}]
-    table = api.table([api.secret_view(applied_with_kubectl(), [], {}, NOW)], NOW)
+    table = apiprotocol.table([api.secret_view(applied_with_kubectl(), [], {}, NOW)], NOW)
     assert CANARY not in json.dumps(table)
     assert table["rows"][0]["object"]["metadata"] == view["metadata"]
 
@@ -165,7 +166,7 @@ def test_only_the_secrets_the_api_is_for_are_written(
 
 
 def refusal_text(error: api.ApiError) -> str:
-    text = json.dumps(error.status())
+    text = json.dumps(apiprotocol.error_status(error))
     assert CANARY not in text
     return text
 
@@ -235,7 +236,7 @@ def fake(
     monkeypatch.setattr(edge, "json_request", answer)
     monkeypatch.setattr("kubeio.rest.json_request", answer)
     secrets = edge.SecretsApi(ReferrerIndex(), api=cast(client.ApiClient, object()), clock=lambda: NOW)
-    monkeypatch.setattr(secrets, "authenticate", lambda request: api.Identity("ci"))
+    monkeypatch.setattr(secrets, "authenticate", lambda request: apiprotocol.Identity("ci"))
     for number in range(23):
         api_.put(SECRETS, secret(f"s{number:02d}", KEY=CANARY))
     return api_, secrets, reviews, pages
@@ -397,7 +398,7 @@ def outcome(current: Any, pad: int) -> Any:
     try:
         _, result = api.plan_write(current, request(PAD="p" * (pad - 3)), NOW)
     except api.ApiError as error:
-        return error.status()
+        return apiprotocol.error_status(error)
     return result
 
 
@@ -452,7 +453,7 @@ async def test_the_apiserver_s_size_refusal_is_answered_without_a_size(
         await secrets.write(write_request(secret_write("s01", stringData={"PAD": "p" * 1000}), dry_run=True))
     assert refused.value.code == 413
     assert refused.value.message == api.too_large("s01").message
-    assert "1048571" not in json.dumps(refused.value.status())
+    assert "1048571" not in json.dumps(apiprotocol.error_status(refused.value))
 
 
 # ---- names: all of the string (security review) -------------------------------------------------------------------

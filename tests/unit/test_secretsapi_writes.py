@@ -11,9 +11,10 @@ from kubernetes_asyncio import client
 
 import webhook.secretsapi as edge
 from kubeio.rest import ApiException
-from rules.secretsapi import ApiError, Identity, WriteRequest
+from rules.secretsapi import ApiError, WriteRequest
 from rules.workloads import resource_path
 from tests.unit.fakeapi import FakeApi
+from webhook.apiprotocol import Identity
 from webhook.referrers import ReferrerIndex
 
 SECRETS = resource_path("Secret", "shop")
