@@ -6,10 +6,11 @@ import asyncio
 import datetime
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
@@ -128,11 +129,13 @@ def _continue_token(page: bytes) -> str:
     return head[start : head.find(b'"', start)].decode()
 
 
-def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: load the certificate files again whenever they change."""
+def watching(
+    watch: Callable[[], Coroutine[Any, Any, None]], what: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs ``watch()`` as long as the app: a failure of it fails the webhook's state."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        task = background(app[STATE], tls.watch(settings.cert_reload_seconds), "the certificate file watch")
+        task = background(app[STATE], watch(), what)
         try:
             yield
         finally:
@@ -140,6 +143,11 @@ def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.A
             await asyncio.gather(task, return_exceptions=True)
 
     return run
+
+
+def file_watch(settings: Settings, tls: ReloadingCertificate) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Load the certificate files again whenever they change."""
+    return watching(lambda: tls.watch(settings.cert_reload_seconds), "the certificate file watch")
 
 
 def self_managed_certificate(
@@ -166,17 +174,8 @@ def self_managed_certificate(
 
 
 def client_ca_watch(settings: Settings, trust: ClientCAFile) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: trust the apiserver's webhook client CA anew whenever its file changes."""
-
-    async def run(app: web.Application) -> AsyncIterator[None]:
-        task = background(app[STATE], trust.watch(settings.cert_reload_seconds), "the client CA file watch")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    return run
+    """Trust the apiserver's webhook client CA anew whenever its file changes."""
+    return watching(lambda: trust.watch(settings.cert_reload_seconds), "the client CA file watch")
 
 
 @dataclass(frozen=True)
