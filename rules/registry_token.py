@@ -18,16 +18,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from rules.certs import key_usage
@@ -199,10 +198,6 @@ def decide(
 # ---- the token ----------------------------------------------------------------------------------------------
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def claims(
     *,
     issuer: str,
@@ -235,15 +230,10 @@ def header(chain: Sequence[x509.Certificate]) -> dict[str, Any]:
     }
 
 
-def _compact_json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
 def sign(key: ec.EllipticCurvePrivateKey, head: Mapping[str, Any], body: Mapping[str, Any]) -> str:
-    """A compact JWS: ES256's signature is r and s, 32 bytes each, not the DER that ``cryptography`` returns."""
-    signing_input = f"{b64url(_compact_json(head))}.{b64url(_compact_json(body))}"
-    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    """A compact JWS, made by PyJWT (ES256's signature as JOSE wants it: r and s, 32 bytes each)."""
+    fields = {name: value for name, value in head.items() if name != "alg"}
+    return jwt.encode(dict(body), key, algorithm=str(head["alg"]), headers=fields)
 
 
 def response(token: str, *, lifetime: int, now: int) -> dict[str, Any]:
